@@ -1,0 +1,374 @@
+//! Stage 4: find the JWT in the upgrade request and validate it. Pure, no I/O.
+//!
+//! The token comes from `Authorization: Bearer <t>` (scheme case-insensitive) or, for browsers
+//! that cannot set headers, from the query parameter `jwt.query_param`. A token is never logged.
+
+use std::fmt;
+use std::str::FromStr;
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Map, Value};
+
+/// Longest token accepted, in bytes (real tokens are well under 8 KiB; this bounds the work).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Why a request was refused with 401. The text is sent to the client in the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token in the header nor the query.
+    Missing,
+    /// `exp` is in the past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// The signature does not verify with the configured key.
+    BadSignature,
+    /// `iss` missing or not the configured issuer.
+    WrongIssuer,
+    /// `aud` missing or not the configured audience.
+    WrongAudience,
+    /// A required claim is absent.
+    MissingClaim(String),
+    /// The token's `alg` is not in `jwt.algorithms`.
+    AlgorithmNotAllowed(String),
+    /// Not a JWT at all (shape, base64, JSON), or two tokens at once.
+    Malformed(String),
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Missing => write!(
+                f,
+                "missing token: send Authorization: Bearer <token> or the token query parameter"
+            ),
+            AuthError::Expired => write!(f, "token expired"),
+            AuthError::NotYetValid => write!(f, "token not yet valid (nbf)"),
+            AuthError::BadSignature => write!(f, "bad token signature"),
+            AuthError::WrongIssuer => write!(f, "wrong token issuer (iss)"),
+            AuthError::WrongAudience => write!(f, "wrong token audience (aud)"),
+            AuthError::MissingClaim(c) => write!(f, "token is missing the required claim {c:?}"),
+            AuthError::AlgorithmNotAllowed(a) => write!(f, "token algorithm {a} not allowed"),
+            AuthError::Malformed(why) => write!(f, "malformed token: {why}"),
+        }
+    }
+}
+
+/// Where the key comes from, as written in the config.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `jwt.secret`: an HMAC secret.
+    Secret(String),
+    /// `jwt.public_key_file`: the PEM text of an RSA, EC or Ed25519 public key, and its path.
+    PublicKeyPem {
+        /// File the PEM came from (for error messages).
+        path: String,
+        /// PEM text.
+        pem: Vec<u8>,
+    },
+}
+
+/// The validated `jwt` block: a key, the rules, and where to look for the token.
+pub struct JwtVerifier {
+    key: DecodingKey,
+    validation: Validation,
+    required_claims: Vec<String>,
+    /// Query parameter that may carry the token (`None`: header only).
+    pub query_param: Option<String>,
+}
+
+impl fmt::Debug for JwtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtVerifier")
+            .field("algorithms", &self.validation.algorithms)
+            .field("query_param", &self.query_param)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Settings of the `jwt` block before the key is loaded.
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    /// The key.
+    pub key: KeySource,
+    /// `algorithms` (names as in the JWT header).
+    pub algorithms: Vec<String>,
+    /// `issuer`: required and checked when set.
+    pub issuer: Option<String>,
+    /// `audience`: required and checked when set.
+    pub audience: Option<String>,
+    /// `required_claims`: names that must be present (besides `exp`).
+    pub required_claims: Vec<String>,
+    /// `leeway_seconds`.
+    pub leeway_seconds: u64,
+    /// `query_param`.
+    pub query_param: Option<String>,
+}
+
+impl JwtVerifier {
+    /// Builds the verifier; each error is one problem, named by its field.
+    pub fn new(s: &JwtSettings) -> Result<JwtVerifier, Vec<String>> {
+        let mut errors = Vec::new();
+        let mut algs = Vec::new();
+        for name in &s.algorithms {
+            if name.eq_ignore_ascii_case("none") {
+                errors.push("jwt.algorithms: \"none\" is never allowed".to_string());
+            } else {
+                match Algorithm::from_str(name) {
+                    Ok(a) => algs.push(a),
+                    Err(_) => errors.push(format!(
+                        "jwt.algorithms: unknown algorithm {name:?} (use HS256/384/512, \
+                         RS256/384/512, PS256/384/512, ES256/384 or EdDSA)"
+                    )),
+                }
+            }
+        }
+        if s.algorithms.is_empty() {
+            errors.push("jwt.algorithms: must name at least one algorithm".to_string());
+        }
+        let families: Vec<_> = algs.iter().map(|a| a.family()).collect();
+        if families.windows(2).any(|w| w[0] != w[1]) {
+            errors.push(
+                "jwt.algorithms: all algorithms must be of one family (HMAC, RSA, EC or EdDSA), \
+                 matching the one key"
+                    .to_string(),
+            );
+        }
+        let key = match (&s.key, families.first()) {
+            (_, None) => None,
+            (KeySource::Secret(secret), Some(fam)) => {
+                if *fam != jsonwebtoken::AlgorithmFamily::Hmac {
+                    errors.push(format!(
+                        "jwt.algorithms: {:?} needs public_key_file, not secret",
+                        s.algorithms
+                    ));
+                }
+                if secret.is_empty() {
+                    errors.push("jwt.secret: must not be empty".to_string());
+                }
+                Some(DecodingKey::from_secret(secret.as_bytes()))
+            }
+            (KeySource::PublicKeyPem { path, pem }, Some(fam)) => load_public_key(path, pem, *fam)
+                .map_err(|e| errors.push(e))
+                .ok(),
+        };
+        let (Some(key), true) = (key, errors.is_empty()) else {
+            return Err(errors);
+        };
+        let mut validation = Validation::new(algs[0]);
+        validation.algorithms = algs;
+        validation.leeway = s.leeway_seconds;
+        validation.validate_nbf = true;
+        let mut spec = vec!["exp"];
+        if let Some(iss) = &s.issuer {
+            validation.set_issuer(&[iss]);
+            spec.push("iss");
+        }
+        match &s.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                spec.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&spec);
+        Ok(JwtVerifier {
+            key,
+            validation,
+            required_claims: s.required_claims.clone(),
+            query_param: s.query_param.clone(),
+        })
+    }
+
+    /// Validates a token; returns its claims.
+    pub fn verify(&self, token: &str) -> Result<Map<String, Value>, AuthError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed(format!(
+                "longer than {MAX_TOKEN_BYTES} bytes"
+            )));
+        }
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            ErrorKind::Json(_) | ErrorKind::InvalidAlgorithmName => match header_alg(token) {
+                Some(alg) => AuthError::AlgorithmNotAllowed(alg),
+                None => AuthError::Malformed("header is not valid JSON".to_string()),
+            },
+            _ => map_error(e.kind()),
+        })?;
+        if !self.validation.algorithms.contains(&header.alg) {
+            return Err(AuthError::AlgorithmNotAllowed(format!("{:?}", header.alg)));
+        }
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &self.key, &self.validation)
+            .map_err(|e| map_error(e.kind()))?;
+        if let Some(c) = self
+            .required_claims
+            .iter()
+            .find(|c| !data.claims.contains_key(c.as_str()))
+        {
+            return Err(AuthError::MissingClaim(c.clone()));
+        }
+        Ok(data.claims)
+    }
+}
+
+fn load_public_key(
+    path: &str,
+    pem: &[u8],
+    family: jsonwebtoken::AlgorithmFamily,
+) -> Result<DecodingKey, String> {
+    use jsonwebtoken::AlgorithmFamily as F;
+    let (kind, res) = match family {
+        F::Hmac => {
+            return Err(format!(
+                "jwt.public_key_file {path}: HMAC algorithms need jwt.secret, not a public key \
+                 (accepting HS* with a public key enables algorithm confusion)"
+            ))
+        }
+        F::Rsa => ("an RSA", DecodingKey::from_rsa_pem(pem)),
+        F::Ec => ("an EC", DecodingKey::from_ec_pem(pem)),
+        F::Ed => ("an Ed25519", DecodingKey::from_ed_pem(pem)),
+    };
+    res.map_err(|e| {
+        format!("jwt.public_key_file {path}: not {kind} public key in PEM format ({e})")
+    })
+}
+
+fn map_error(kind: &ErrorKind) -> AuthError {
+    match kind {
+        ErrorKind::ExpiredSignature => AuthError::Expired,
+        ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+        ErrorKind::InvalidSignature => AuthError::BadSignature,
+        ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+        ErrorKind::InvalidAudience => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::WrongIssuer,
+        ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::WrongAudience,
+        ErrorKind::MissingRequiredClaim(c) => AuthError::MissingClaim(c.clone()),
+        ErrorKind::InvalidAlgorithm => AuthError::AlgorithmNotAllowed("(key mismatch)".into()),
+        ErrorKind::InvalidClaimFormat(c) => {
+            AuthError::Malformed(format!("claim {c} has a bad type"))
+        }
+        ErrorKind::Base64(_) => AuthError::Malformed("bad base64".to_string()),
+        ErrorKind::Json(_) | ErrorKind::Utf8(_) => AuthError::Malformed("bad JSON".to_string()),
+        _ => AuthError::Malformed("not a JWT".to_string()),
+    }
+}
+
+/// The `alg` named in a token's header, decoded without trusting anything else (used only to
+/// say which algorithm was refused, such as `none`).
+fn header_alg(token: &str) -> Option<String> {
+    let head = token.split('.').next()?;
+    let json = base64url_decode(head)?;
+    let v: Value = serde_json::from_slice(&json).ok()?;
+    let alg = v.get("alg")?.as_str()?;
+    Some(
+        alg.chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .take(16)
+            .collect(),
+    )
+}
+
+fn base64url_decode(s: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for c in s.bytes().take_while(|&c| c != b'=') {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+/// Finds the token in the request: the `Authorization` header values and the query string.
+/// Two tokens (two headers, or header and query) are refused rather than guessed between.
+pub fn extract_token(
+    authorization: &[&str],
+    query: Option<&str>,
+    query_param: Option<&str>,
+) -> Result<String, AuthError> {
+    if authorization.len() > 1 {
+        return Err(AuthError::Malformed(
+            "more than one Authorization header".to_string(),
+        ));
+    }
+    let from_header = match authorization.first() {
+        Some(value) => {
+            let value = value.trim();
+            let (scheme, rest) = value.split_once(' ').unwrap_or((value, ""));
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthError::Malformed(
+                    "Authorization scheme must be Bearer".to_string(),
+                ));
+            }
+            let token = rest.trim();
+            if token.is_empty() {
+                return Err(AuthError::Missing);
+            }
+            Some(token.to_string())
+        }
+        None => None,
+    };
+    let from_query = match (query, query_param) {
+        (Some(q), Some(name)) => crate::route::query_param(q, name).filter(|t| !t.is_empty()),
+        _ => None,
+    };
+    match (from_header, from_query) {
+        (Some(_), Some(_)) => Err(AuthError::Malformed(
+            "token both in the Authorization header and the query".to_string(),
+        )),
+        (Some(t), None) | (None, Some(t)) => Ok(t),
+        (None, None) => Err(AuthError::Missing),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn extract_table() {
+        let q = Some("access_token");
+        assert_eq!(extract_token(&["Bearer abc"], None, q), Ok("abc".into()));
+        assert_eq!(extract_token(&["bEaReR  abc "], None, q), Ok("abc".into()));
+        assert_eq!(
+            extract_token(&[], Some("x=1&access_token=t"), q),
+            Ok("t".into())
+        );
+        assert_eq!(
+            extract_token(&[], Some("access_token=t"), None),
+            Err(AuthError::Missing)
+        );
+        assert_eq!(extract_token(&[], None, q), Err(AuthError::Missing));
+        assert_eq!(extract_token(&["Bearer"], None, q), Err(AuthError::Missing));
+        assert!(matches!(
+            extract_token(&["Basic x"], None, q),
+            Err(AuthError::Malformed(_))
+        ));
+        assert!(matches!(
+            extract_token(&["Bearer a", "Bearer b"], None, q),
+            Err(AuthError::Malformed(_))
+        ));
+    }
+
+    #[test]
+    fn base64url_and_header_alg() {
+        assert_eq!(
+            base64url_decode("eyJhbGciOiJub25lIn0").unwrap(),
+            br#"{"alg":"none"}"#
+        );
+        assert_eq!(header_alg("eyJhbGciOiJub25lIn0.e30."), Some("none".into()));
+        assert_eq!(header_alg("!!!.e30."), None);
+    }
+}

@@ -1,0 +1,390 @@
+//! The config file (Kairos format): JSON -> every problem reported at once -> an immutable
+//! [`Config`] with only valid states (compiled routes, loaded keys, TLS roots), shared as
+//! `Arc<Config>` by every connection.
+
+mod fields;
+mod routers;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_rustls::rustls;
+use serde_json::Value;
+
+use crate::auth::{JwtSettings, JwtVerifier, KeySource};
+use fields::{Fields, Report};
+pub use routers::{Backend, Route};
+
+/// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
+pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// The validated config.
+#[derive(Debug)]
+pub struct Config {
+    /// `server.host` (default `0.0.0.0`).
+    pub host: String,
+    /// `server.port` (default 5900).
+    pub port: u16,
+    /// The routes served, in file order (routers with another protocol are skipped).
+    pub routes: Vec<Route>,
+    /// The `jwt` block, when present.
+    pub jwt: Option<JwtVerifier>,
+    /// TLS settings for `wss://` backends (only built when a route has one).
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    /// The `limits` block.
+    pub limits: Limits,
+}
+
+/// Limits that bound what a peer can make the gateway do; each default is the reason it exists.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// `handshake_timeout_ms` (10000): time from accept to a complete request head. Stops
+    /// slowloris clients from holding sockets.
+    pub handshake_timeout: Duration,
+    /// `backend_connect_timeout_ms` (10000): TCP connect + TLS + WebSocket handshake with the
+    /// backend. Past it the client gets 504.
+    pub backend_connect_timeout: Duration,
+    /// `max_message_bytes` (16 MiB): largest reassembled message, either direction.
+    pub max_message_bytes: usize,
+    /// `max_frame_bytes` (16 MiB): largest single frame payload, either direction.
+    pub max_frame_bytes: usize,
+    /// `max_request_head_bytes` (8192): largest HTTP request head (request line + headers).
+    pub max_request_head_bytes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            handshake_timeout: Duration::from_millis(10_000),
+            backend_connect_timeout: Duration::from_millis(10_000),
+            max_message_bytes: 16 << 20,
+            max_frame_bytes: 16 << 20,
+            max_request_head_bytes: 8192,
+        }
+    }
+}
+
+/// A config that failed to load: every problem, one line each.
+#[derive(Debug)]
+pub struct ConfigError {
+    /// What is wrong, each naming the field.
+    pub problems: Vec<String>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.problems.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn one(msg: String) -> Self {
+        ConfigError {
+            problems: vec![msg],
+        }
+    }
+}
+
+/// A loaded config and the warnings (unknown fields, skipped routers) to log.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The config.
+    pub config: Config,
+    /// Warnings to log.
+    pub warnings: Vec<String>,
+}
+
+/// Reads and validates a config file. Relative paths in it (`public_key_file`, `ca_file`) are
+/// relative to the file's directory.
+pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+    let shown = path.display();
+    let meta = std::fs::metadata(path)
+        .map_err(|e| ConfigError::one(format!("config file {shown}: {e}")))?;
+    if meta.is_dir() {
+        return Err(ConfigError::one(format!(
+            "config file {shown} is a directory: pass the path of a JSON file"
+        )));
+    }
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::one(format!(
+            "config file {shown} is {} bytes: larger than the {MAX_CONFIG_BYTES} bytes allowed",
+            meta.len()
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::one(format!("config file {shown}: {e}")))?;
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    parse(&text, &base).map_err(|mut e| {
+        for p in &mut e.problems {
+            *p = format!("{shown}: {p}");
+        }
+        e
+    })
+}
+
+/// Parses and validates config text; `base` resolves relative file paths.
+pub fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        ConfigError::one(format!(
+            "invalid JSON at line {} column {}: {e}",
+            e.line(),
+            e.column()
+        ))
+    })?;
+    let mut report = Report::default();
+    let config = read_root(&value, base, &mut report);
+    match config {
+        Some(config) if report.errors.is_empty() => Ok(Loaded {
+            config,
+            warnings: report.warnings,
+        }),
+        _ => Err(ConfigError {
+            problems: report.errors,
+        }),
+    }
+}
+
+fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> {
+    let mut root = Fields::new("", "", value, report)?;
+    let version = root.int(report, "version", 0, u64::MAX, 1);
+    if version != 1 {
+        root.error(report, "version", format!("must be 1, found {version}"));
+    }
+    let (host, port) = read_server(&mut root, report);
+    let limits = read_limits(&mut root, report);
+    let jwt = read_jwt(&mut root, base, report);
+    let ca_file = read_tls(&mut root, base, report);
+    let routes = match root.raw("routers") {
+        None => {
+            root.error(report, "routers", "is required (an array of routes)");
+            Vec::new()
+        }
+        Some(v) => routers::read_routers(v, jwt.is_some(), report),
+    };
+    root.finish(report);
+    let backend_tls = if routes.iter().flat_map(|r| &r.backends).any(|b| b.tls) {
+        build_backend_tls(ca_file.as_deref(), report)
+    } else {
+        None
+    };
+    Some(Config {
+        host,
+        port,
+        routes,
+        jwt,
+        backend_tls,
+        limits,
+    })
+}
+
+fn read_server(root: &mut Fields, report: &mut Report) -> (String, u16) {
+    let mut host = "0.0.0.0".to_string();
+    let mut port = 5900;
+    if let Some(v) = root.raw("server") {
+        if let Some(mut s) = Fields::new("", "server.", v, report) {
+            if let Some(h) = s.string(report, "host") {
+                host = h.to_string();
+            }
+            port = s.int(report, "port", 0, 65535, 5900) as u16;
+            s.finish(report);
+        }
+    }
+    (host, port)
+}
+
+fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
+    let d = Limits::default();
+    let Some(v) = root.raw("limits") else {
+        return d;
+    };
+    let Some(mut l) = Fields::new("", "limits.", v, report) else {
+        return d;
+    };
+    let ms = |f: &mut Fields, r: &mut Report, k, def: Duration| {
+        Duration::from_millis(f.int(r, k, 1, 86_400_000, def.as_millis() as u64))
+    };
+    let limits = Limits {
+        handshake_timeout: ms(&mut l, report, "handshake_timeout_ms", d.handshake_timeout),
+        backend_connect_timeout: ms(
+            &mut l,
+            report,
+            "backend_connect_timeout_ms",
+            d.backend_connect_timeout,
+        ),
+        max_message_bytes: l.int(report, "max_message_bytes", 16, 1 << 30, 16 << 20) as usize,
+        max_frame_bytes: l.int(report, "max_frame_bytes", 16, 1 << 30, 16 << 20) as usize,
+        max_request_head_bytes: l.int(report, "max_request_head_bytes", 256, 1 << 20, 8192)
+            as usize,
+    };
+    l.finish(report);
+    limits
+}
+
+fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVerifier> {
+    let v = root.raw("jwt")?;
+    let mut j = Fields::new("", "jwt.", v, report)?;
+    let secret = j.string(report, "secret");
+    let key_file = j.string(report, "public_key_file");
+    let key = match (secret, key_file) {
+        (Some(_), Some(_)) => {
+            j.error(
+                report,
+                "secret",
+                "give either secret or public_key_file, not both",
+            );
+            None
+        }
+        (Some(s), None) => Some(KeySource::Secret(s.to_string())),
+        (None, Some(f)) => {
+            let path = resolve(base, f);
+            match std::fs::read(&path) {
+                Ok(pem) => Some(KeySource::PublicKeyPem {
+                    path: path.display().to_string(),
+                    pem,
+                }),
+                Err(e) => {
+                    j.error(
+                        report,
+                        "public_key_file",
+                        format!("{}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            j.error(
+                report,
+                "secret",
+                "the jwt block needs secret or public_key_file",
+            );
+            None
+        }
+    };
+    let algorithms = j
+        .strings(report, "algorithms")
+        .map(|v| v.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_else(|| vec!["HS256".to_string()]);
+    let issuer = j.string(report, "issuer").map(str::to_string);
+    let audience = j.string(report, "audience").map(str::to_string);
+    let required_claims = j
+        .strings(report, "required_claims")
+        .map(|v| v.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    let leeway_seconds = j.int(report, "leeway_seconds", 0, 86_400, 30);
+    let query_param = match j.raw("query_param") {
+        None => Some("access_token".to_string()),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && !s.contains(['&', '=', ' ']) => Some(s.clone()),
+        Some(other) => {
+            j.error(
+                report,
+                "query_param",
+                format!("must be a parameter name or null, found {other}"),
+            );
+            None
+        }
+    };
+    j.finish(report);
+    let settings = JwtSettings {
+        key: key?,
+        algorithms,
+        issuer,
+        audience,
+        required_claims,
+        leeway_seconds,
+        query_param,
+    };
+    JwtVerifier::new(&settings)
+        .map_err(|errs| report.errors.extend(errs))
+        .ok()
+}
+
+fn read_tls(root: &mut Fields, base: &Path, report: &mut Report) -> Option<PathBuf> {
+    let v = root.raw("tls")?;
+    let mut t = Fields::new("", "tls.", v, report)?;
+    let ca = t.string(report, "ca_file").map(|f| resolve(base, f));
+    t.finish(report);
+    ca
+}
+
+fn resolve(base: &Path, file: &str) -> PathBuf {
+    let p = Path::new(file);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        base.join(p)
+    }
+}
+
+fn build_backend_tls(
+    ca_file: Option<&Path>,
+    report: &mut Report,
+) -> Option<Arc<rustls::ClientConfig>> {
+    use futures_rustls::pki_types::{pem::PemObject, CertificateDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        let shown = path.display();
+        match CertificateDer::pem_file_iter(path) {
+            Err(e) => report.errors.push(format!("tls.ca_file: {shown}: {e}")),
+            Ok(iter) => {
+                let certs: Result<Vec<_>, _> = iter.collect();
+                match certs {
+                    Err(e) => report.errors.push(format!("tls.ca_file: {shown}: {e}")),
+                    Ok(certs) if certs.is_empty() => report
+                        .errors
+                        .push(format!("tls.ca_file: {shown}: no PEM certificate in it")),
+                    Ok(certs) => {
+                        let (_, bad) = roots.add_parsable_certificates(certs);
+                        if bad > 0 {
+                            report.errors.push(format!(
+                                "tls.ca_file: {shown}: {bad} certificate(s) could not be parsed"
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| report.errors.push(format!("tls: {e}")))
+        .ok()?;
+    let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Some(Arc::new(cfg))
+}
+
+impl Config {
+    /// Applies `KAIROS_HOST` / `KAIROS_PORT` (they win over the `server` block).
+    pub fn apply_listen_env(
+        &mut self,
+        host: Option<String>,
+        port: Option<String>,
+    ) -> Result<(), ConfigError> {
+        if let Some(h) = host.filter(|h| !h.is_empty()) {
+            self.host = h;
+        }
+        if let Some(p) = port.filter(|p| !p.is_empty()) {
+            self.port = p.parse().map_err(|_| {
+                ConfigError::one(format!("KAIROS_PORT: {p:?} is not a port number (0-65535)"))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

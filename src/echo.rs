@@ -1,0 +1,101 @@
+//! A WebSocket echo server: text and binary messages are sent back as received; pings are
+//! answered and the close handshake completed (by tungstenite). Protocol errors are answered
+//! with the RFC's close code. Used by `--demo`, `examples/echo_backend.rs`, the tests and the
+//! benchmarks. If the client offers subprotocols, the first one is chosen.
+
+use std::io;
+use std::net::SocketAddr;
+
+use async_tungstenite::tungstenite::handshake::server::{
+    ErrorResponse, Request as WsRequest, Response as WsResponse,
+};
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::Message;
+use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
+use smol::net::{TcpListener, TcpStream};
+
+use crate::config::Limits;
+use crate::error::close_for_ws_error;
+
+/// Accepts connections on `listener` forever, one task each (on smol's global executor).
+pub async fn serve(listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => smol::spawn(handle_tcp(stream, peer)).detach(),
+            Err(e) => {
+                log::warn!("echo backend: accept failed: {e}");
+                smol::Timer::after(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Binds `addr` and serves echo there on a background thread; returns the bound address.
+pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
+    let listener = smol::block_on(TcpListener::bind(addr))?;
+    let local = listener.local_addr()?;
+    std::thread::Builder::new()
+        .name("echo-backend".into())
+        .spawn(move || smol::block_on(serve(listener)))?;
+    Ok(local)
+}
+
+async fn handle_tcp(stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    log::debug!("echo backend: connection from {peer}");
+    handle(stream).await;
+}
+
+/// Performs the server handshake on `stream` and echoes until the client closes.
+#[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
+pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    let choose_protocol =
+        |req: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
+            let first = req
+                .headers()
+                .get("Sec-WebSocket-Protocol")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(str::trim)
+                .and_then(|p| HeaderValue::from_str(p).ok());
+            if let Some(p) = first {
+                res.headers_mut().insert("Sec-WebSocket-Protocol", p);
+            }
+            Ok(res)
+        };
+    let cfg = crate::relay::ws_config(&Limits::default());
+    let mut ws =
+        match async_tungstenite::accept_hdr_async_with_config(stream, choose_protocol, Some(cfg))
+            .await
+        {
+            Ok(ws) => ws,
+            Err(e) => {
+                log::debug!("echo backend: handshake failed: {e}");
+                return;
+            }
+        };
+    while let Some(msg) = ws.next().await {
+        let msg = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                if let Some((code, reason)) = close_for_ws_error(&e) {
+                    let frame = CloseFrame {
+                        code,
+                        reason: reason.into(),
+                    };
+                    let _ = ws.close(Some(frame)).await;
+                }
+                log::debug!("echo backend: {e}");
+                return;
+            }
+        };
+        let reply = match msg {
+            Message::Text(_) | Message::Binary(_) => msg,
+            _ => continue,
+        };
+        if ws.send(reply).await.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! The one error type of a proxied connection, and the only place where an error is mapped to
+//! an HTTP status (before the upgrade) or a WebSocket close code (after it).
+
+use std::fmt;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+
+use crate::auth::AuthError;
+
+/// Everything that can end a connection early. `Display` says what happened and, where it helps,
+/// what to fix.
+#[derive(Debug)]
+pub enum Error {
+    /// The request head is not valid HTTP/1.1 (the text says which part).
+    BadRequest(String),
+    /// The request head is longer than `limits.max_request_head_bytes`.
+    HeadTooLarge(usize),
+    /// The request head was not complete within `limits.handshake_timeout_ms`.
+    HandshakeTimeout(Duration),
+    /// The client closed or broke the connection before its request was complete.
+    ClientGone(String),
+    /// No route has this `external_path`.
+    NotFound(String),
+    /// The route exists but the method is not GET.
+    MethodNotAllowed(String),
+    /// A plain GET without `Upgrade: websocket`.
+    NotUpgrade,
+    /// An upgrade request without a valid `Sec-WebSocket-Key` (or otherwise malformed).
+    BadUpgrade(String),
+    /// `Sec-WebSocket-Version` other than 13.
+    BadVersion(String),
+    /// The route needs a token and the request has none, or a bad one.
+    Unauthorized(AuthError),
+    /// The backend refused the TCP connection, or its name did not resolve.
+    BackendUnreachable {
+        /// `ws://host:port/path` of the attempt.
+        url: String,
+        /// What the OS said.
+        reason: String,
+    },
+    /// TCP connect, TLS and WebSocket handshake together took longer than
+    /// `limits.backend_connect_timeout_ms`.
+    BackendTimeout {
+        /// `ws://host:port/path` of the attempt.
+        url: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+    /// The backend answered the upgrade with this non-101 status.
+    BackendStatus {
+        /// `ws://host:port/path` of the attempt.
+        url: String,
+        /// The status the backend answered.
+        status: u16,
+    },
+    /// The backend broke the handshake in some other way (TLS, garbage, bad accept key...).
+    BackendFailed {
+        /// `ws://host:port/path` of the attempt.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+impl Error {
+    /// The HTTP status answered to the client before the upgrade; `None` means the connection is
+    /// closed without an answer (timeout, client gone).
+    pub fn status(&self) -> Option<u16> {
+        Some(match self {
+            Error::BadRequest(_) | Error::BadUpgrade(_) => 400,
+            Error::HeadTooLarge(_) => 431,
+            Error::HandshakeTimeout(_) | Error::ClientGone(_) => return None,
+            Error::NotFound(_) => 404,
+            Error::MethodNotAllowed(_) => 405,
+            Error::NotUpgrade | Error::BadVersion(_) => 426,
+            Error::Unauthorized(_) => 401,
+            Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
+            Error::BackendTimeout { .. } => 504,
+            Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
+            Error::BackendStatus { .. } => 502,
+        })
+    }
+
+    /// Extra response headers that go with `status()`.
+    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Error::MethodNotAllowed(_) => &[("Allow", "GET")],
+            Error::NotUpgrade => &[("Upgrade", "websocket")],
+            Error::BadVersion(_) => &[("Sec-WebSocket-Version", "13")],
+            Error::Unauthorized(_) => &[("WWW-Authenticate", "Bearer")],
+            _ => &[],
+        }
+    }
+
+    /// Whether an operator should see this at `warn` (the rest is the client's own fault and
+    /// logged at `debug`).
+    pub fn is_operator_problem(&self) -> bool {
+        matches!(
+            self,
+            Error::BackendUnreachable { .. }
+                | Error::BackendTimeout { .. }
+                | Error::BackendStatus { .. }
+                | Error::BackendFailed { .. }
+        )
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::BadRequest(why) => write!(f, "bad request: {why}"),
+            Error::HeadTooLarge(max) => write!(
+                f,
+                "request head is larger than {max} bytes (limits.max_request_head_bytes)"
+            ),
+            Error::HandshakeTimeout(t) => write!(
+                f,
+                "request head not complete within {} ms (limits.handshake_timeout_ms)",
+                t.as_millis()
+            ),
+            Error::ClientGone(why) => write!(f, "client went away during the handshake: {why}"),
+            Error::NotFound(path) => write!(f, "no route for path {path}"),
+            Error::MethodNotAllowed(m) => write!(f, "method {m} not allowed: use GET"),
+            Error::NotUpgrade => write!(
+                f,
+                "this path is a WebSocket route: send Upgrade: websocket and Connection: Upgrade"
+            ),
+            Error::BadUpgrade(why) => write!(f, "malformed WebSocket upgrade: {why}"),
+            Error::BadVersion(v) => write!(
+                f,
+                "Sec-WebSocket-Version {v:?} is not supported: use 13 (RFC 6455)"
+            ),
+            Error::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+            Error::BackendUnreachable { url, reason } => {
+                write!(f, "backend {url} unreachable: {reason}")
+            }
+            Error::BackendTimeout { url, after } => write!(
+                f,
+                "backend {url} did not complete the handshake within {} ms \
+                 (limits.backend_connect_timeout_ms)",
+                after.as_millis()
+            ),
+            Error::BackendStatus { url, status } => {
+                write!(f, "backend {url} answered the upgrade with HTTP {status}")
+            }
+            Error::BackendFailed { url, reason } => {
+                write!(f, "backend {url} handshake failed: {reason}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Text of a standard HTTP status line for the codes the gateway answers.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        101 => "Switching Protocols",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => "Error",
+    }
+}
+
+/// Why one leg of a relayed connection ended abnormally, from the WebSocket error seen on it.
+/// Returns the close code to send to the peer that caused it (when it can still be told), and a
+/// short reason (at most 123 bytes, as a close reason must fit a control frame).
+pub fn close_for_ws_error(err: &WsError) -> Option<(CloseCode, &'static str)> {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some((CloseCode::Size, "message too big"))
+        }
+        WsError::Capacity(_) => Some((CloseCode::Size, "frame too big")),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8 in text message")),
+        WsError::Protocol(ProtocolError::InvalidCloseSequence) => {
+            Some((CloseCode::Protocol, "invalid close frame"))
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => None,
+        _ => Some((CloseCode::Error, "internal error")),
+    }
+}
+
+/// Close code sent to the *other* leg when one leg failed: the backend vanishing is an error
+/// for the client (1011); anything the client did wrong or its vanishing is "going away" (1001)
+/// for the backend.
+pub fn close_for_peer_failure(failed_leg_is_backend: bool) -> (CloseCode, &'static str) {
+    if failed_leg_is_backend {
+        (CloseCode::Error, "backend connection lost")
+    } else {
+        (CloseCode::Away, "client went away")
+    }
+}

@@ -1,0 +1,392 @@
+//! Stage 2: read and bound the client's HTTP upgrade request, check it is a valid RFC 6455
+//! upgrade, and answer: 101 (once the backend accepted) or an error response.
+//!
+//! The head is read here, not by tungstenite's accept callback, because the answer must wait for
+//! the backend. Bytes the client sent after the head (an early first frame) are handed on.
+
+use std::time::Duration;
+
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
+use smol::Timer;
+
+use crate::error::{reason_phrase, Error};
+
+/// Most headers accepted in one request or response head.
+const MAX_HEADERS: usize = 100;
+
+/// A parsed request head.
+#[derive(Debug, Clone)]
+pub struct Request {
+    /// Method, as sent.
+    pub method: String,
+    /// Request target (path and query), as sent.
+    pub target: String,
+    /// Minor HTTP version (1 for HTTP/1.1).
+    pub minor_version: u8,
+    /// Headers in order; values are raw bytes (they may hold obs-text).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+impl Request {
+    /// Values of every header `name` (case-insensitive) that are valid UTF-8.
+    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
+            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+    }
+
+    /// The first header `name`, if any.
+    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        self.header_all(name).next()
+    }
+
+    /// Whether the comma-separated header `name` holds `token` (case-insensitive).
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.header_all(name)
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// A parsed response head (from a backend).
+#[derive(Debug, Clone)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// Headers in order.
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// Reads a request head of at most `max` bytes. Returns it and the bytes read past its end.
+pub async fn read_request<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<(Request, Vec<u8>), Error> {
+    let (buf, len) = read_head(stream, max, |b| {
+        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut h);
+        match req.parse(b) {
+            Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(e) => Err(e),
+        }
+    })
+    .await?;
+    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut h);
+    req.parse(&buf[..len])
+        .map_err(|e| Error::BadRequest(e.to_string()))?;
+    let request = Request {
+        method: req.method.unwrap_or_default().to_string(),
+        target: req.path.unwrap_or_default().to_string(),
+        minor_version: req.version.unwrap_or(0),
+        headers: copy_headers(req.headers),
+    };
+    Ok((request, buf[len..].to_vec()))
+}
+
+/// Reads a response head of at most `max` bytes. Returns it and the bytes read past its end.
+pub async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+) -> Result<(Response, Vec<u8>), String> {
+    let parse = |b: &[u8]| {
+        let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut h);
+        match res.parse(b) {
+            Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+            Ok(httparse::Status::Partial) => Ok(None),
+            Err(e) => Err(e),
+        }
+    };
+    let (buf, len) = read_head(stream, max, parse).await.map_err(|e| match e {
+        Error::BadRequest(why) => format!("invalid HTTP response: {why}"),
+        Error::HeadTooLarge(n) => format!("response head larger than {n} bytes"),
+        Error::ClientGone(why) => format!("connection closed before the response head: {why}"),
+        other => other.to_string(),
+    })?;
+    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut h);
+    res.parse(&buf[..len])
+        .map_err(|e| format!("invalid HTTP response: {e}"))?;
+    let response = Response {
+        status: res.code.unwrap_or(0),
+        headers: copy_headers(res.headers),
+    };
+    Ok((response, buf[len..].to_vec()))
+}
+
+fn copy_headers(headers: &[httparse::Header]) -> Vec<(String, Vec<u8>)> {
+    headers
+        .iter()
+        .map(|h| (h.name.to_string(), h.value.to_vec()))
+        .collect()
+}
+
+/// Reads until `parse` finds a complete head; returns the buffer and the head's length.
+async fn read_head<S, P>(stream: &mut S, max: usize, parse: P) -> Result<(Vec<u8>, usize), Error>
+where
+    S: AsyncRead + Unpin,
+    P: Fn(&[u8]) -> Result<Option<usize>, httparse::Error>,
+{
+    let mut buf = vec![0u8; max.min(1024)];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            if buf.len() >= max {
+                return Err(Error::HeadTooLarge(max));
+            }
+            buf.resize((buf.len() * 2).min(max), 0);
+        }
+        let n = stream
+            .read(&mut buf[len..])
+            .await
+            .map_err(|e| Error::ClientGone(e.to_string()))?;
+        if n == 0 {
+            let why = if len == 0 {
+                "no request sent"
+            } else {
+                "request head incomplete"
+            };
+            return Err(Error::ClientGone(why.to_string()));
+        }
+        len += n;
+        match parse(&buf[..len]) {
+            Ok(Some(head_len)) => {
+                buf.truncate(len);
+                return Ok((buf, head_len));
+            }
+            Ok(None) => {}
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge(max)),
+            Err(e) => return Err(Error::BadRequest(e.to_string())),
+        }
+    }
+}
+
+/// What a valid upgrade request carries.
+#[derive(Debug, Clone)]
+pub struct Upgrade {
+    /// `Sec-WebSocket-Key`.
+    pub key: String,
+    /// `Sec-WebSocket-Protocol` offers, in order.
+    pub protocols: Vec<String>,
+}
+
+/// Checks the request is a well-formed RFC 6455 upgrade (the method was checked by the caller).
+pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
+    if req.minor_version != 1 {
+        return Err(Error::BadRequest(
+            "HTTP/1.1 is required for a WebSocket upgrade".to_string(),
+        ));
+    }
+    if !req.has_token("Upgrade", "websocket") || !req.has_token("Connection", "upgrade") {
+        return Err(Error::NotUpgrade);
+    }
+    if req.header_all("Host").count() != 1 {
+        return Err(Error::BadUpgrade(
+            "exactly one Host header is required".to_string(),
+        ));
+    }
+    let versions: Vec<&str> = req.header_all("Sec-WebSocket-Version").collect();
+    match versions.as_slice() {
+        [] => {
+            return Err(Error::BadUpgrade(
+                "missing Sec-WebSocket-Version".to_string(),
+            ))
+        }
+        ["13"] => {}
+        [v] => return Err(Error::BadVersion(v.to_string())),
+        _ => {
+            return Err(Error::BadUpgrade(
+                "several Sec-WebSocket-Version headers".to_string(),
+            ))
+        }
+    }
+    let keys: Vec<&str> = req.header_all("Sec-WebSocket-Key").collect();
+    let key = match keys.as_slice() {
+        [k] if is_valid_key(k.trim()) => k.trim().to_string(),
+        [] => return Err(Error::BadUpgrade("missing Sec-WebSocket-Key".to_string())),
+        [_] => {
+            return Err(Error::BadUpgrade(
+                "Sec-WebSocket-Key must be 16 bytes in base64".to_string(),
+            ))
+        }
+        _ => {
+            return Err(Error::BadUpgrade(
+                "several Sec-WebSocket-Key headers".to_string(),
+            ))
+        }
+    };
+    let protocols = req
+        .header_all("Sec-WebSocket-Protocol")
+        .flat_map(|v| v.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect();
+    Ok(Upgrade { key, protocols })
+}
+
+/// A key is the base64 of 16 bytes: 22 characters and `==`.
+fn is_valid_key(k: &str) -> bool {
+    let b = k.as_bytes();
+    b.len() == 24
+        && b[22..] == *b"=="
+        && b[..22]
+            .iter()
+            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && matches!(b[21], b'A' | b'Q' | b'g' | b'w')
+}
+
+/// Writes the 101 answer; `extra` are the backend's end-to-end response headers.
+pub async fn write_switching<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    accept: &str,
+    extra: &[(String, Vec<u8>)],
+) -> std::io::Result<()> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");
+    out.extend_from_slice(b"Connection: Upgrade\r\nSec-WebSocket-Accept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in extra {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    stream.write_all(&out).await?;
+    stream.flush().await
+}
+
+/// Answers `err` with its status, headers and a short text body, then closes gracefully: shuts
+/// down writing and drains what the client still sends for a moment, so that it reads the answer
+/// even if it had sent more bytes. Errors without a status just close.
+pub async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: &Error) {
+    let Some(status) = err.status() else {
+        return;
+    };
+    let body = format!("{err}\n");
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
+        reason_phrase(status),
+        body.len()
+    );
+    for (name, value) in err.headers() {
+        head.push_str(name);
+        head.push_str(": ");
+        head.push_str(value);
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(&body);
+    let sent = async {
+        stream.write_all(head.as_bytes()).await?;
+        stream.flush().await?;
+        stream.close().await
+    };
+    if sent.await.is_ok() {
+        drain(stream, Duration::from_millis(500), 64 * 1024).await;
+    }
+}
+
+/// Reads and discards up to `max` bytes or until `limit` passes or the peer closes.
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration, max: usize) {
+    let read_all = async {
+        let mut buf = [0u8; 2048];
+        let mut total = 0;
+        while total < max {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    };
+    read_all
+        .or(async {
+            Timer::after(limit).await;
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> Request {
+        Request {
+            method: "GET".into(),
+            target: "/".into(),
+            minor_version: 1,
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+        }
+    }
+
+    const OK: &[(&str, &str)] = &[
+        ("Host", "x"),
+        ("Upgrade", "websocket"),
+        ("Connection", "keep-alive, Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+
+    #[test]
+    fn upgrade_checks() {
+        assert!(check_upgrade(&req(OK)).is_ok());
+        let without = |name: &str| {
+            req(&OK
+                .iter()
+                .copied()
+                .filter(|(n, _)| *n != name)
+                .collect::<Vec<_>>())
+        };
+        assert!(matches!(
+            check_upgrade(&without("Upgrade")),
+            Err(Error::NotUpgrade)
+        ));
+        assert!(matches!(
+            check_upgrade(&without("Connection")),
+            Err(Error::NotUpgrade)
+        ));
+        assert!(matches!(
+            check_upgrade(&without("Sec-WebSocket-Key")),
+            Err(Error::BadUpgrade(_))
+        ));
+        let mut v8 = OK.to_vec();
+        v8[3] = ("Sec-WebSocket-Version", "8");
+        assert!(matches!(
+            check_upgrade(&req(&v8)),
+            Err(Error::BadVersion(_))
+        ));
+        let mut badkey = OK.to_vec();
+        badkey[4] = ("Sec-WebSocket-Key", "short");
+        assert!(matches!(
+            check_upgrade(&req(&badkey)),
+            Err(Error::BadUpgrade(_))
+        ));
+        let mut two = OK.to_vec();
+        two.push(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="));
+        assert!(matches!(
+            check_upgrade(&req(&two)),
+            Err(Error::BadUpgrade(_))
+        ));
+    }
+
+    #[test]
+    fn read_request_splits_leftover() {
+        let data = b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n\x81\x00".to_vec();
+        let mut cursor = futures_lite::io::Cursor::new(data);
+        let (r, rest) = smol::block_on(read_request(&mut cursor, 8192)).unwrap();
+        assert_eq!(r.target, "/a?b");
+        assert_eq!(rest, b"\x81\x00");
+        let mut big = futures_lite::io::Cursor::new(vec![b'a'; 10_000]);
+        assert!(matches!(
+            smol::block_on(read_request(&mut big, 8192)),
+            Err(Error::HeadTooLarge(8192)) | Err(Error::BadRequest(_))
+        ));
+    }
+}

@@ -1,0 +1,200 @@
+//! `kairos-gateway`: command line, logging, config loading, and the executor threads. The only
+//! place where errors are printed for the user.
+
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use kairos_gateway::config::{self, Config};
+use kairos_gateway::server::Gateway;
+
+const HELP: &str = "\
+kairos-gateway: a WebSocket reverse proxy
+
+USAGE:
+    kairos-gateway [--config PATH] [--check] [--demo] [--version] [--help]
+
+OPTIONS:
+    --config PATH   config file (default: $KAIROS_CONFIG_PATH, else ./config.json)
+    --check         validate the config, print every problem or \"config OK: N routes\", exit
+    --demo          also run the example echo backend in-process on the address of the
+                    config's first backend (ws://localhost:3000 in the shipped config.json)
+    --version       print the version
+    --help          print this help
+
+ENVIRONMENT:
+    KAIROS_CONFIG_PATH   config file when --config is not given
+    KAIROS_HOST          listen host (overrides server.host; default 0.0.0.0)
+    KAIROS_PORT          listen port (overrides server.port; default 5900)
+    RUST_LOG             log filter (default info), e.g. RUST_LOG=debug
+";
+
+struct Args {
+    config: Option<PathBuf>,
+    check: bool,
+    demo: bool,
+}
+
+enum Cmd {
+    Run(Args),
+    Print(String),
+}
+
+fn parse_args() -> Result<Cmd, lexopt::Error> {
+    use lexopt::prelude::*;
+    let mut args = Args {
+        config: None,
+        check: false,
+        demo: false,
+    };
+    let mut parser = lexopt::Parser::from_env();
+    while let Some(arg) = parser.next()? {
+        match arg {
+            Long("config") | Short('c') => args.config = Some(parser.value()?.into()),
+            Long("check") => args.check = true,
+            Long("demo") => args.demo = true,
+            Long("version") | Short('V') => {
+                return Ok(Cmd::Print(format!(
+                    "kairos-gateway {}",
+                    env!("CARGO_PKG_VERSION")
+                )))
+            }
+            Long("help") | Short('h') => return Ok(Cmd::Print(HELP.to_string())),
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    Ok(Cmd::Run(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Cmd::Run(a)) => a,
+        Ok(Cmd::Print(text)) => {
+            println!("{}", text.trim_end());
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("kairos-gateway: {e}\n\n{HELP}");
+            return ExitCode::from(2);
+        }
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let path = args
+        .config
+        .or_else(|| std::env::var_os("KAIROS_CONFIG_PATH").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("config.json"));
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("error: {p}");
+            }
+            eprintln!(
+                "kairos-gateway: {} problem(s) in the config; nothing started",
+                problems.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if args.check {
+        println!("config OK: {} routes", config.routes.len());
+        return ExitCode::SUCCESS;
+    }
+    match run(Arc::new(config), args.demo) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads and validates the config, logs its warnings, applies the listen environment.
+fn load(path: &std::path::Path) -> Result<Config, Vec<String>> {
+    let loaded = config::load_file(path).map_err(|e| e.problems)?;
+    for w in &loaded.warnings {
+        log::warn!("{}: {w}", path.display());
+    }
+    let mut config = loaded.config;
+    config
+        .apply_listen_env(
+            std::env::var("KAIROS_HOST").ok(),
+            std::env::var("KAIROS_PORT").ok(),
+        )
+        .map_err(|e| e.problems)?;
+    Ok(config)
+}
+
+fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
+    if demo {
+        start_demo_backend(&config)?;
+    }
+    let gateway = smol::block_on(Gateway::bind(config.clone())).map_err(|e| e.to_string())?;
+    let addr = gateway.local_addr().map_err(|e| e.to_string())?;
+    log::info!(
+        "kairos-gateway {} listening on {addr}",
+        env!("CARGO_PKG_VERSION")
+    );
+    for r in &config.routes {
+        let b = &r.backends[0];
+        log::info!(
+            "route {} -> {}{}{}",
+            r.external.as_str(),
+            b.origin(),
+            r.internal.as_str(),
+            if r.auth_required {
+                " (JWT required)"
+            } else {
+                ""
+            }
+        );
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ex = Arc::new(smol::Executor::new());
+    for i in 1..threads {
+        let ex = ex.clone();
+        std::thread::Builder::new()
+            .name(format!("kairos-{i}"))
+            .spawn(move || smol::block_on(ex.run(std::future::pending::<()>())))
+            .map_err(|e| format!("cannot start worker thread: {e}"))?;
+    }
+    smol::block_on(ex.run(gateway.serve(ex.clone())));
+    Ok(())
+}
+
+/// `--demo`: the echo backend on the first backend's address (which must be local and ws://).
+fn start_demo_backend(config: &Config) -> Result<(), String> {
+    let Some(b) = config.routes.first().map(|r| &r.backends[0]) else {
+        return Err("--demo needs at least one route in the config".to_string());
+    };
+    if b.tls {
+        return Err(format!(
+            "--demo serves ws:// only; the first backend is {}",
+            b.origin()
+        ));
+    }
+    let ip: IpAddr = match (b.host.as_str(), b.port).to_socket_addrs() {
+        Ok(mut addrs) => addrs
+            .find(|a| a.ip().is_loopback())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    if !ip.is_loopback() {
+        return Err(format!(
+            "--demo runs the echo backend on this machine; the first backend {} is not local",
+            b.origin()
+        ));
+    }
+    let addr = kairos_gateway::echo::start(SocketAddr::new(ip, b.port)).map_err(|e| {
+        format!(
+            "--demo: cannot start the echo backend on {}: {e}",
+            b.origin()
+        )
+    })?;
+    log::info!("demo echo backend listening on ws://{addr}");
+    Ok(())
+}

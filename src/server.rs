@@ -1,0 +1,207 @@
+//! Stage 1: the listener and the accept loop; one task per connection, which walks the stages
+//! handshake -> route -> auth -> upstream -> relay. A panic in one connection's task is caught
+//! and logged; the other connections never notice.
+
+use std::io;
+use std::net::SocketAddr;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use futures_lite::FutureExt;
+use smol::net::{TcpListener, TcpStream};
+use smol::{Executor, Timer};
+
+use crate::auth::extract_token;
+use crate::config::{Config, Route};
+use crate::error::Error;
+use crate::handshake::{self, Request, Upgrade};
+use crate::route;
+use crate::upstream::{self, ClientSide};
+
+/// A bound gateway, ready to serve.
+pub struct Gateway {
+    listener: TcpListener,
+    config: Arc<Config>,
+}
+
+impl Gateway {
+    /// Binds `config.host:config.port`.
+    pub async fn bind(config: Arc<Config>) -> io::Result<Gateway> {
+        let addr = (config.host.as_str(), config.port);
+        let listener = TcpListener::bind(addr).await.map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot listen on {}:{}: {e}", config.host, config.port),
+            )
+        })?;
+        Ok(Gateway { listener, config })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Accepts connections forever, spawning one task per connection on `ex`.
+    pub async fn serve(self, ex: Arc<Executor<'static>>) {
+        let ids = AtomicU64::new(1);
+        let mut last_error_log: Option<Instant> = None;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, peer)) => {
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let config = self.config.clone();
+                    let task =
+                        AssertUnwindSafe(serve_connection(stream, peer, config, id)).catch_unwind();
+                    ex.spawn(async move {
+                        if let Err(panic) = task.await {
+                            let what = panic
+                                .downcast_ref::<&str>()
+                                .map(|s| s.to_string())
+                                .or_else(|| panic.downcast_ref::<String>().cloned())
+                                .unwrap_or_default();
+                            log::error!(
+                                "conn {id} {peer}: bug: the connection task panicked: {what}"
+                            );
+                        }
+                    })
+                    .detach();
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: log at most once a second, back
+                    // off a little, and keep serving the connections already open.
+                    if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        log::error!("accept failed: {e} (will keep retrying)");
+                        last_error_log = Some(Instant::now());
+                    }
+                    Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Starts a gateway on background threads (`threads` executor threads) and returns the address
+/// it listens on. Used by the tests and by `--demo`; the threads live as long as the process.
+pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
+    let gateway = smol::block_on(Gateway::bind(config))?;
+    let addr = gateway.local_addr()?;
+    let ex = Arc::new(Executor::new());
+    ex.spawn(gateway.serve(ex.clone())).detach();
+    for i in 0..threads.max(1) {
+        let ex = ex.clone();
+        std::thread::Builder::new()
+            .name(format!("kairos-{i}"))
+            .spawn(move || smol::block_on(ex.run(std::future::pending::<()>())))?;
+    }
+    Ok(addr)
+}
+
+/// Runs the stages of one connection.
+async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, config: Arc<Config>, id: u64) {
+    let _ = stream.set_nodelay(true);
+    log::debug!("conn {id} {peer}: accepted");
+    let limits = &config.limits;
+    let timeout = limits.handshake_timeout;
+    let read = handshake::read_request(&mut stream, limits.max_request_head_bytes)
+        .or(async {
+            Timer::after(timeout).await;
+            Err(Error::HandshakeTimeout(timeout))
+        })
+        .await;
+    let (request, early) = match read {
+        Ok(r) => r,
+        Err(e) => return refuse(&mut stream, peer, id, &e).await,
+    };
+    let (route, target, upgrade) = match admit(&config, &request) {
+        Ok(a) => a,
+        Err(e) => return refuse(&mut stream, peer, id, &e).await,
+    };
+    let backend = &route.backends[0];
+    log::debug!(
+        "conn {id} {peer}: {} -> routers[{}] -> {}{target}",
+        route::split_target(&request.target).0,
+        route.index,
+        backend.origin()
+    );
+    let client = ClientSide {
+        request: &request,
+        upgrade: &upgrade,
+        peer,
+        proto: "http",
+    };
+    let upgraded = match upstream::connect(&config, backend, &target, &client).await {
+        Ok(u) => u,
+        Err(e) => return refuse(&mut stream, peer, id, &e).await,
+    };
+    let accept = derive_accept_key(upgrade.key.as_bytes());
+    if let Err(e) = handshake::write_switching(&mut stream, &accept, &upgraded.headers).await {
+        log::debug!("conn {id} {peer}: client gone before the 101 was sent: {e}");
+        return;
+    }
+    log::debug!("conn {id} {peer}: upgraded");
+    let summary =
+        crate::relay::run(stream, early, upgraded.stream, upgraded.leftover, limits).await;
+    log::debug!(
+        "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
+        summary.to_backend,
+        summary.to_client,
+        if summary.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", summary.errors.join("; "))
+        }
+    );
+}
+
+/// Logs why a connection was refused and answers it.
+async fn refuse(stream: &mut TcpStream, peer: SocketAddr, id: u64, err: &Error) {
+    match err.status() {
+        Some(status) if err.is_operator_problem() => {
+            log::warn!("conn {id} {peer}: {status}: {err}")
+        }
+        Some(status) => log::debug!("conn {id} {peer}: {status}: {err}"),
+        None => log::debug!("conn {id} {peer}: closed: {err}"),
+    }
+    handshake::write_error(stream, err).await;
+}
+
+/// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
+/// and the upgrade fields.
+fn admit<'c>(config: &'c Config, req: &Request) -> Result<(&'c Route, String, Upgrade), Error> {
+    let (path, query) = route::split_target(&req.target);
+    if !path.starts_with('/') {
+        return Err(Error::BadRequest(
+            "the request target must be a path starting with /".to_string(),
+        ));
+    }
+    let (index, captures) = route::find(config.routes.iter().map(|r| &r.external), path)
+        .ok_or_else(|| Error::NotFound(path.to_string()))?;
+    let route = &config.routes[index];
+    if req.method != "GET" {
+        return Err(Error::MethodNotAllowed(req.method.clone()));
+    }
+    let upgrade = handshake::check_upgrade(req)?;
+    let mut query = query.map(str::to_string);
+    if route.auth_required {
+        let Some(jwt) = config.jwt.as_ref() else {
+            return Err(Error::Unauthorized(crate::auth::AuthError::Missing));
+        };
+        let auth: Vec<&str> = req.header_all("Authorization").collect();
+        let token = extract_token(&auth, query.as_deref(), jwt.query_param.as_deref())
+            .map_err(Error::Unauthorized)?;
+        jwt.verify(&token).map_err(Error::Unauthorized)?;
+        if let (Some(q), Some(name)) = (&query, &jwt.query_param) {
+            query = route::strip_query_param(q, name);
+        }
+    }
+    let mut target = route.internal.render(&captures);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(&q);
+    }
+    Ok((route, target, upgrade))
+}

@@ -1,0 +1,293 @@
+//! Stage 5: connect to the backend (`ws://` or `wss://`), send the forwarded upgrade request,
+//! and check its answer. Everything here runs under `limits.backend_connect_timeout_ms`.
+//!
+//! Hands the relay a connected stream, the bytes the backend sent after its 101, and the
+//! response headers to pass back to the client.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use async_tungstenite::tungstenite::handshake::client::generate_key;
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
+use futures_rustls::client::TlsStream;
+use futures_rustls::pki_types::ServerName;
+use futures_rustls::rustls;
+use smol::net::TcpStream;
+use smol::Timer;
+
+use crate::config::{Backend, Config};
+use crate::error::Error;
+use crate::handshake::{read_response, Request, Upgrade};
+
+/// Largest backend response head accepted.
+const MAX_RESPONSE_HEAD: usize = 16 * 1024;
+
+/// Headers never copied from one leg to the other (RFC 7230 6.1 hop-by-hop, plus the ones this
+/// proxy sets itself on each leg).
+const NOT_FORWARDED: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "host",
+    "content-length",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-accept",
+    "sec-websocket-extensions",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+];
+
+/// A backend connection, plain or TLS.
+pub enum BackendStream {
+    /// `ws://`
+    Plain(TcpStream),
+    /// `wss://`
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+/// A backend that accepted the upgrade.
+pub struct Upgraded {
+    /// The connection.
+    pub stream: BackendStream,
+    /// Bytes the backend sent right after its 101 (already frames).
+    pub leftover: Vec<u8>,
+    /// End-to-end headers of the backend's 101, for the client (its subprotocol among them).
+    pub headers: Vec<(String, Vec<u8>)>,
+}
+
+/// What the client side contributes to the backend request.
+pub struct ClientSide<'a> {
+    /// The parsed request.
+    pub request: &'a Request,
+    /// Its upgrade fields.
+    pub upgrade: &'a Upgrade,
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `http` or `https` (the listener's scheme).
+    pub proto: &'a str,
+}
+
+/// Connects to `backend`, asks for `path_and_query`, and waits for its 101, all within the
+/// backend connect timeout.
+pub async fn connect(
+    config: &Config,
+    backend: &Backend,
+    path_and_query: &str,
+    client: &ClientSide<'_>,
+) -> Result<Upgraded, Error> {
+    let url = format!("{}{}", backend.origin(), path_and_query);
+    let limit = config.limits.backend_connect_timeout;
+    let attempt = async {
+        let stream = open(config, backend, &url).await?;
+        handshake(stream, backend, path_and_query, client, &url).await
+    };
+    attempt
+        .or(async {
+            Timer::after(limit).await;
+            Err(Error::BackendTimeout {
+                url: url.clone(),
+                after: limit,
+            })
+        })
+        .await
+}
+
+async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendStream, Error> {
+    let tcp = TcpStream::connect((backend.host.as_str(), backend.port))
+        .await
+        .map_err(|e| Error::BackendUnreachable {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    // Small frames must not wait for Nagle: this is an interactive relay.
+    let _ = tcp.set_nodelay(true);
+    if !backend.tls {
+        return Ok(BackendStream::Plain(tcp));
+    }
+    let tls: Arc<rustls::ClientConfig> =
+        config
+            .backend_tls
+            .clone()
+            .ok_or_else(|| Error::BackendFailed {
+                url: url.to_string(),
+                reason: "no TLS client configuration".to_string(),
+            })?;
+    let name = ServerName::try_from(backend.host.clone()).map_err(|e| Error::BackendFailed {
+        url: url.to_string(),
+        reason: format!("invalid TLS server name: {e}"),
+    })?;
+    let stream = futures_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::BackendFailed {
+            url: url.to_string(),
+            reason: format!("TLS: {e}"),
+        })?;
+    Ok(BackendStream::Tls(Box::new(stream)))
+}
+
+/// The request head sent to the backend.
+pub fn request_head(
+    backend: &Backend,
+    path_and_query: &str,
+    client: &ClientSide<'_>,
+    key: &str,
+) -> Vec<u8> {
+    let req = client.request;
+    let mut out = Vec::with_capacity(512);
+    let mut line = |name: &str, value: &[u8]| {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    };
+    line("Host", backend.host_header().as_bytes());
+    line("Upgrade", b"websocket");
+    line("Connection", b"Upgrade");
+    line("Sec-WebSocket-Key", key.as_bytes());
+    line("Sec-WebSocket-Version", b"13");
+    let named_by_connection: Vec<String> = req
+        .header_all("Connection")
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect();
+    for (name, value) in &req.headers {
+        let lower = name.to_ascii_lowercase();
+        if !NOT_FORWARDED.contains(&lower.as_str()) && !named_by_connection.contains(&lower) {
+            line(name, value);
+        }
+    }
+    let ip = client.peer.ip().to_string();
+    let xff: Vec<&str> = req.header_all("X-Forwarded-For").collect();
+    let xff = if xff.is_empty() {
+        ip
+    } else {
+        format!("{}, {ip}", xff.join(", "))
+    };
+    line("X-Forwarded-For", xff.as_bytes());
+    line("X-Forwarded-Proto", client.proto.as_bytes());
+    if let Some(host) = req.header("Host") {
+        line("X-Forwarded-Host", host.as_bytes());
+    }
+    let mut head = format!("GET {path_and_query} HTTP/1.1\r\n").into_bytes();
+    head.extend_from_slice(&out);
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+async fn handshake(
+    mut stream: BackendStream,
+    backend: &Backend,
+    path_and_query: &str,
+    client: &ClientSide<'_>,
+    url: &str,
+) -> Result<Upgraded, Error> {
+    let failed = |reason: String| Error::BackendFailed {
+        url: url.to_string(),
+        reason,
+    };
+    let key = generate_key();
+    let head = request_head(backend, path_and_query, client, &key);
+    stream
+        .write_all(&head)
+        .await
+        .map_err(|e| failed(format!("sending the upgrade request: {e}")))?;
+    stream
+        .flush()
+        .await
+        .map_err(|e| failed(format!("sending the upgrade request: {e}")))?;
+    let (res, leftover) = read_response(&mut stream, MAX_RESPONSE_HEAD)
+        .await
+        .map_err(failed)?;
+    if res.status != 101 {
+        return Err(Error::BackendStatus {
+            url: url.to_string(),
+            status: res.status,
+        });
+    }
+    let header = |name: &str| {
+        res.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .and_then(|(_, v)| std::str::from_utf8(v).ok())
+    };
+    let accept = derive_accept_key(key.as_bytes());
+    if header("Sec-WebSocket-Accept").map(str::trim) != Some(accept.as_str()) {
+        return Err(failed("wrong or missing Sec-WebSocket-Accept".to_string()));
+    }
+    if !header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+        return Err(failed("101 without Upgrade: websocket".to_string()));
+    }
+    if header("Sec-WebSocket-Extensions").is_some() {
+        return Err(failed(
+            "negotiated an extension that was not offered".to_string(),
+        ));
+    }
+    if let Some(p) = header("Sec-WebSocket-Protocol") {
+        if !client.upgrade.protocols.iter().any(|o| o == p.trim()) {
+            return Err(failed(format!(
+                "chose subprotocol {p:?}, which the client did not offer"
+            )));
+        }
+    }
+    let headers = res
+        .headers
+        .into_iter()
+        .filter(|(n, _)| !NOT_FORWARDED.contains(&n.to_ascii_lowercase().as_str()))
+        .collect();
+    Ok(Upgraded {
+        stream,
+        leftover,
+        headers,
+    })
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            BackendStream::Plain(s) => Pin::new(s).poll_close(cx),
+            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+        }
+    }
+}
