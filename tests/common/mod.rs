@@ -1,0 +1,268 @@
+//! Test harness: a real gateway on 127.0.0.1:0, real backends, real clients, real sockets.
+//! Every wait has a deadline; nothing sleeps to wait for readiness.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::handshake::client::Response;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
+use kairos_gateway::config;
+use smol::net::{TcpListener, TcpStream};
+
+/// A client WebSocket over plain TCP.
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// Default deadline for one test step.
+pub const STEP: Duration = Duration::from_secs(10);
+
+pub fn init_logs() {
+    let _ = env_logger::builder()
+        .is_test(true)
+        .parse_env(env_logger::Env::default().default_filter_or("warn"))
+        .try_init();
+}
+
+/// Runs `fut` to completion, failing the test if it takes longer than `limit`.
+pub fn run_for<T>(limit: Duration, fut: impl Future<Output = T>) -> T {
+    smol::block_on(fut.or(async move {
+        smol::Timer::after(limit).await;
+        panic!("test step did not finish within {limit:?}");
+    }))
+}
+
+/// Runs `fut` with a 60 s deadline.
+pub fn run<T>(fut: impl Future<Output = T>) -> T {
+    run_for(Duration::from_secs(60), fut)
+}
+
+/// Awaits `fut` for at most `limit`; `None` when it did not finish.
+pub async fn within<T>(limit: Duration, fut: impl Future<Output = T>) -> Option<T> {
+    async { Some(fut.await) }
+        .or(async move {
+            smol::Timer::after(limit).await;
+            None
+        })
+        .await
+}
+
+/// Parses `json` as a config (relative paths from this crate's directory) and starts a gateway
+/// for it on 127.0.0.1:0. Panics with the config problems if it does not load.
+pub fn start_gateway(json: &str) -> SocketAddr {
+    init_logs();
+    let loaded = config::parse(json, Path::new(env!("CARGO_MANIFEST_DIR")))
+        .unwrap_or_else(|e| panic!("test config invalid:\n{e}"));
+    let mut cfg = loaded.config;
+    cfg.host = "127.0.0.1".into();
+    cfg.port = 0;
+    kairos_gateway::server::start(Arc::new(cfg), 2).expect("start gateway")
+}
+
+/// Starts the example echo backend on 127.0.0.1:0.
+pub fn start_echo() -> SocketAddr {
+    init_logs();
+    kairos_gateway::echo::start(([127, 0, 0, 1], 0).into()).expect("start echo backend")
+}
+
+/// One route `/ws/chat` -> `ws://127.0.0.1:PORT/ws`, plus `extra` top-level fields (JSON
+/// members without braces, e.g. `"limits": {...},`), and `route_extra` fields of the router.
+pub fn config_json(backend: SocketAddr, extra: &str, route_extra: &str) -> String {
+    format!(
+        r#"{{ {extra} "version": 1, "routers": [ {{
+            "protocol": "websocket",
+            "backends": [{{ "host": "ws://127.0.0.1", "port": {port}, "weight": 1 }}],
+            "external_path": "/ws/chat", "internal_path": "/ws",
+            {route_extra} "methods": ["GET"] }} ] }}"#,
+        port = backend.port()
+    )
+}
+
+/// Gateway with one plain route to a fresh echo backend; returns the gateway's address.
+pub fn echo_gateway() -> SocketAddr {
+    start_gateway(&config_json(start_echo(), "", ""))
+}
+
+/// Connects a WebSocket client to `ws://addr{path}` with extra request headers.
+pub async fn try_connect(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<(Ws, Response), WsError> {
+    let mut req = format!("ws://{addr}{path}").into_client_request()?;
+    for (n, v) in headers {
+        let name: async_tungstenite::tungstenite::http::HeaderName =
+            n.parse().expect("header name");
+        req.headers_mut()
+            .append(name, HeaderValue::from_str(v).expect("header value"));
+    }
+    let tcp = TcpStream::connect(addr).await.map_err(WsError::Io)?;
+    async_tungstenite::client_async(req, tcp).await
+}
+
+/// Connects and panics on failure.
+pub async fn connect(addr: SocketAddr, path: &str) -> Ws {
+    match try_connect(addr, path, &[]).await {
+        Ok((ws, _)) => ws,
+        Err(e) => panic!("connect to {addr}{path} failed: {e}"),
+    }
+}
+
+/// The status of a refused handshake (panics if it was accepted).
+pub async fn refused_status(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> u16 {
+    match try_connect(addr, path, headers).await {
+        Ok(_) => panic!("handshake to {path} unexpectedly succeeded"),
+        Err(WsError::Http(res)) => res.status().as_u16(),
+        Err(e) => panic!("handshake to {path} failed without an HTTP status: {e}"),
+    }
+}
+
+/// The next message, within [`STEP`]; panics on timeout, error or end.
+pub async fn next_msg(ws: &mut Ws) -> Message {
+    match within(STEP, ws.next()).await {
+        Some(Some(Ok(m))) => m,
+        Some(Some(Err(e))) => panic!("receive failed: {e}"),
+        Some(None) => panic!("stream ended"),
+        None => panic!("no message within {STEP:?}"),
+    }
+}
+
+/// The next data message, skipping pings and pongs.
+pub async fn next_data(ws: &mut Ws) -> Message {
+    loop {
+        match next_msg(ws).await {
+            Message::Ping(_) | Message::Pong(_) => continue,
+            m => return m,
+        }
+    }
+}
+
+/// A raw HTTP response.
+#[derive(Debug)]
+pub struct RawResponse {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+impl RawResponse {
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.head.lines().skip(1).find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// Sends `request` bytes on a fresh TCP connection and reads the answer until the gateway
+/// closes the connection (within [`STEP`]).
+pub async fn raw_http(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let mut s = TcpStream::connect(addr).await.expect("tcp connect");
+    s.write_all(request).await.expect("write request");
+    let mut buf = Vec::new();
+    within(STEP, s.read_to_end(&mut buf))
+        .await
+        .expect("gateway did not close the connection")
+        .expect("read response");
+    parse_raw(&buf)
+}
+
+pub fn parse_raw(buf: &[u8]) -> RawResponse {
+    let text = String::from_utf8_lossy(buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    RawResponse {
+        status,
+        head: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+/// A valid upgrade request for `path` with extra header lines (each ending in `\r\n`).
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: gw.test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n"
+    )
+}
+
+/// Starts a backend on 127.0.0.1:0 that runs `handler` for each accepted connection.
+pub fn spawn_backend<F, Fut>(handler: F) -> SocketAddr
+where
+    F: Fn(TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    init_logs();
+    let listener = smol::block_on(TcpListener::bind("127.0.0.1:0")).expect("bind backend");
+    let addr = listener.local_addr().expect("backend addr");
+    smol::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            smol::spawn(handler(s)).detach();
+        }
+    })
+    .detach();
+    addr
+}
+
+/// Reads an HTTP request head from `s` (the backend side of a test).
+pub async fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte).await {
+            Ok(1) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    String::from_utf8_lossy(&buf).to_string()
+}
+
+/// Accepts a WebSocket upgrade whose head was already read by [`read_head`], answering with
+/// `extra` response header lines (each ending in `\r\n`).
+pub async fn accept_after_head(mut s: TcpStream, head: &str, extra: &str) -> Ws {
+    let key = head
+        .lines()
+        .find_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| v.trim().to_string())
+        })
+        .expect("backend request has a key");
+    let accept = async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let res = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {accept}\r\n{extra}\r\n"
+    );
+    s.write_all(res.as_bytes()).await.expect("write 101");
+    WebSocketStream::from_raw_socket(
+        s,
+        async_tungstenite::tungstenite::protocol::Role::Server,
+        None,
+    )
+    .await
+}
+
+/// Waits until `cond` holds, polling every few ms, for at most `limit`.
+pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if cond() {
+            return true;
+        }
+        smol::Timer::after(Duration::from_millis(5)).await;
+    }
+    cond()
+}
