@@ -84,7 +84,12 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let path = args
         .config
-        .or_else(|| std::env::var_os("KAIROS_CONFIG_PATH").map(PathBuf::from))
+        .or_else(|| {
+            // Empty counts as unset, as for KAIROS_HOST / KAIROS_PORT.
+            std::env::var_os("KAIROS_CONFIG_PATH")
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from)
+        })
         .unwrap_or_else(|| PathBuf::from("config.json"));
     let config = match load(&path) {
         Ok(c) => c,

@@ -33,10 +33,14 @@ impl<'a> Fields<'a> {
                 seen: Vec::new(),
             }),
             None => {
-                let name = path.trim_end_matches('.');
-                let name = if name.is_empty() { "the config" } else { name };
+                // `routers[2] (?): ` already names a router; only the root needs a name.
+                let name = match path.trim_end_matches('.') {
+                    "" if ctx.is_empty() => "the config: ".to_string(),
+                    "" => String::new(),
+                    name => format!("{name}: "),
+                };
                 report.errors.push(format!(
-                    "{ctx}{name}: must be a JSON object, found {}",
+                    "{ctx}{name}must be a JSON object, found {}",
                     kind(value)
                 ));
                 None
@@ -148,7 +152,9 @@ impl<'a> Fields<'a> {
             if !self.seen.contains(&key.as_str()) {
                 report.warnings.push(format!(
                     "{}{}{}: unknown field, ignored",
-                    self.ctx, self.path, key
+                    self.ctx,
+                    self.path,
+                    key.escape_debug()
                 ));
             }
         }

@@ -84,7 +84,8 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         .get("external_path")
         .and_then(Value::as_str)
         .unwrap_or("?");
-    let ctx = format!("routers[{i}] ({ext_text}): ");
+    // Escaped: a control character in the path must not split the one-line message.
+    let ctx = format!("routers[{i}] ({}): ", ext_text.escape_debug());
     let mut f = Fields::new(&ctx, "", v, report)?;
     match f.required_string(report, "protocol") {
         Some("websocket") => {}

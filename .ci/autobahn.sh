@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Runs Autobahn's fuzzing client against the release gateway in front of the example echo
+# backend and against the echo backend directly, then compares the verdicts case by case.
+# usage: .ci/autobahn.sh [--quick|--full]   (default: the 301 cases without compression)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+shared=${KAIROS_SHARED:-../shared}
+cargo build --release --bin kairos-gateway --example echo_backend
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Wait (with a deadline) until FILE has a line matching PATTERN; print the match.
+wait_for_line() {
+  local file=$1 pattern=$2 deadline=$((SECONDS + 30))
+  while [ $SECONDS -lt $deadline ]; do
+    if grep -qE "$pattern" "$file" 2>/dev/null; then grep -oE "$pattern" "$file" | head -n1; return 0; fi
+    sleep 0.1
+  done
+  echo "timed out waiting for '$pattern' in $file:" >&2; cat "$file" >&2; return 1
+}
+
+./target/release/examples/echo_backend 0 > "$work/echo.log" 2>&1 &
+pids+=($!)
+echo_port=$(wait_for_line "$work/echo.log" '127\.0\.0\.1:[0-9]+' | cut -d: -f2)
+cat > "$work/config.json" <<JSON
+{ "version": 1, "routers": [ { "protocol": "websocket",
+  "backends": [ { "host": "ws://127.0.0.1", "port": $echo_port, "weight": 1 } ],
+  "external_path": "/ws/chat", "internal_path": "/ws", "methods": ["GET"] } ] }
+JSON
+KAIROS_HOST=127.0.0.1 KAIROS_PORT=0 RUST_LOG=warn,kairos_gateway=info \
+  ./target/release/kairos-gateway --config "$work/config.json" > "$work/gateway.log" 2>&1 &
+pids+=($!)
+gw_port=$(wait_for_line "$work/gateway.log" 'listening on 127\.0\.0\.1:[0-9]+' | sed 's/.*://')
+echo "echo backend on $echo_port, gateway on $gw_port"
+
+rc=0
+AUTOBAHN_OUT="$work/autobahn" bash "$shared/conformance/autobahn/run.sh" $mode \
+  gateway="ws://127.0.0.1:$gw_port/ws/chat" direct="ws://127.0.0.1:$echo_port/ws" || rc=$?
+python3 .ci/autobahn_compare.py "$work/autobahn/reports/index.json" gateway direct || rc=1
+if [ $rc -ne 0 ]; then echo "gateway log tail:"; tail -n 20 "$work/gateway.log"; fi
+exit $rc

@@ -1,0 +1,462 @@
+//! End-to-end tests of the command line: the built binary run as a subprocess.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::Message;
+use common::{connect, next_data, run, start_echo};
+
+const BIN: &str = env!("CARGO_BIN_EXE_kairos-gateway");
+
+/// A file or directory under the temp dir with a unique name (pid + counter), removed on drop.
+struct Temp(PathBuf);
+
+impl Temp {
+    fn path(name: &str) -> PathBuf {
+        static COUNTER: AtomicUsize = AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        std::env::temp_dir().join(format!("kairos-cli-{}-{n}-{name}", std::process::id()))
+    }
+
+    fn file(name: &str, contents: &str) -> Temp {
+        let path = Temp::path(name);
+        std::fs::write(&path, contents).unwrap();
+        Temp(path)
+    }
+
+    fn dir() -> Temp {
+        let path = Temp::path("dir");
+        std::fs::create_dir(&path).unwrap();
+        Temp(path)
+    }
+
+    /// Writes `name` inside this directory (removed with it).
+    fn put(&self, name: &str, contents: &str) -> PathBuf {
+        let p = self.0.join(name);
+        std::fs::write(&p, contents).unwrap();
+        p
+    }
+}
+
+impl Drop for Temp {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        } else {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
+}
+
+/// The binary with an environment that does not leak from the one running the tests.
+fn gateway() -> Command {
+    let mut cmd = Command::new(BIN);
+    for var in [
+        "KAIROS_CONFIG_PATH",
+        "KAIROS_HOST",
+        "KAIROS_PORT",
+        "RUST_LOG",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+fn output(cmd: &mut Command) -> (i32, String, String) {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run kairos-gateway");
+    let code = status.code().expect("exited (not killed by a signal)");
+    let s = |b: Vec<u8>| String::from_utf8(b).expect("UTF-8 output");
+    (code, s(stdout), s(stderr))
+}
+
+/// `n` websocket routes `/ws/0`.. plus one `http` router, which is skipped and not counted.
+fn config_with_routes(n: usize) -> String {
+    let mut routers: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{ "protocol": "websocket", "external_path": "/ws/{i}", "internal_path": "/ws",
+                     "methods": ["GET"], "backends": [{{ "host": "ws://localhost", "port": 3000 }}] }}"#
+            )
+        })
+        .collect();
+    routers.push(r#"{ "protocol": "http", "external_path": "/api" }"#.to_string());
+    format!(r#"{{ "version": 1, "routers": [{}] }}"#, routers.join(","))
+}
+
+/// A config with one route to `backend` and the given `server` block.
+fn config_to(backend: SocketAddr, server: &str) -> String {
+    format!(
+        r#"{{ "version": 1, "server": {server}, "routers": [{{
+            "protocol": "websocket", "external_path": "/ws/chat", "internal_path": "/ws",
+            "methods": ["GET"], "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}] }}] }}"#,
+        backend.port()
+    )
+}
+
+fn check(cmd: &mut Command) -> (i32, String, String) {
+    output(cmd.arg("--check"))
+}
+
+#[test]
+fn version_prints_version() {
+    for flag in ["--version", "-V"] {
+        let (code, out, err) = output(gateway().arg(flag));
+        assert_eq!(code, 0, "{flag}: {err}");
+        assert_eq!(
+            out,
+            format!("kairos-gateway {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+}
+
+#[test]
+fn help_exits_zero() {
+    for flag in ["--help", "-h"] {
+        let (code, out, _) = output(gateway().arg(flag));
+        assert_eq!(code, 0, "{flag}");
+        assert!(out.contains("USAGE:"), "{out}");
+        assert!(out.contains("--check"), "{out}");
+    }
+}
+
+#[test]
+fn bad_arguments_exit_two() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--frobnicate"], "--frobnicate"),
+        (&["extra-arg"], "extra-arg"),
+        (&["--config"], "--config"),
+    ];
+    for (args, named) in cases {
+        let (code, out, err) = output(gateway().args(*args));
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert!(err.contains(named), "{args:?}: {err}");
+        assert!(err.contains("USAGE:"), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn check_valid_config_counts_websocket_routes() {
+    for n in [0, 1, 3] {
+        let file = Temp::file("ok.json", &config_with_routes(n));
+        let (code, out, err) = check(gateway().arg("--config").arg(&file.0));
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out, format!("config OK: {n} routes\n"));
+        assert!(
+            err.contains("router skipped"),
+            "the http router is a warning: {err}"
+        );
+    }
+}
+
+#[test]
+fn check_shipped_example() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("config.json");
+    let (code, out, err) = check(gateway().arg("-c").arg(example));
+    assert_eq!((code, out.as_str()), (0, "config OK: 1 routes\n"), "{err}");
+}
+
+#[test]
+fn check_warns_about_unknown_fields() {
+    let text = config_with_routes(1).replacen(r#""version": 1"#, r#""version": 1, "colour": 1"#, 1);
+    let file = Temp::file("unknown.json", &text);
+    let (code, out, err) = check(gateway().arg("--config").arg(&file.0));
+    assert_eq!((code, out.as_str()), (0, "config OK: 1 routes\n"), "{err}");
+    assert!(err.contains("colour: unknown field, ignored"), "{err}");
+}
+
+#[test]
+fn check_invalid_config_prints_every_problem() {
+    let text = r#"{ "version": 2, "limits": { "max_request_head_bytes": 10 }, "routers": [
+        { "protocol": "websocket", "external_path": "/ws/chat", "internal_path": "/ws",
+          "methods": ["POST"], "backends": [{ "host": "http://x", "port": 0 }] } ] }"#;
+    let file = Temp::file("bad.json", text);
+    let (code, out, err) = check(gateway().arg("--config").arg(&file.0));
+    assert_eq!(code, 1, "{err}");
+    assert!(out.is_empty(), "nothing on stdout: {out}");
+    let shown = file.0.display();
+    let want = [
+        format!("error: {shown}: version: must be 1, found 2"),
+        format!(
+            "error: {shown}: limits.max_request_head_bytes: must be an integer from 256 to \
+             1048576, found 10"
+        ),
+        format!(
+            r#"error: {shown}: routers[0] (/ws/chat): methods: ["POST"] must contain "GET" (a WebSocket upgrade is a GET)"#
+        ),
+        format!(
+            r#"error: {shown}: routers[0] (/ws/chat): backends[0].host: "http://x" must start with ws:// or wss://"#
+        ),
+        format!(
+            "error: {shown}: routers[0] (/ws/chat): backends[0].port: must be an integer from 1 \
+             to 65535, found 0"
+        ),
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    for w in &want {
+        assert!(lines.contains(&w.as_str()), "missing {w:?} in:\n{err}");
+    }
+    assert_eq!(
+        lines.iter().filter(|l| l.starts_with("error: ")).count(),
+        want.len(),
+        "{err}"
+    );
+    assert!(
+        err.contains("5 problem(s) in the config; nothing started"),
+        "{err}"
+    );
+}
+
+#[test]
+fn config_path_resolution_order() {
+    let dir = Temp::dir();
+    dir.put("config.json", &config_with_routes(1));
+    let from_env = Temp::file("env.json", &config_with_routes(2));
+    let from_flag = Temp::file("flag.json", &config_with_routes(3));
+    let in_dir = || {
+        let mut c = gateway();
+        c.current_dir(&dir.0);
+        c
+    };
+    let ok = |(code, out, err): (i32, String, String)| {
+        assert_eq!(code, 0, "{err}");
+        out
+    };
+    assert_eq!(
+        ok(check(&mut in_dir())),
+        "config OK: 1 routes\n",
+        "./config.json"
+    );
+    assert_eq!(
+        ok(check(in_dir().env("KAIROS_CONFIG_PATH", &from_env.0))),
+        "config OK: 2 routes\n",
+        "env beats ./config.json"
+    );
+    assert_eq!(
+        ok(check(
+            in_dir()
+                .env("KAIROS_CONFIG_PATH", &from_env.0)
+                .arg("--config")
+                .arg(&from_flag.0)
+        )),
+        "config OK: 3 routes\n",
+        "--config beats env"
+    );
+    assert_eq!(
+        ok(check(in_dir().arg("--config").arg(&from_flag.0))),
+        "config OK: 3 routes\n",
+        "--config beats ./config.json"
+    );
+    // An empty variable counts as unset (as KAIROS_HOST/KAIROS_PORT do).
+    assert_eq!(
+        ok(check(in_dir().env("KAIROS_CONFIG_PATH", ""))),
+        "config OK: 1 routes\n",
+        "empty KAIROS_CONFIG_PATH"
+    );
+}
+
+#[test]
+fn default_config_missing() {
+    let dir = Temp::dir();
+    let (code, out, err) = check(gateway().current_dir(&dir.0));
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("error: config file config.json: "), "{err}");
+}
+
+#[test]
+fn unreadable_configs_exit_one_naming_the_file() {
+    let dir = Temp::dir();
+    let missing = dir.0.join("nope.json");
+    let bad_json = dir.put("bad.json", "{\n  \"version\": 1,\n  \"routers\": [\n");
+    let cases: Vec<(PathBuf, String)> = vec![
+        (
+            missing.clone(),
+            format!("error: config file {}: ", missing.display()),
+        ),
+        (
+            dir.0.clone(),
+            format!(
+                "error: config file {} is a directory: pass the path of a JSON file",
+                dir.0.display()
+            ),
+        ),
+        (
+            bad_json.clone(),
+            format!(
+                "error: {}: invalid JSON at line 4 column 0: ",
+                bad_json.display()
+            ),
+        ),
+    ];
+    for (path, want) in &cases {
+        // Through --config and through the environment.
+        for by_env in [false, true] {
+            let mut cmd = gateway();
+            if by_env {
+                cmd.env("KAIROS_CONFIG_PATH", path);
+            } else {
+                cmd.arg("--config").arg(path);
+            }
+            let (code, out, err) = check(&mut cmd);
+            assert_eq!(code, 1, "{path:?}: {err}");
+            assert!(out.is_empty(), "{path:?}: {out}");
+            assert!(err.contains(want.as_str()), "want {want:?} in:\n{err}");
+        }
+    }
+}
+
+#[test]
+fn bad_listen_env_is_a_config_error() {
+    let file = Temp::file("ok.json", &config_with_routes(1));
+    let (code, out, err) = check(
+        gateway()
+            .env("KAIROS_PORT", "99999")
+            .arg("--config")
+            .arg(&file.0),
+    );
+    assert_eq!(code, 1);
+    assert!(out.is_empty(), "{out}");
+    assert!(
+        err.contains(r#"error: KAIROS_PORT: "99999" is not a port number (0-65535)"#),
+        "{err}"
+    );
+}
+
+/// A running gateway process, killed (and reaped) on drop even if the test fails.
+struct Running {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    /// Stderr lines read so far (for failure messages).
+    seen: Vec<String>,
+}
+
+impl Running {
+    fn start(cmd: &mut Command) -> Running {
+        let mut child = cmd
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn kairos-gateway");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        // Keeps draining stderr until the child exits, so logging never blocks it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Waits (with a deadline) for the `listening on ADDR` log line and returns ADDR.
+    fn listen_addr(&mut self) -> SocketAddr {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some((_, addr)) = line.split_once("listening on ") {
+                        return addr
+                            .trim()
+                            .parse()
+                            .unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"));
+                    }
+                    self.seen.push(line);
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    panic!(
+                        "no `listening on` line within 20 s; stderr: {:#?}",
+                        self.seen
+                    )
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => panic!(
+                    "gateway exited ({:?}) before listening; stderr: {:#?}",
+                    self.child.try_wait(),
+                    self.seen
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn echo_through(addr: SocketAddr) {
+    run(async {
+        let mut ws = connect(addr, "/ws/chat").await;
+        ws.send(Message::text("hello via the binary"))
+            .await
+            .unwrap();
+        assert_eq!(
+            next_data(&mut ws).await,
+            Message::text("hello via the binary")
+        );
+        ws.send(Message::binary(vec![1u8, 2, 3])).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::binary(vec![1u8, 2, 3]));
+    });
+}
+
+#[test]
+fn binary_serves_websocket_echo() {
+    let echo = start_echo();
+    let file = Temp::file(
+        "run.json",
+        &config_to(echo, r#"{ "host": "127.0.0.1", "port": 0 }"#),
+    );
+    let mut gw = Running::start(gateway().arg("--config").arg(&file.0));
+    let addr = gw.listen_addr();
+    assert!(addr.ip().is_loopback(), "{addr}");
+    assert_ne!(addr.port(), 0);
+    echo_through(addr);
+    assert!(
+        gw.child.try_wait().unwrap().is_none(),
+        "still running after serving"
+    );
+}
+
+#[test]
+fn listen_env_overrides_server_block() {
+    let echo = start_echo();
+    // An address this machine cannot bind: the gateway only starts if the env wins.
+    let file = Temp::file(
+        "env.json",
+        &config_to(echo, r#"{ "host": "203.0.113.1", "port": 9 }"#),
+    );
+    let mut gw = Running::start(
+        gateway()
+            .env("KAIROS_HOST", "127.0.0.1")
+            .env("KAIROS_PORT", "0")
+            .arg("--config")
+            .arg(&file.0),
+    );
+    let addr = gw.listen_addr();
+    assert_eq!(addr.ip().to_string(), "127.0.0.1");
+    assert_ne!(addr.port(), 0);
+    echo_through(addr);
+}
