@@ -70,6 +70,20 @@ impl PathPattern {
         })
     }
 
+    /// Whether both patterns match exactly the same paths (parameter names aside).
+    pub fn same_shape(&self, other: &PathPattern) -> bool {
+        self.segments.len() == other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(a, b)| match (a, b) {
+                    (Segment::Literal(x), Segment::Literal(y)) => x == y,
+                    (Segment::Param(_), Segment::Param(_)) => true,
+                    _ => false,
+                })
+    }
+
     fn literal_count(&self) -> usize {
         self.segments
             .iter()

@@ -172,7 +172,10 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
         Some(v) => routers::read_routers(v, jwt.is_some(), report),
     };
     root.finish(report);
-    let backend_tls = if routes.iter().flat_map(|r| &r.backends).any(|b| b.tls) {
+    // Built when a route needs it; a ca_file is checked whenever it is set, so that a wrong
+    // path shows up in `--check` before a wss:// backend is added.
+    let backend_tls = if ca_file.is_some() || routes.iter().flat_map(|r| &r.backends).any(|b| b.tls)
+    {
         build_backend_tls(ca_file.as_deref(), report)
     } else {
         None

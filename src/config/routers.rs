@@ -67,7 +67,10 @@ pub fn read_routers(value: &Value, have_jwt: bool, report: &mut Report) -> Vec<R
         let Some(route) = read_router(i, v, have_jwt, report) else {
             continue;
         };
-        if let Some(first) = routes.iter().find(|r| r.external == route.external) {
+        if let Some(first) = routes
+            .iter()
+            .find(|r| r.external.same_shape(&route.external))
+        {
             report.errors.push(format!(
                 "routers[{i}] ({}): external_path: duplicate of routers[{}]",
                 route.external.as_str(),

@@ -821,14 +821,26 @@ fn tls_ca_file() {
 /// Current behaviour: with only ws:// backends the CA file is never opened, so a wrong path is
 /// not reported until a wss:// backend is added.
 #[test]
-fn tls_ca_file_only_checked_with_a_wss_backend() {
+fn tls_ca_file_checked_even_without_a_wss_backend() {
     let missing =
         std::env::temp_dir().join(format!("kairos-no-such-ca-{}.pem", std::process::id()));
     let mut c = config_with(json!({}));
     c["tls"] = json!({ "ca_file": missing.display().to_string() });
-    let loaded = ok_value(&c);
-    assert!(loaded.config.backend_tls.is_none());
-    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let e = one_error(&c);
+    assert!(
+        e.starts_with("tls.ca_file:") && e.contains("kairos-no-such-ca"),
+        "{e}"
+    );
+}
+
+#[test]
+fn routes_differing_only_in_parameter_names_are_duplicates() {
+    let mut a = router("/rooms/{a}");
+    a["internal_path"] = json!("/ws");
+    let mut b = router("/rooms/{b}");
+    b["internal_path"] = json!("/ws");
+    let e = one_error(&config(vec![a, b]));
+    assert!(e.contains("duplicate of routers[0]"), "{e}");
 }
 
 fn example() -> Config {
