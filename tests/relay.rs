@@ -171,8 +171,9 @@ fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
     })
 }
 
-#[test]
-fn client_close_code_and_reason_reach_backend() {
+/// A backend that reports every message it receives, then `ENDED` when its stream ends (the
+/// gateway closed the backend connection).
+fn recording_backend() -> (std::net::SocketAddr, channel::Receiver<Message>) {
     let (tx, rx) = channel::unbounded::<Message>();
     let backend = ws_backend(move |mut ws| {
         let tx = tx.clone();
@@ -180,8 +181,17 @@ fn client_close_code_and_reason_reach_backend() {
             while let Some(Ok(m)) = ws.next().await {
                 let _ = tx.send(m).await;
             }
+            let _ = tx.send(Message::text(ENDED)).await;
         }
     });
+    (backend, rx)
+}
+
+const ENDED: &str = "<backend stream ended>";
+
+#[test]
+fn client_close_code_and_reason_reach_backend() {
+    let (backend, rx) = recording_backend();
     let gw = start_gateway(&config_json(backend, "", ""));
     run(async {
         let mut ws = connect(gw, "/ws/chat").await;
@@ -192,6 +202,9 @@ fn client_close_code_and_reason_reach_backend() {
         let reply = next_msg(&mut ws).await;
         assert!(matches!(reply, Message::Close(Some(ref f)) if u16::from(f.code) == 4001));
         assert!(within(STEP, ws.next()).await.unwrap().is_none());
+        // Nothing outlives its peer: the backend connection is closed too.
+        let end = within(STEP, rx.recv()).await.unwrap().unwrap();
+        assert_eq!(end, Message::text(ENDED));
     });
 }
 
@@ -240,15 +253,7 @@ fn backend_drop_gives_client_1011_fast() {
 
 #[test]
 fn client_drop_gives_backend_1001() {
-    let (tx, rx) = channel::unbounded::<Message>();
-    let backend = ws_backend(move |mut ws| {
-        let tx = tx.clone();
-        async move {
-            while let Some(Ok(m)) = ws.next().await {
-                let _ = tx.send(m).await;
-            }
-        }
-    });
+    let (backend, rx) = recording_backend();
     let gw = start_gateway(&config_json(backend, "", ""));
     run(async {
         let mut ws = connect(gw, "/ws/chat").await;
@@ -270,15 +275,7 @@ fn client_drop_gives_backend_1001() {
 
 #[test]
 fn oversized_message_closes_1009_and_1001() {
-    let (tx, rx) = channel::unbounded::<Message>();
-    let backend = ws_backend(move |mut ws| {
-        let tx = tx.clone();
-        async move {
-            while let Some(Ok(m)) = ws.next().await {
-                let _ = tx.send(m).await;
-            }
-        }
-    });
+    let (backend, rx) = recording_backend();
     let limits = r#""limits": {"max_message_bytes": 1000, "max_frame_bytes": 1000},"#;
     let gw = start_gateway(&config_json(backend, limits, ""));
     run(async {
@@ -379,5 +376,85 @@ fn two_hundred_concurrent_connections_echo() {
         for t in tasks {
             t.await;
         }
+    });
+}
+
+#[test]
+fn invalid_utf8_from_client_closes_1007_and_backend_gets_1001() {
+    let (backend, rx) = recording_backend();
+    let gw = start_gateway(&config_json(backend, "", ""));
+    run(async {
+        let mut ws = connect(gw, "/ws/chat").await;
+        let bad = Frame::message(
+            Bytes::from_static(&[0x68, 0xff]),
+            OpCode::Data(Data::Text),
+            true,
+        );
+        ws.send(Message::Frame(bad)).await.unwrap();
+        let m = next_msg(&mut ws).await;
+        assert!(
+            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Invalid),
+            "{m:?}"
+        );
+        let b = within(STEP, rx.recv()).await.unwrap().unwrap();
+        assert!(
+            matches!(b, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
+            "{b:?}"
+        );
+    });
+}
+
+#[test]
+fn oversized_message_from_backend_closes_it_1009_and_client_1001() {
+    let (tx, rx) = channel::unbounded::<Message>();
+    let backend = ws_backend(move |mut ws| {
+        let tx = tx.clone();
+        async move {
+            let _ = ws.next().await;
+            let _ = ws.send(Message::Binary(vec![0u8; 2000].into())).await;
+            while let Some(Ok(m)) = ws.next().await {
+                let _ = tx.send(m).await;
+            }
+        }
+    });
+    let limits = r#""limits": {"max_message_bytes": 1000},"#;
+    let gw = start_gateway(&config_json(backend, limits, ""));
+    run(async {
+        let mut ws = connect(gw, "/ws/chat").await;
+        ws.send(Message::text("send me too much")).await.unwrap();
+        let m = next_msg(&mut ws).await;
+        assert!(
+            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
+            "{m:?}"
+        );
+        let b = within(STEP, rx.recv()).await.unwrap().unwrap();
+        assert!(
+            matches!(b, Message::Close(Some(ref f)) if f.code == CloseCode::Size),
+            "{b:?}"
+        );
+    });
+}
+
+#[test]
+fn backend_protocol_error_gives_client_1011() {
+    // The backend sends a masked frame, which a server must never do.
+    let backend = spawn_backend(|mut s| async move {
+        use futures_lite::AsyncWriteExt;
+        let head = read_head(&mut s).await;
+        let ws = accept_after_head(s.clone(), &head, "").await;
+        let _ = s
+            .write_all(&[0x81, 0x82, 1, 2, 3, 4, b'h' ^ 1, b'i' ^ 2])
+            .await;
+        smol::Timer::after(Duration::from_secs(5)).await;
+        drop(ws);
+    });
+    let gw = start_gateway(&config_json(backend, "", ""));
+    run(async {
+        let mut ws = connect(gw, "/ws/chat").await;
+        let m = next_msg(&mut ws).await;
+        assert!(
+            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Error),
+            "{m:?}"
+        );
     });
 }
