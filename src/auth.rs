@@ -189,9 +189,13 @@ impl JwtVerifier {
             )));
         }
         let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            // An `alg` this library does not know (`none`) makes the header fail to parse; a
+            // known `alg` means something else in the header is wrong.
             ErrorKind::Json(_) | ErrorKind::InvalidAlgorithmName => match header_alg(token) {
-                Some(alg) => AuthError::AlgorithmNotAllowed(alg),
-                None => AuthError::Malformed("header is not valid JSON".to_string()),
+                Some(alg) if Algorithm::from_str(&alg).is_err() => {
+                    AuthError::AlgorithmNotAllowed(alg)
+                }
+                _ => AuthError::Malformed("header is not a valid JWT header".to_string()),
             },
             _ => map_error(e.kind()),
         })?;
@@ -360,6 +364,82 @@ mod tests {
             extract_token(&["Bearer a", "Bearer b"], None, q),
             Err(AuthError::Malformed(_))
         ));
+    }
+
+    fn pem(name: &str, text: &[u8]) -> KeySource {
+        KeySource::PublicKeyPem {
+            path: format!("tests/fixtures/{name}"),
+            pem: text.to_vec(),
+        }
+    }
+
+    #[test]
+    fn verifier_config_table() {
+        let rsa = || {
+            pem(
+                "rsa_public.pem",
+                include_bytes!("../tests/fixtures/rsa_public.pem"),
+            )
+        };
+        let ec = || {
+            pem(
+                "ec_public.pem",
+                include_bytes!("../tests/fixtures/ec_public.pem"),
+            )
+        };
+        let ed = || {
+            pem(
+                "ed_public.pem",
+                include_bytes!("../tests/fixtures/ed_public.pem"),
+            )
+        };
+        let secret = || KeySource::Secret("s3cret".to_string());
+        // (key, algorithms, None when valid or a word every error list must contain)
+        let cases: Vec<(KeySource, &[&str], Option<&str>)> = vec![
+            (secret(), &["HS256"], None),
+            (secret(), &["HS256", "HS384", "HS512"], None),
+            (rsa(), &["RS256", "PS256"], None),
+            (ec(), &["ES256"], None),
+            (ed(), &["EdDSA"], None),
+            (rsa(), &["HS256"], Some("algorithm confusion")),
+            (secret(), &["none"], Some("never allowed")),
+            (secret(), &["HS256", "None"], Some("never allowed")),
+            (rsa(), &["NONE"], Some("never allowed")),
+            (secret(), &["HS256", "RS256"], Some("one family")),
+            (rsa(), &["RS256", "ES256"], Some("one family")),
+            (secret(), &["RS256"], Some("needs public_key_file")),
+            (secret(), &[], Some("at least one")),
+            (secret(), &["XS256"], Some("unknown algorithm")),
+            (
+                KeySource::Secret(String::new()),
+                &["HS256"],
+                Some("must not be empty"),
+            ),
+            (ec(), &["RS256"], Some("not an RSA public key")),
+            (rsa(), &["ES256"], Some("not an EC public key")),
+            (rsa(), &["EdDSA"], Some("not an Ed25519 public key")),
+            (pem("junk.pem", b"not a pem"), &["RS256"], Some("junk.pem")),
+        ];
+        for (key, algs, want) in cases {
+            let settings = JwtSettings {
+                key: key.clone(),
+                algorithms: algs.iter().map(|a| a.to_string()).collect(),
+                issuer: None,
+                audience: None,
+                required_claims: Vec::new(),
+                leeway_seconds: 30,
+                query_param: None,
+            };
+            match (JwtVerifier::new(&settings), want) {
+                (Ok(_), None) => {}
+                (Ok(_), Some(w)) => panic!("{key:?} {algs:?}: accepted, expected {w:?}"),
+                (Err(e), None) => panic!("{key:?} {algs:?}: refused: {e:?}"),
+                (Err(e), Some(w)) => assert!(
+                    e.iter().any(|e| e.contains(w)),
+                    "{algs:?}: errors {e:?} do not say {w:?}"
+                ),
+            }
+        }
     }
 
     #[test]
