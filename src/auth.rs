@@ -325,7 +325,16 @@ pub fn extract_token(
         None => None,
     };
     let from_query = match (query, query_param) {
-        (Some(q), Some(name)) => crate::route::query_param(q, name).filter(|t| !t.is_empty()),
+        (Some(q), Some(name)) => {
+            let mut found = crate::route::query_params(q, name).filter(|t| !t.is_empty());
+            let first = found.next();
+            if found.next().is_some() {
+                return Err(AuthError::Malformed(
+                    "more than one token parameter in the query".to_string(),
+                ));
+            }
+            first
+        }
         _ => None,
     };
     match (from_header, from_query) {

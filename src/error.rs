@@ -54,6 +54,8 @@ pub enum Error {
         url: String,
         /// The status the backend answered.
         status: u16,
+        /// The backend's `WWW-Authenticate` (passed on with a 401).
+        www_authenticate: Option<String>,
     },
     /// The backend broke the handshake in some other way (TLS, garbage, bad accept key...).
     BackendFailed {
@@ -84,13 +86,42 @@ impl Error {
     }
 
     /// Extra response headers that go with `status()`.
-    pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
+    pub fn headers(&self) -> Option<(&'static str, &str)> {
         match self {
-            Error::MethodNotAllowed(_) => &[("Allow", "GET")],
-            Error::NotUpgrade => &[("Upgrade", "websocket")],
-            Error::BadVersion(_) => &[("Sec-WebSocket-Version", "13")],
-            Error::Unauthorized(_) => &[("WWW-Authenticate", "Bearer")],
-            _ => &[],
+            Error::MethodNotAllowed(_) => Some(("Allow", "GET")),
+            Error::NotUpgrade => Some(("Upgrade", "websocket")),
+            Error::BadVersion(_) => Some(("Sec-WebSocket-Version", "13")),
+            Error::Unauthorized(_) => Some(("WWW-Authenticate", "Bearer")),
+            Error::BackendStatus {
+                status: 401,
+                www_authenticate,
+                ..
+            } => Some((
+                "WWW-Authenticate",
+                www_authenticate.as_deref().unwrap_or("Bearer"),
+            )),
+            _ => None,
+        }
+    }
+
+    /// The text sent to the client: the `Display` text, except that backend failures do not
+    /// reveal the backend's internal address or the OS error (those are in the gateway's log).
+    pub fn client_message(&self) -> String {
+        match self {
+            Error::BackendUnreachable { .. } => {
+                "bad gateway: the backend is unreachable (details in the gateway log)".into()
+            }
+            Error::BackendTimeout { after, .. } => format!(
+                "gateway timeout: the backend did not complete the handshake within {} ms",
+                after.as_millis()
+            ),
+            Error::BackendStatus { status, .. } => {
+                format!("the backend refused the upgrade with HTTP {status}")
+            }
+            Error::BackendFailed { .. } => {
+                "bad gateway: the backend's handshake failed (details in the gateway log)".into()
+            }
+            other => other.to_string(),
         }
     }
 
@@ -142,7 +173,7 @@ impl fmt::Display for Error {
                  (limits.backend_connect_timeout_ms)",
                 after.as_millis()
             ),
-            Error::BackendStatus { url, status } => {
+            Error::BackendStatus { url, status, .. } => {
                 write!(f, "backend {url} answered the upgrade with HTTP {status}")
             }
             Error::BackendFailed { url, reason } => {

@@ -267,13 +267,13 @@ pub async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err:
     let Some(status) = err.status() else {
         return;
     };
-    let body = format!("{err}\n");
+    let body = format!("{}\n", err.client_message());
     let mut head = format!(
         "HTTP/1.1 {status} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n",
         reason_phrase(status),
         body.len()
     );
-    for (name, value) in err.headers() {
+    if let Some((name, value)) = err.headers() {
         head.push_str(name);
         head.push_str(": ");
         head.push_str(value);

@@ -171,24 +171,31 @@ pub fn split_target(target: &str) -> (&str, Option<&str>) {
     }
 }
 
-/// Removes every `name=...` parameter from a query string; `None` when nothing is left.
+/// Removes every `name=...` parameter from a query string, whatever the encoding of its name
+/// (`access%5Ftoken` too, as a backend may decode it); `None` when nothing is left.
 pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
     let kept: Vec<&str> = query
         .split('&')
         .filter(|pair| {
             let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && key != name
+            !pair.is_empty() && percent_decode(key) != name
         })
         .collect();
     (!kept.is_empty()).then(|| kept.join("&"))
 }
 
+/// The values of every `name=...` parameter in a query string (names and values
+/// percent-decoded).
+pub fn query_params<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = String> + 'q {
+    query.split('&').filter_map(move |pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k) == name).then(|| percent_decode(v))
+    })
+}
+
 /// The value of the first `name=...` parameter in a query string (percent-decoded).
 pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == name).then(|| percent_decode(v))
-    })
+    query_params(query, name).next()
 }
 
 /// Minimal percent-decoding (`+` stays `+`: JWTs never contain spaces).
@@ -291,5 +298,17 @@ mod tests {
             Some("x.y")
         );
         assert_eq!(query_param("a=1", "access_token"), None);
+        assert_eq!(
+            query_param("access%5Ftoken=t", "access_token").as_deref(),
+            Some("t")
+        );
+        assert_eq!(
+            strip_query_param("access%5ftoken=t&b=2", "access_token").as_deref(),
+            Some("b=2")
+        );
+        assert_eq!(
+            query_params("access_token=a&access_token=b", "access_token").count(),
+            2
+        );
     }
 }

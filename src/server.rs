@@ -14,7 +14,7 @@ use futures_lite::FutureExt;
 use smol::net::{TcpListener, TcpStream};
 use smol::{Executor, Timer};
 
-use crate::auth::extract_token;
+use crate::auth::{extract_token, AuthError};
 use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
@@ -188,8 +188,20 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<(&'c Route, String, Up
     let mut query = query.map(str::to_string);
     if route.auth_required {
         let Some(jwt) = config.jwt.as_ref() else {
-            return Err(Error::Unauthorized(crate::auth::AuthError::Missing));
+            return Err(Error::Unauthorized(AuthError::Missing));
         };
+        let raw_auth = req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"));
+        if raw_auth
+            .clone()
+            .any(|(_, v)| std::str::from_utf8(v).is_err())
+        {
+            return Err(Error::Unauthorized(AuthError::Malformed(
+                "Authorization header is not valid text".to_string(),
+            )));
+        }
         let auth: Vec<&str> = req.header_all("Authorization").collect();
         let token = extract_token(&auth, query.as_deref(), jwt.query_param.as_deref())
             .map_err(Error::Unauthorized)?;

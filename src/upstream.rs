@@ -156,11 +156,7 @@ pub fn request_head(
     line("Connection", b"Upgrade");
     line("Sec-WebSocket-Key", key.as_bytes());
     line("Sec-WebSocket-Version", b"13");
-    let named_by_connection: Vec<String> = req
-        .header_all("Connection")
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect();
+    let named_by_connection = connection_options(&req.headers);
     for (name, value) in &req.headers {
         let lower = name.to_ascii_lowercase();
         if !NOT_FORWARDED.contains(&lower.as_str()) && !named_by_connection.contains(&lower) {
@@ -183,6 +179,18 @@ pub fn request_head(
     head.extend_from_slice(&out);
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// The header names a `Connection` header lists (lowercase): hop-by-hop for this message, so
+/// never copied to the other leg (RFC 7230 6.1).
+fn connection_options(headers: &[(String, Vec<u8>)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect()
 }
 
 async fn handshake(
@@ -209,18 +217,27 @@ async fn handshake(
     let (res, leftover) = read_response(&mut stream, MAX_RESPONSE_HEAD)
         .await
         .map_err(failed)?;
-    if res.status != 101 {
-        return Err(Error::BackendStatus {
-            url: url.to_string(),
-            status: res.status,
-        });
-    }
     let header = |name: &str| {
         res.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
             .and_then(|(_, v)| std::str::from_utf8(v).ok())
     };
+    if res.status != 101 {
+        return Err(Error::BackendStatus {
+            url: url.to_string(),
+            status: res.status,
+            www_authenticate: header("WWW-Authenticate").map(str::to_string),
+        });
+    }
+    let protocol_headers = res
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Protocol"))
+        .count();
+    if protocol_headers > 1 {
+        return Err(failed("chose more than one subprotocol".to_string()));
+    }
     let accept = derive_accept_key(key.as_bytes());
     if header("Sec-WebSocket-Accept").map(str::trim) != Some(accept.as_str()) {
         return Err(failed("wrong or missing Sec-WebSocket-Accept".to_string()));
@@ -240,10 +257,14 @@ async fn handshake(
             )));
         }
     }
+    let named_by_connection = connection_options(&res.headers);
     let headers = res
         .headers
         .into_iter()
-        .filter(|(n, _)| !NOT_FORWARDED.contains(&n.to_ascii_lowercase().as_str()))
+        .filter(|(n, _)| {
+            let lower = n.to_ascii_lowercase();
+            !NOT_FORWARDED.contains(&lower.as_str()) && !named_by_connection.contains(&lower)
+        })
         .collect();
     Ok(Upgraded {
         stream,

@@ -372,6 +372,37 @@ fn backend_gets_the_query_without_the_token() {
         let target = format!("{AUTH}?room=4&lang=fr");
         assert_echo(gw, &target, &[("Authorization", &bearer(&t))]).await;
         assert_eq!(next_line(&rx).await, "GET /ws?room=4&lang=fr HTTP/1.1");
+        // A percent-encoded parameter name is the same parameter: checked, then removed.
+        let target = format!("{AUTH}?access%5Ftoken={t}&room=5");
+        assert_echo(gw, &target, &[]).await;
+        assert_eq!(next_line(&rx).await, "GET /ws?room=5 HTTP/1.1");
+        let target = format!("{AUTH}?access%5Ftoken=forged&room=6");
+        assert_401(
+            gw,
+            &target,
+            &format!("Authorization: Bearer {t}\r\n"),
+            "both",
+        )
+        .await;
+    });
+}
+
+#[test]
+fn two_query_tokens_and_non_text_authorization_are_401() {
+    let gw = hs_gateway("");
+    run(async {
+        let t = good_token();
+        let target = format!("{AUTH}?access_token={t}&access_token={t}");
+        assert_401(gw, &target, "", "more than one token").await;
+        let mut req = upgrade_request(AUTH, "").into_bytes();
+        let at = req.len() - 2;
+        req.splice(
+            at..at,
+            b"Authorization: Bearer \xff\xfe\r\n".iter().copied(),
+        );
+        let res = raw_http(gw, &req).await;
+        assert_eq!(res.status, 401, "{res:?}");
+        assert!(res.body.contains("not valid text"), "{res:?}");
     });
 }
 
