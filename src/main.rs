@@ -200,6 +200,6 @@ fn start_demo_backend(config: &Config) -> Result<(), String> {
             b.origin()
         )
     })?;
-    log::info!("demo echo backend listening on ws://{addr}");
+    log::info!("demo echo backend started on ws://{addr}");
     Ok(())
 }

@@ -460,3 +460,21 @@ fn listen_env_overrides_server_block() {
     assert_ne!(addr.port(), 0);
     echo_through(addr);
 }
+
+#[test]
+fn demo_runs_the_echo_backend_on_the_first_backend_address() {
+    // A port that was free a moment ago; --demo binds the echo backend there itself.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap()
+        .port();
+    let backend: SocketAddr = ([127, 0, 0, 1], port).into();
+    let file = Temp::file(
+        "demo.json",
+        &config_to(backend, r#"{ "host": "127.0.0.1", "port": 0 }"#),
+    );
+    let mut gw = Running::start(gateway().arg("--demo").arg("--config").arg(&file.0));
+    let addr = gw.listen_addr();
+    echo_through(addr);
+    assert!(gw.child.try_wait().unwrap().is_none(), "still running");
+}
