@@ -157,9 +157,9 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
             }
         );
     }
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    log::info!("{} worker thread(s)", config.workers);
     let ex = Arc::new(smol::Executor::new());
-    for i in 1..threads {
+    for i in 1..config.workers {
         let ex = ex.clone();
         std::thread::Builder::new()
             .name(format!("kairos-{i}"))

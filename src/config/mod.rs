@@ -27,6 +27,8 @@ pub struct Config {
     pub host: String,
     /// `server.port` (default 5900).
     pub port: u16,
+    /// `server.workers`: executor threads (default: the available CPUs).
+    pub workers: usize,
     /// The routes served, in file order (routers with another protocol are skipped).
     pub routes: Vec<Route>,
     /// The `jwt` block, when present.
@@ -160,7 +162,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     if version != 1 {
         root.error(report, "version", format!("must be 1, found {version}"));
     }
-    let (host, port) = read_server(&mut root, report);
+    let (host, port, workers) = read_server(&mut root, report);
     let limits = read_limits(&mut root, report);
     let jwt = read_jwt(&mut root, base, report);
     let ca_file = read_tls(&mut root, base, report);
@@ -183,6 +185,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     Some(Config {
         host,
         port,
+        workers,
         routes,
         jwt,
         backend_tls,
@@ -190,19 +193,22 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     })
 }
 
-fn read_server(root: &mut Fields, report: &mut Report) -> (String, u16) {
+fn read_server(root: &mut Fields, report: &mut Report) -> (String, u16, usize) {
     let mut host = "0.0.0.0".to_string();
     let mut port = 5900;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut workers = cpus;
     if let Some(v) = root.raw("server") {
         if let Some(mut s) = Fields::new("", "server.", v, report) {
             if let Some(h) = s.string(report, "host") {
                 host = h.to_string();
             }
             port = s.int(report, "port", 0, 65535, 5900) as u16;
+            workers = s.int(report, "workers", 1, 1024, cpus as u64) as usize;
             s.finish(report);
         }
     }
-    (host, port)
+    (host, port, workers)
 }
 
 fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
