@@ -10,12 +10,11 @@ use async_tungstenite::tungstenite::handshake::server::{
     ErrorResponse, Request as WsRequest, Response as WsResponse,
 };
 use async_tungstenite::tungstenite::http::HeaderValue;
-use async_tungstenite::tungstenite::protocol::CloseFrame;
+use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
 use smol::net::{TcpListener, TcpStream};
 
-use crate::config::Limits;
 use crate::error::close_for_ws_error;
 
 /// Accepts connections on `listener` forever, one task each (on smol's global executor).
@@ -64,7 +63,11 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
             }
             Ok(res)
         };
-    let cfg = crate::relay::ws_config(&Limits::default());
+    let cfg = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0)
+        .max_message_size(Some(16 << 20))
+        .max_frame_size(Some(16 << 20));
     let mut ws =
         match async_tungstenite::accept_hdr_async_with_config(stream, choose_protocol, Some(cfg))
             .await

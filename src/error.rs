@@ -225,13 +225,12 @@ pub fn close_for_ws_error(err: &WsError) -> Option<(CloseCode, &'static str)> {
     }
 }
 
-/// Close code sent to the *other* leg when one leg failed: the backend vanishing is an error
-/// for the client (1011); anything the client did wrong or its vanishing is "going away" (1001)
-/// for the backend.
-pub fn close_for_peer_failure(failed_leg_is_backend: bool) -> (CloseCode, &'static str) {
-    if failed_leg_is_backend {
-        (CloseCode::Error, "backend connection lost")
-    } else {
-        (CloseCode::Away, "client went away")
+/// The close code and reason a leg gets when it broke the rules (RFC 6455 7.4.1).
+pub fn close_for_violation(v: crate::frame::Violation) -> (u16, &'static str) {
+    use crate::frame::Violation;
+    match v {
+        Violation::Protocol(why) => (1002, why),
+        Violation::Utf8 => (1007, "invalid UTF-8 in text"),
+        Violation::TooBig(why) => (1009, why),
     }
 }

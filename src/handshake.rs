@@ -260,12 +260,12 @@ pub async fn write_switching<S: AsyncWrite + Unpin>(
     stream.flush().await
 }
 
-/// Answers `err` with its status, headers and a short text body, then closes gracefully: shuts
-/// down writing and drains what the client still sends for a moment, so that it reads the answer
-/// even if it had sent more bytes. Errors without a status just close.
-pub async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err: &Error) {
+/// Answers `err` with its status, headers and a short text body; true if an answer was
+/// written (the caller then shuts down writing and [`drain`]s, so that the client reads the
+/// answer even if it had sent more bytes). Errors without a status are not answered.
+pub async fn write_error<S: AsyncWrite + Unpin>(stream: &mut S, err: &Error) -> bool {
     let Some(status) = err.status() else {
-        return;
+        return false;
     };
     let body = format!("{}\n", err.client_message());
     let mut head = format!(
@@ -283,16 +283,13 @@ pub async fn write_error<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, err:
     head.push_str(&body);
     let sent = async {
         stream.write_all(head.as_bytes()).await?;
-        stream.flush().await?;
-        stream.close().await
+        stream.flush().await
     };
-    if sent.await.is_ok() {
-        drain(stream, Duration::from_millis(500), 64 * 1024).await;
-    }
+    sent.await.is_ok()
 }
 
 /// Reads and discards up to `max` bytes or until `limit` passes or the peer closes.
-async fn drain<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration, max: usize) {
+pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration, max: usize) {
     let read_all = async {
         let mut buf = [0u8; 2048];
         let mut total = 0;

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod echo;
 pub mod error;
+pub mod frame;
 pub mod handshake;
 pub mod relay;
 pub mod route;

@@ -11,38 +11,43 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
-use smol::net::{TcpListener, TcpStream};
-use smol::{Executor, Timer};
+use std::net::{Shutdown, TcpListener, TcpStream};
+
+use smol::{Async, Executor, Timer};
 
 use crate::auth::{extract_token, AuthError};
 use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
+use crate::relay::{self, Rules};
 use crate::route;
 use crate::upstream::{self, ClientSide};
 
 /// A bound gateway, ready to serve.
 pub struct Gateway {
-    listener: TcpListener,
+    listener: Async<TcpListener>,
     config: Arc<Config>,
 }
 
 impl Gateway {
     /// Binds `config.host:config.port`.
     pub async fn bind(config: Arc<Config>) -> io::Result<Gateway> {
-        let addr = (config.host.as_str(), config.port);
-        let listener = TcpListener::bind(addr).await.map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot listen on {}:{}: {e}", config.host, config.port),
-            )
-        })?;
+        let shown = format!("{}:{}", config.host, config.port);
+        let named =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {shown}: {e}"));
+        let addr = smol::net::resolve((config.host.as_str(), config.port))
+            .await
+            .map_err(named)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| named(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+        let listener = Async::<TcpListener>::bind(addr).map_err(named)?;
         Ok(Gateway { listener, config })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        self.listener.get_ref().local_addr()
     }
 
     /// Accepts connections forever, spawning one task per connection on `ex`.
@@ -101,8 +106,13 @@ pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
 }
 
 /// Runs the stages of one connection.
-async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, config: Arc<Config>, id: u64) {
-    let _ = stream.set_nodelay(true);
+async fn serve_connection(
+    mut stream: Async<TcpStream>,
+    peer: SocketAddr,
+    config: Arc<Config>,
+    id: u64,
+) {
+    let _ = stream.get_ref().set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
     let limits = &config.limits;
     let timeout = limits.handshake_timeout;
@@ -143,8 +153,12 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, config: Arc<C
         return;
     }
     log::debug!("conn {id} {peer}: upgraded");
-    let summary =
-        crate::relay::run(stream, early, upgraded.stream, upgraded.leftover, limits).await;
+    let rules = Rules {
+        max_frame: limits.max_frame_bytes as u64,
+        max_message: limits.max_message_bytes as u64,
+        deflate: false,
+    };
+    let summary = relay::run(stream, early, upgraded.stream, upgraded.leftover, rules).await;
     log::debug!(
         "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
         summary.to_backend,
@@ -158,7 +172,7 @@ async fn serve_connection(mut stream: TcpStream, peer: SocketAddr, config: Arc<C
 }
 
 /// Logs why a connection was refused and answers it.
-async fn refuse(stream: &mut TcpStream, peer: SocketAddr, id: u64, err: &Error) {
+async fn refuse(stream: &mut Async<TcpStream>, peer: SocketAddr, id: u64, err: &Error) {
     match err.status() {
         Some(status) if err.is_operator_problem() => {
             log::warn!("conn {id} {peer}: {status}: {err}")
@@ -166,7 +180,10 @@ async fn refuse(stream: &mut TcpStream, peer: SocketAddr, id: u64, err: &Error) 
         Some(status) => log::debug!("conn {id} {peer}: {status}: {err}"),
         None => log::debug!("conn {id} {peer}: closed: {err}"),
     }
-    handshake::write_error(stream, err).await;
+    if handshake::write_error(stream, err).await {
+        let _ = stream.get_ref().shutdown(Shutdown::Write);
+        handshake::drain(stream, Duration::from_millis(500), 64 * 1024).await;
+    }
 }
 
 /// Route, method, upgrade and token checks. Returns the route, the backend's path and query,

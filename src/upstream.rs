@@ -16,8 +16,9 @@ use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
 use futures_rustls::client::TlsStream;
 use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls;
-use smol::net::TcpStream;
+use smol::Async;
 use smol::Timer;
+use std::net::TcpStream;
 
 use crate::config::{Backend, Config};
 use crate::error::Error;
@@ -50,9 +51,9 @@ const NOT_FORWARDED: &[&str] = &[
 /// A backend connection, plain or TLS.
 pub enum BackendStream {
     /// `ws://`
-    Plain(TcpStream),
+    Plain(Async<TcpStream>),
     /// `wss://`
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsStream<Async<TcpStream>>>),
 }
 
 /// A backend that accepted the upgrade.
@@ -103,14 +104,29 @@ pub async fn connect(
 }
 
 async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendStream, Error> {
-    let tcp = TcpStream::connect((backend.host.as_str(), backend.port))
+    let unreachable = |reason: String| Error::BackendUnreachable {
+        url: url.to_string(),
+        reason,
+    };
+    let addrs = smol::net::resolve((backend.host.as_str(), backend.port))
         .await
-        .map_err(|e| Error::BackendUnreachable {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", backend.host)))?;
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match Async::<TcpStream>::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| {
+        unreachable(last.map_or_else(|| "no address".to_string(), |e| e.to_string()))
+    })?;
     // Small frames must not wait for Nagle: this is an interactive relay.
-    let _ = tcp.set_nodelay(true);
+    let _ = tcp.get_ref().set_nodelay(true);
     if !backend.tls {
         return Ok(BackendStream::Plain(tcp));
     }

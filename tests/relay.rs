@@ -458,3 +458,37 @@ fn backend_protocol_error_gives_client_1011() {
         );
     });
 }
+
+#[test]
+fn fragmented_text_trickled_byte_by_byte_arrives_whole() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let gw = echo_gateway();
+    run(async {
+        let mut s = smol::net::TcpStream::connect(gw).await.unwrap();
+        s.write_all(upgrade_request("/ws/chat", "").as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let key = [0x11, 0x22, 0x33, 0x44];
+        let frame = |first: u8, payload: &[u8]| {
+            let mut f = vec![first, 0x80 | payload.len() as u8];
+            f.extend_from_slice(&key);
+            f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+            f
+        };
+        let mut bytes = frame(0x01, "frag€".as_bytes()); // text, not final
+        bytes.extend(frame(0x89, b"ping")); // a ping between the fragments
+        bytes.extend(frame(0x80, b"ment")); // final continuation
+        for b in bytes {
+            s.write_all(&[b]).await.unwrap();
+            s.flush().await.unwrap();
+        }
+        // The pong (from the backend) and the echoed message come back unmasked.
+        let mut got = vec![0u8; 2 + 4 + 2 + 11];
+        s.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got[..6], &[0x8a, 4, b'p', b'i', b'n', b'g']);
+        assert_eq!(&got[6..8], &[0x81, 11]);
+        assert_eq!(&got[8..], "frag€ment".as_bytes());
+    });
+}

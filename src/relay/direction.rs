@@ -1,0 +1,348 @@
+//! One direction of a relayed connection: bytes read from one leg are parsed frame by frame,
+//! checked, re-masked in place when they go to the backend, and written to the other leg.
+//! Nothing is reassembled: a frame's payload streams through the buffer in chunks.
+
+use crate::frame::{
+    apply_mask, check_close_payload, op, parse_header, Header, Utf8Check, Violation,
+};
+
+/// Buffer per direction while data flows (released when the direction is idle).
+pub const BUF: usize = 16 * 1024;
+
+/// Limits and negotiated extensions that shape the checks.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// Largest frame payload.
+    pub max_frame: u64,
+    /// Largest message (sum of its frames' payloads).
+    pub max_message: u64,
+    /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
+    pub deflate: bool,
+}
+
+/// A frame whose payload is passing through.
+#[derive(Debug)]
+struct Payload {
+    remaining: u64,
+    fin: bool,
+    data: bool,
+    /// Client's masking key and the offset reached in it.
+    unmask: Option<[u8; 4]>,
+    /// Key the gateway masks with towards the backend.
+    remask: Option<[u8; 4]>,
+    offset: usize,
+    /// Check the payload as UTF-8 text.
+    text: bool,
+    /// Index in the buffer where this frame's header starts, while no byte of it was written.
+    start: Option<usize>,
+}
+
+/// A data message in progress.
+#[derive(Debug, Clone, Copy)]
+struct Message {
+    text: bool,
+    len: u64,
+}
+
+/// What processing the buffered bytes found, for the connection to act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// Nothing special.
+    None,
+    /// The source sent a close frame; `forwarded` says whether it went on to the destination.
+    Close {
+        /// Whether the close frame stays in the output.
+        forwarded: bool,
+    },
+}
+
+/// State of one direction.
+#[derive(Debug)]
+pub struct Direction {
+    /// Whether frames come from the client (masked) and go to the backend (re-masked).
+    pub from_client: bool,
+    /// Bytes in flight: `[start..ready)` checked and waiting to be written, `[ready..end)` read
+    /// but not yet checked. `None` while idle.
+    pub buf: Option<Box<[u8]>>,
+    /// See `buf`.
+    pub start: usize,
+    /// See `buf`.
+    pub ready: usize,
+    /// See `buf`.
+    pub end: usize,
+    frame: Option<Payload>,
+    message: Option<Message>,
+    utf8: Utf8Check,
+    /// Data messages passed (completed) so far.
+    pub messages: u64,
+}
+
+impl Direction {
+    /// A direction reading from the client (`from_client`) or the backend.
+    pub fn new(from_client: bool) -> Self {
+        Direction {
+            from_client,
+            buf: None,
+            start: 0,
+            ready: 0,
+            end: 0,
+            frame: None,
+            message: None,
+            utf8: Utf8Check::default(),
+            messages: 0,
+        }
+    }
+
+    /// Whether the output ends on a frame boundary once `[start..ready)` is written (a
+    /// gateway frame may then be written after it).
+    pub fn at_boundary(&self) -> bool {
+        self.frame.is_none()
+    }
+
+    /// Whether no byte is buffered.
+    pub fn is_empty(&self) -> bool {
+        self.start == self.end
+    }
+
+    /// Makes room for reading: moves unwritten bytes to the front when the tail is full.
+    pub fn compact(&mut self) {
+        if self.start == self.end {
+            self.start = 0;
+            self.ready = 0;
+            self.end = 0;
+        } else if self.end == BUF && self.start > 0 {
+            let shift = self.start;
+            if let Some(buf) = self.buf.as_mut() {
+                buf.copy_within(shift..self.end, 0);
+            }
+            self.start = 0;
+            self.ready -= shift;
+            self.end -= shift;
+            if let Some(p) = self.frame.as_mut() {
+                p.start = p.start.and_then(|s| s.checked_sub(shift));
+            }
+        }
+    }
+
+    /// Marks `n` more bytes as written; a frame whose first bytes go out can no longer be
+    /// withdrawn.
+    pub fn written(&mut self, n: usize) {
+        self.start += n;
+        if let Some(p) = self.frame.as_mut() {
+            if p.start.is_some_and(|s| s < self.start) {
+                p.start = None;
+            }
+        }
+    }
+
+    /// Checks and transforms the buffered bytes, up to the first close frame.
+    ///
+    /// On a violation, the offending frame is withdrawn from the output when none of it was
+    /// written yet; the returned flag says whether the output still ends on a boundary.
+    /// With `stop`, processing ends at the next frame boundary (a gateway frame waits there).
+    pub fn process(
+        &mut self,
+        rules: &Rules,
+        forward_close: bool,
+        stop: bool,
+    ) -> Result<Event, (Violation, bool)> {
+        match self.process_inner(rules, forward_close, stop) {
+            Ok(ev) => Ok(ev),
+            Err(v) => {
+                let clean = match self.frame.take() {
+                    None => true,
+                    Some(Payload { start: Some(s), .. }) => {
+                        self.ready = s;
+                        true
+                    }
+                    Some(_) => false,
+                };
+                self.end = self.ready;
+                Err((v, clean))
+            }
+        }
+    }
+
+    fn process_inner(
+        &mut self,
+        rules: &Rules,
+        forward_close: bool,
+        stop: bool,
+    ) -> Result<Event, Violation> {
+        let Some(buf) = self.buf.as_mut() else {
+            return Ok(Event::None);
+        };
+        loop {
+            if let Some(p) = self.frame.as_mut() {
+                let n =
+                    (self.end - self.ready).min(usize::try_from(p.remaining).unwrap_or(usize::MAX));
+                if n == 0 && p.remaining > 0 {
+                    return Ok(Event::None);
+                }
+                pass_payload(&mut buf[self.ready..self.ready + n], p, &mut self.utf8)?;
+                self.ready += n;
+                p.remaining -= n as u64;
+                if p.remaining == 0 {
+                    let (fin, data, text) = (p.fin, p.data, p.text);
+                    self.frame = None;
+                    if fin && data {
+                        if text && !self.utf8.is_complete() {
+                            return Err(Violation::Utf8);
+                        }
+                        self.message = None;
+                        self.utf8.reset();
+                        self.messages += 1;
+                    }
+                }
+                continue;
+            }
+            if stop {
+                return Ok(Event::None);
+            }
+            let at = self.ready;
+            let Some(h) = parse_header(&buf[at..self.end])? else {
+                return Ok(Event::None);
+            };
+            let mut message = self.message;
+            let text = check(&h, rules, self.from_client, &mut message)?;
+            let total = h.header_len as u64 + h.len;
+            let whole = h.is_control() || text;
+            if whole && total <= BUF as u64 && ((self.end - at) as u64) < total {
+                return Ok(Event::None); // wait for the whole frame before passing any of it
+            }
+            self.message = message;
+            let remask = h.mask.map(|_| rand::random::<[u8; 4]>());
+            if let Some(k) = remask {
+                buf[at + h.header_len - 4..at + h.header_len].copy_from_slice(&k);
+            }
+            self.ready = at + h.header_len;
+            self.frame = Some(Payload {
+                remaining: h.len,
+                fin: h.fin,
+                data: !h.is_control(),
+                unmask: h.mask,
+                remask,
+                offset: 0,
+                text,
+                start: Some(at),
+            });
+            if h.opcode == op::CLOSE {
+                return self.close_frame(at, h.header_len, h.len as usize, forward_close);
+            }
+        }
+    }
+
+    /// A whole close frame is at `at`: check it, then keep it in the output or withdraw it.
+    /// Input after it is discarded (nothing may follow a close).
+    fn close_frame(
+        &mut self,
+        at: usize,
+        header_len: usize,
+        len: usize,
+        forward: bool,
+    ) -> Result<Event, Violation> {
+        let Some(buf) = self.buf.as_mut() else {
+            return Ok(Event::None);
+        };
+        let payload_at = at + header_len;
+        let Some(p) = self.frame.as_mut() else {
+            return Ok(Event::None);
+        };
+        let mut copy = [0u8; 125];
+        copy[..len].copy_from_slice(&buf[payload_at..payload_at + len]);
+        if let Some(k) = p.unmask {
+            apply_mask(&mut copy[..len], k, 0);
+        }
+        check_close_payload(&copy[..len])?;
+        if let (Some(k), Some(r)) = (p.unmask, p.remask) {
+            apply_mask(&mut buf[payload_at..payload_at + len], xor(k, r), 0);
+        }
+        self.frame = None;
+        self.ready = if forward { payload_at + len } else { at };
+        self.end = self.ready;
+        Ok(Event::Close { forwarded: forward })
+    }
+}
+
+fn xor(a: [u8; 4], b: [u8; 4]) -> [u8; 4] {
+    [a[0] ^ b[0], a[1] ^ b[1], a[2] ^ b[2], a[3] ^ b[3]]
+}
+
+/// Passes one chunk of payload: unmask/check/remask in place.
+fn pass_payload(chunk: &mut [u8], p: &mut Payload, utf8: &mut Utf8Check) -> Result<(), Violation> {
+    match (p.unmask, p.remask) {
+        (Some(k), Some(r)) if p.text => {
+            apply_mask(chunk, k, p.offset);
+            let ok = utf8.feed(chunk);
+            apply_mask(chunk, r, p.offset);
+            if !ok {
+                return Err(Violation::Utf8);
+            }
+        }
+        (Some(k), Some(r)) => apply_mask(chunk, xor(k, r), p.offset),
+        _ if p.text && !utf8.feed(chunk) => return Err(Violation::Utf8),
+        _ => {}
+    }
+    p.offset = (p.offset + chunk.len()) % 4;
+    Ok(())
+}
+
+/// Validates a header against the frame sequence and the rules; returns whether the payload
+/// must be checked as UTF-8.
+fn check(
+    h: &Header,
+    rules: &Rules,
+    from_client: bool,
+    message: &mut Option<Message>,
+) -> Result<bool, Violation> {
+    if from_client && h.mask.is_none() {
+        return Err(Violation::Protocol("unmasked frame from the client"));
+    }
+    if !from_client && h.mask.is_some() {
+        return Err(Violation::Protocol("masked frame from the backend"));
+    }
+    let rsv1_ok = rules.deflate && matches!(h.opcode, op::TEXT | op::BINARY);
+    if h.rsv & 0x30 != 0 || (h.rsv & 0x40 != 0 && !rsv1_ok) {
+        return Err(Violation::Protocol("reserved bits set"));
+    }
+    if h.len > rules.max_frame {
+        return Err(Violation::TooBig("frame too big"));
+    }
+    if h.is_control() {
+        if !matches!(h.opcode, op::CLOSE | op::PING | op::PONG) {
+            return Err(Violation::Protocol("unknown control opcode"));
+        }
+        if h.len > 125 || !h.fin {
+            return Err(Violation::Protocol(
+                "control frame over 125 bytes or fragmented",
+            ));
+        }
+        return Ok(false);
+    }
+    let text = match (h.opcode, message.as_mut()) {
+        (op::CONTINUATION, Some(m)) => {
+            m.len += h.len;
+            if m.len > rules.max_message {
+                return Err(Violation::TooBig("message too big"));
+            }
+            m.text
+        }
+        (op::CONTINUATION, None) => {
+            return Err(Violation::Protocol("continuation frame without a message"))
+        }
+        (op::TEXT | op::BINARY, None) => {
+            if h.len > rules.max_message {
+                return Err(Violation::TooBig("message too big"));
+            }
+            // A compressed text message is checked by the peer after inflating it.
+            let text = h.opcode == op::TEXT && h.rsv & 0x40 == 0;
+            *message = Some(Message { text, len: h.len });
+            text
+        }
+        (op::TEXT | op::BINARY, Some(_)) => {
+            return Err(Violation::Protocol("new message inside a fragmented one"))
+        }
+        _ => return Err(Violation::Protocol("unknown data opcode")),
+    };
+    Ok(text)
+}

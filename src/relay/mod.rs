@@ -1,0 +1,463 @@
+//! Stage 6: relay frames both ways until both legs are closed.
+//!
+//! A frame-level relay: each direction parses frame headers, checks every RFC 6455 rule the
+//! gateway is responsible for (masking, reserved bits, opcodes, control frames, fragmentation,
+//! UTF-8 of text, close codes, size limits), re-masks client frames in place with a key of its
+//! own, and writes them on without reassembling messages. A direction holds a buffer only while
+//! bytes are in flight; an idle connection holds none. A direction reads again only when what
+//! it read was written (backpressure: a slow reader slows its sender through TCP).
+//!
+//! Pings, pongs and close frames are passed through, so the peer answers them; the close
+//! handshake is the peers' own. The gateway writes a close frame itself only when a leg breaks
+//! the protocol or vanishes (codes in [`crate::error`]), at a frame boundary of the other
+//! stream. Once one leg is finished, the other gets [`CLOSE_GRACE`].
+
+mod direction;
+mod transport;
+
+use std::future::poll_fn;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_lite::{AsyncWrite, FutureExt};
+use smol::Timer;
+
+use crate::error::close_for_violation;
+use crate::frame::{close_frame, Violation};
+use direction::{Direction, Event};
+pub use direction::{Rules, BUF};
+pub use transport::Transport;
+
+/// How long the second leg may take to finish once the first is done.
+pub const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// How long a closed connection is drained for its peer's last bytes before it is dropped.
+const DRAIN: Duration = Duration::from_secs(1);
+
+/// Index of a leg.
+const CLIENT: usize = 0;
+const BACKEND: usize = 1;
+
+/// How the relay ended (for the connection's log line).
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    /// Data messages relayed client -> backend.
+    pub to_backend: u64,
+    /// Data messages relayed backend -> client.
+    pub to_client: u64,
+    /// What ended a leg, if it was not a clean close.
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Leg {
+    /// Nothing more is read from this leg (close received, EOF, error or violation).
+    done_reading: bool,
+    /// The leg sent a close frame.
+    got_close: bool,
+    /// A close frame went (or is queued) to this leg: no data frame may follow it.
+    close_out: bool,
+    /// A gateway close frame for this leg, written at the next frame boundary.
+    inject: Option<(Vec<u8>, usize)>,
+    /// Once the injected close is written, later frames for this leg are dropped.
+    sealed: bool,
+    /// The leg is gone or must be cut (I/O failed, or its output stopped mid-frame).
+    dead: bool,
+    /// A close owed to this leg (it broke the protocol), sent once the other leg's close
+    /// handshake is done, so that what the other side still sends arrives first.
+    owed: Option<(u16, &'static str)>,
+    /// The output was written since the last flush.
+    unflushed: bool,
+}
+
+struct Conn<C, B> {
+    client: C,
+    backend: B,
+    /// client -> backend, backend -> client.
+    dirs: [Direction; 2],
+    legs: [Leg; 2],
+    rules: Rules,
+    grace: Option<Timer>,
+    summary: Summary,
+}
+
+/// Relays between `client` and `backend` (with the bytes each sent past its handshake) until
+/// both legs are closed, then shuts both down.
+pub async fn run<C: Transport, B: Transport>(
+    client: C,
+    client_early: Vec<u8>,
+    backend: B,
+    backend_early: Vec<u8>,
+    rules: Rules,
+) -> Summary {
+    let mut conn = Conn {
+        client,
+        backend,
+        dirs: [Direction::new(true), Direction::new(false)],
+        legs: [Leg::default(), Leg::default()],
+        rules,
+        grace: None,
+        summary: Summary::default(),
+    };
+    for (i, early) in [client_early, backend_early].into_iter().enumerate() {
+        if !early.is_empty() {
+            let mut buf = vec![0u8; BUF.max(early.len())].into_boxed_slice();
+            buf[..early.len()].copy_from_slice(&early);
+            conn.dirs[i].buf = Some(buf);
+            conn.dirs[i].end = early.len();
+            conn.process(i);
+        }
+    }
+    poll_fn(|cx| conn.poll(cx)).await;
+    conn.finish().await;
+    conn.summary.to_backend = conn.dirs[CLIENT].messages;
+    conn.summary.to_client = conn.dirs[BACKEND].messages;
+    conn.summary
+}
+
+impl<C: Transport, B: Transport> Conn<C, B> {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        for _ in 0..64 {
+            let up = self.step(CLIENT, cx);
+            let down = self.step(BACKEND, cx);
+            if self.is_done() {
+                return Poll::Ready(());
+            }
+            if !up && !down {
+                if let Some(t) = self.grace.as_mut() {
+                    if Pin::new(t).poll(cx).is_ready() {
+                        return Poll::Ready(());
+                    }
+                }
+                return Poll::Pending;
+            }
+        }
+        // Busy: let other connections run.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn is_done(&self) -> bool {
+        (0..2).all(|i| {
+            let dst = 1 - i;
+            (self.legs[i].done_reading || self.legs[i].dead)
+                && (self.dirs[i].is_empty() || self.legs[dst].dead)
+                && (self.legs[dst].inject.is_none() || self.legs[dst].dead)
+        })
+    }
+
+    /// One round of writing then reading for the direction that reads leg `src`; true if it
+    /// made progress.
+    fn step(&mut self, src: usize, cx: &mut Context<'_>) -> bool {
+        let mut progress = self.write(src, cx);
+        self.dirs[src].compact();
+        if self.can_read(src) {
+            progress |= self.read(src, cx);
+        }
+        progress
+    }
+
+    fn can_read(&self, src: usize) -> bool {
+        let d = &self.dirs[src];
+        let dst = &self.legs[1 - src];
+        !self.legs[src].done_reading
+            && !self.legs[src].dead
+            && (dst.inject.is_none() || !d.at_boundary())
+            && d.end < d.buf.as_ref().map_or(BUF, |b| b.len())
+    }
+
+    fn write(&mut self, src: usize, cx: &mut Context<'_>) -> bool {
+        let dst = 1 - src;
+        if self.legs[dst].dead || self.legs[dst].sealed {
+            let d = &mut self.dirs[src];
+            let n = d.ready - d.start;
+            d.written(n); // nobody to write to: drop
+            return false;
+        }
+        let mut progress = false;
+        let mut failed = false;
+        {
+            let Conn {
+                client,
+                backend,
+                dirs,
+                legs,
+                ..
+            } = self;
+            let (d, leg) = (&mut dirs[src], &mut legs[dst]);
+            while d.start < d.ready {
+                let Some(buf) = d.buf.as_ref() else { break };
+                match poll_write_leg(client, backend, dst, cx, &buf[d.start..d.ready]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        d.written(n);
+                        leg.unflushed = true;
+                        progress = true;
+                    }
+                    Poll::Ready(_) => {
+                        failed = true;
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            while !failed && d.start == d.ready && d.at_boundary() {
+                let Some((frame, pos)) = leg.inject.as_mut() else {
+                    break;
+                };
+                match poll_write_leg(client, backend, dst, cx, &frame[*pos..]) {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        *pos += n;
+                        leg.unflushed = true;
+                        progress = true;
+                        if *pos == frame.len() {
+                            leg.inject = None;
+                            leg.sealed = true;
+                        }
+                    }
+                    Poll::Ready(_) => failed = true,
+                    Poll::Pending => break,
+                }
+            }
+            if !failed && leg.unflushed {
+                let flushed = match dst {
+                    CLIENT => Pin::new(client).poll_flush(cx),
+                    _ => Pin::new(backend).poll_flush(cx),
+                };
+                match flushed {
+                    Poll::Ready(Ok(())) => leg.unflushed = false,
+                    Poll::Ready(Err(_)) => failed = true,
+                    Poll::Pending => {}
+                }
+            }
+        }
+        if failed {
+            self.lost(dst, "write failed");
+            return true;
+        }
+        progress
+    }
+
+    fn read(&mut self, src: usize, cx: &mut Context<'_>) -> bool {
+        enum Outcome {
+            Idle,
+            Data,
+            Lost(&'static str),
+        }
+        let outcome = {
+            let Conn {
+                client,
+                backend,
+                dirs,
+                ..
+            } = self;
+            let d = &mut dirs[src];
+            let (ready, idle_ok) = match src {
+                CLIENT => (
+                    wait_readable(client, d.buf.is_none(), cx),
+                    client.waits_for_readable(),
+                ),
+                _ => (
+                    wait_readable(backend, d.buf.is_none(), cx),
+                    backend.waits_for_readable(),
+                ),
+            };
+            match ready {
+                Poll::Pending => Outcome::Idle,
+                Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
+                Poll::Ready(Ok(())) => {
+                    let buf = d
+                        .buf
+                        .get_or_insert_with(|| vec![0u8; BUF].into_boxed_slice());
+                    let res = match src {
+                        CLIENT => Pin::new(client).poll_read(cx, &mut buf[d.end..]),
+                        _ => Pin::new(backend).poll_read(cx, &mut buf[d.end..]),
+                    };
+                    match res {
+                        Poll::Ready(Ok(0)) => {
+                            Outcome::Lost("connection closed without a close frame")
+                        }
+                        Poll::Ready(Ok(n)) => {
+                            d.end += n;
+                            Outcome::Data
+                        }
+                        Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
+                        Poll::Pending => {
+                            if d.is_empty() && idle_ok {
+                                d.buf = None; // idle: hold no buffer
+                            }
+                            Outcome::Idle
+                        }
+                    }
+                }
+            }
+        };
+        match outcome {
+            Outcome::Idle => false,
+            Outcome::Data => {
+                self.process(src);
+                true
+            }
+            Outcome::Lost(why) => {
+                self.lost(src, why);
+                true
+            }
+        }
+    }
+
+    /// Checks what direction `src` has buffered and reacts to closes and violations.
+    fn process(&mut self, src: usize) {
+        let dst = 1 - src;
+        let forward_close =
+            !self.legs[dst].close_out && !self.legs[dst].dead && self.legs[dst].owed.is_none();
+        let stop = self.legs[dst].inject.is_some();
+        match self.dirs[src].process(&self.rules, forward_close, stop) {
+            Ok(Event::None) => {}
+            Ok(Event::Close { forwarded }) => {
+                self.legs[src].got_close = true;
+                self.legs[src].done_reading = true;
+                self.start_grace();
+                if forwarded {
+                    self.legs[dst].close_out = true;
+                } else if let Some((code, reason)) = self.legs[dst].owed.take() {
+                    self.queue_close(dst, code, reason);
+                }
+            }
+            Err((v, clean)) => self.violation(src, v, clean),
+        }
+    }
+
+    /// Leg `src` broke the protocol: close it with the RFC's code, tell the other side.
+    fn violation(&mut self, src: usize, v: Violation, clean: bool) {
+        let dst = 1 - src;
+        let who = if src == CLIENT { "client" } else { "backend" };
+        self.summary.errors.push(format!("{who}: {v:?}"));
+        log::debug!("{who} broke the protocol: {v:?}");
+        self.legs[src].done_reading = true;
+        self.start_grace();
+        let (code, reason) = close_for_violation(v);
+        let (other, other_reason) = match (v, src) {
+            (Violation::TooBig(_), _) => (1001, "peer sent too much"),
+            (_, CLIENT) => (1001, "client went away"),
+            _ => (1011, "backend error"),
+        };
+        if clean {
+            self.queue_close(dst, other, other_reason);
+        } else {
+            self.legs[dst].dead = true; // its output stopped mid-frame: cut it
+        }
+        if src == CLIENT && clean {
+            self.legs[src].owed = Some((code, reason));
+        } else {
+            self.queue_close(src, code, reason);
+        }
+    }
+
+    /// Leg `i` is gone (EOF or I/O error): nothing more is read from or written to it; the
+    /// other leg is told, unless it already was.
+    fn lost(&mut self, i: usize, why: &str) {
+        let other = 1 - i;
+        let who = if i == CLIENT { "client" } else { "backend" };
+        if !self.legs[i].got_close {
+            self.summary.errors.push(format!("{who}: {why}"));
+            log::debug!("{who} {why}");
+        }
+        self.legs[i].done_reading = true;
+        self.legs[i].dead = true;
+        self.legs[i].inject = None;
+        self.start_grace();
+        if let Some((code, reason)) = self.legs[other].owed.take() {
+            self.queue_close(other, code, reason);
+        } else if !self.legs[i].got_close {
+            let (code, reason) = if i == BACKEND {
+                (1011, "backend connection lost")
+            } else {
+                (1001, "client went away")
+            };
+            if self.dirs[i].at_boundary() {
+                self.queue_close(other, code, reason);
+            } else {
+                self.legs[other].dead = true;
+            }
+        }
+    }
+
+    fn queue_close(&mut self, leg: usize, code: u16, reason: &'static str) {
+        let l = &mut self.legs[leg];
+        if l.close_out || l.dead {
+            return;
+        }
+        let mask = (leg == BACKEND).then(rand::random::<[u8; 4]>);
+        l.inject = Some((close_frame(code, reason, mask), 0));
+        l.close_out = true;
+    }
+
+    fn start_grace(&mut self) {
+        if self.grace.is_none() {
+            self.grace = Some(Timer::after(CLOSE_GRACE));
+        }
+    }
+
+    /// Shuts both legs down and reads what they still send for a moment, so that the last
+    /// frames are not lost to a reset.
+    async fn finish(&mut self) {
+        self.client.shutdown_write();
+        self.backend.shutdown_write();
+        let mut scratch = [0u8; 512];
+        let drain = poll_fn(|cx| {
+            let mut open = 0;
+            for i in 0..2 {
+                loop {
+                    let r = match i {
+                        CLIENT => Pin::new(&mut self.client).poll_read(cx, &mut scratch),
+                        _ => Pin::new(&mut self.backend).poll_read(cx, &mut scratch),
+                    };
+                    match r {
+                        Poll::Ready(Ok(n)) if n > 0 => continue,
+                        Poll::Pending => open += 1,
+                        Poll::Ready(_) => {}
+                    }
+                    break;
+                }
+            }
+            if open == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        drain
+            .or(async {
+                Timer::after(DRAIN).await;
+            })
+            .await;
+    }
+}
+
+/// Before a read into a fresh buffer, waits for data without holding one (when the transport
+/// can tell).
+fn wait_readable<T: Transport>(
+    t: &mut T,
+    idle: bool,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    if idle && t.waits_for_readable() {
+        t.poll_readable(cx)
+    } else {
+        Poll::Ready(Ok(()))
+    }
+}
+
+fn poll_write_leg<C: AsyncWrite + Unpin, B: AsyncWrite + Unpin>(
+    client: &mut C,
+    backend: &mut B,
+    leg: usize,
+    cx: &mut Context<'_>,
+    data: &[u8],
+) -> Poll<io::Result<usize>> {
+    match leg {
+        CLIENT => Pin::new(client).poll_write(cx, data),
+        _ => Pin::new(backend).poll_write(cx, data),
+    }
+}
