@@ -1,10 +1,17 @@
 #!/usr/bin/env bash
-# Runs Autobahn's fuzzing client against the release gateway in front of the example echo
-# backend and against the echo backend directly, then compares the verdicts case by case.
-# usage: .ci/autobahn.sh [--quick|--full]   (default: the 301 cases without compression)
+# Runs Autobahn's fuzzing client against the release gateway in front of an echo backend and
+# against that echo backend directly, then compares the verdicts case by case.
+# usage: .ci/autobahn.sh [--quick|--full] [deflate]
+#   default: the 301 cases without compression, behind the example echo backend (Rust)
+#   deflate: behind a permessage-deflate echo backend (Node.js ws, .ci/deflate-echo), so that
+#            the compression cases (--quick or --full) test the gateway's pass-through
 set -euo pipefail
 cd "$(dirname "$0")/.."
-mode=${1:-}
+mode=
+backend=echo
+for a in "$@"; do
+  case "$a" in --quick|--full) mode=$a;; deflate) backend=deflate;; *) echo "unknown argument $a" >&2; exit 2;; esac
+done
 shared=${KAIROS_SHARED:-../shared}
 cargo build --release --bin kairos-gateway --example echo_backend
 work=$(mktemp -d)
@@ -22,7 +29,12 @@ wait_for_line() {
   echo "timed out waiting for '$pattern' in $file:" >&2; cat "$file" >&2; return 1
 }
 
-./target/release/examples/echo_backend 0 > "$work/echo.log" 2>&1 &
+if [ "$backend" = deflate ]; then
+  (cd .ci/deflate-echo && npm ci --no-audit --no-fund --silent)
+  node .ci/deflate-echo/server.js 0 > "$work/echo.log" 2>&1 &
+else
+  ./target/release/examples/echo_backend 0 > "$work/echo.log" 2>&1 &
+fi
 pids+=($!)
 echo_port=$(wait_for_line "$work/echo.log" '127\.0\.0\.1:[0-9]+' | cut -d: -f2)
 cat > "$work/config.json" <<JSON

@@ -156,7 +156,7 @@ async fn serve_connection(
     let rules = Rules {
         max_frame: limits.max_frame_bytes as u64,
         max_message: limits.max_message_bytes as u64,
-        deflate: false,
+        deflate: upgraded.deflate,
     };
     let summary = relay::run(stream, early, upgraded.stream, upgraded.leftover, rules).await;
     log::debug!(

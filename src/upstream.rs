@@ -62,8 +62,11 @@ pub struct Upgraded {
     pub stream: BackendStream,
     /// Bytes the backend sent right after its 101 (already frames).
     pub leftover: Vec<u8>,
-    /// End-to-end headers of the backend's 101, for the client (its subprotocol among them).
+    /// End-to-end headers of the backend's 101, for the client (its subprotocol and
+    /// extension among them).
     pub headers: Vec<(String, Vec<u8>)>,
+    /// permessage-deflate was negotiated (frames may carry RSV1).
+    pub deflate: bool,
 }
 
 /// What the client side contributes to the backend request.
@@ -179,6 +182,9 @@ pub fn request_head(
             line(name, value);
         }
     }
+    if let Some(offers) = deflate_offers(req) {
+        line("Sec-WebSocket-Extensions", offers.as_bytes());
+    }
     let ip = client.peer.ip().to_string();
     let xff: Vec<&str> = req.header_all("X-Forwarded-For").collect();
     let xff = if xff.is_empty() {
@@ -195,6 +201,23 @@ pub fn request_head(
     head.extend_from_slice(&out);
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// The client's permessage-deflate offers (the only extension passed through: its frames go
+/// through untouched, compressed end to end); other extensions are dropped from the offer.
+fn deflate_offers(req: &Request) -> Option<String> {
+    let offers: Vec<&str> = req
+        .header_all("Sec-WebSocket-Extensions")
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|o| is_deflate(o))
+        .collect();
+    (!offers.is_empty()).then(|| offers.join(", "))
+}
+
+fn is_deflate(extension: &str) -> bool {
+    let name = extension.split(';').next().unwrap_or_default().trim();
+    name.eq_ignore_ascii_case("permessage-deflate")
 }
 
 /// The header names a `Connection` header lists (lowercase): hop-by-hop for this message, so
@@ -261,11 +284,25 @@ async fn handshake(
     if !header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
         return Err(failed("101 without Upgrade: websocket".to_string()));
     }
-    if header("Sec-WebSocket-Extensions").is_some() {
-        return Err(failed(
-            "negotiated an extension that was not offered".to_string(),
-        ));
-    }
+    let extensions: Vec<&[u8]> = res
+        .headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|(_, v)| v.as_slice())
+        .collect();
+    let deflate = match extensions.as_slice() {
+        [] => false,
+        [one] => {
+            let text = std::str::from_utf8(one).unwrap_or_default();
+            if !is_deflate(text) || text.contains(',') || deflate_offers(client.request).is_none() {
+                return Err(failed(format!(
+                    "negotiated extension {text:?}, which was not offered"
+                )));
+            }
+            true
+        }
+        _ => return Err(failed("negotiated more than one extension".to_string())),
+    };
     if let Some(p) = header("Sec-WebSocket-Protocol") {
         if !client.upgrade.protocols.iter().any(|o| o == p.trim()) {
             return Err(failed(format!(
@@ -279,13 +316,16 @@ async fn handshake(
         .into_iter()
         .filter(|(n, _)| {
             let lower = n.to_ascii_lowercase();
-            !NOT_FORWARDED.contains(&lower.as_str()) && !named_by_connection.contains(&lower)
+            (lower == "sec-websocket-extensions" && deflate)
+                || (!NOT_FORWARDED.contains(&lower.as_str())
+                    && !named_by_connection.contains(&lower))
         })
         .collect();
     Ok(Upgraded {
         stream,
         leftover,
         headers,
+        deflate,
     })
 }
 

@@ -304,7 +304,7 @@ const FULL_REQUEST: &str = "GET /rooms/blue?x=1 HTTP/1.1\r\n\
     Authorization: Bearer opaque-token\r\n\
     User-Agent: kairos-test/1.0\r\n\
     Sec-WebSocket-Protocol: chat, superchat\r\n\
-    Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\
+    Sec-WebSocket-Extensions: x-private-ext\r\n\
     X-Custom: 1\r\n\
     X-Forwarded-For: 10.1.2.3\r\n\
     X-Forwarded-Proto: https\r\n\
@@ -362,7 +362,7 @@ fn backend_sees_forwarded_headers_set_by_the_gateway() {
 }
 
 #[test]
-fn backend_does_not_see_hop_by_hop_headers_or_extensions() {
+fn backend_does_not_see_hop_by_hop_headers_or_unknown_extensions() {
     let (head, _, _) = full_request_as_seen_by_backend();
     assert_eq!(head.values("Connection"), ["Upgrade"], "{}", head.text);
     for name in [
@@ -848,5 +848,69 @@ fn wss_backend_with_unknown_ca_is_502() {
                 .unwrap();
             assert!(tls.is_err(), "TLS handshake unexpectedly succeeded");
         }
+    });
+}
+
+#[test]
+fn permessage_deflate_is_negotiated_end_to_end_and_rsv1_frames_pass() {
+    use futures_lite::{AsyncReadExt, AsyncWriteExt};
+    let (tx, rx) = smol::channel::unbounded::<(String, Vec<u8>)>();
+    let backend = spawn_backend(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let head = read_head(&mut s).await;
+            let key = head
+                .lines()
+                .find_map(|l| l.strip_prefix("Sec-WebSocket-Key: "))
+                .unwrap()
+                .to_string();
+            let accept =
+                async_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+            let res = format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Accept: {accept}\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n"
+            );
+            s.write_all(res.as_bytes()).await.unwrap();
+            let mut frame = vec![0u8; 2 + 4 + 3];
+            s.read_exact(&mut frame).await.unwrap();
+            let _ = tx.send((head, frame)).await;
+        }
+    });
+    let gw = start_gateway(&config_json(backend, "", ""));
+    run(async {
+        let mut s = smol::net::TcpStream::connect(gw).await.unwrap();
+        let offer =
+            "Sec-WebSocket-Extensions: x-unknown, permessage-deflate; client_max_window_bits\r\n";
+        s.write_all(upgrade_request("/ws/chat", offer).as_bytes())
+            .await
+            .unwrap();
+        let head = read_head(&mut s).await;
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Extensions: permessage-deflate\r\n"),
+            "{head}"
+        );
+        // A compressed (RSV1) text frame: passed through as is, payload untouched.
+        let key = [1u8, 2, 3, 4];
+        let payload = [0x4a ^ 1, 0x01 ^ 2, 0x00 ^ 3];
+        let mut f = vec![0xc1, 0x83];
+        f.extend_from_slice(&key);
+        f.extend_from_slice(&payload);
+        s.write_all(&f).await.unwrap();
+        let (backend_head, got) = within(STEP, rx.recv()).await.unwrap().unwrap();
+        assert!(
+            backend_head.contains(
+                "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
+            ),
+            "{backend_head}"
+        );
+        assert!(!backend_head.contains("x-unknown"), "{backend_head}");
+        assert_eq!(got[0], 0xc1, "RSV1 and opcode kept");
+        assert_eq!(got[1], 0x83, "masked, 3 bytes");
+        let mut plain = got[6..].to_vec();
+        for (i, b) in plain.iter_mut().enumerate() {
+            *b ^= got[2 + i % 4];
+        }
+        assert_eq!(plain, [0x4a, 0x01, 0x00]);
     });
 }

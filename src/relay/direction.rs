@@ -42,6 +42,8 @@ struct Payload {
 struct Message {
     text: bool,
     len: u64,
+    /// A fragment was found not to be UTF-8.
+    invalid: bool,
 }
 
 /// What processing the buffered bytes found, for the connection to act on.
@@ -179,7 +181,18 @@ impl Direction {
                 if n == 0 && p.remaining > 0 {
                     return Ok(Event::None);
                 }
-                pass_payload(&mut buf[self.ready..self.ready + n], p, &mut self.utf8)?;
+                if !pass_payload(&mut buf[self.ready..self.ready + n], p, &mut self.utf8) {
+                    if p.fin {
+                        return Err(Violation::Utf8);
+                    }
+                    // A non-final fragment: passed on unchecked from here, and the message is
+                    // failed at its final frame at the latest (a backend that checks faster
+                    // shows through, as it would without the gateway).
+                    p.text = false;
+                    if let Some(m) = self.message.as_mut() {
+                        m.invalid = true;
+                    }
+                }
                 self.ready += n;
                 p.remaining -= n as u64;
                 if p.remaining == 0 {
@@ -268,23 +281,24 @@ fn xor(a: [u8; 4], b: [u8; 4]) -> [u8; 4] {
     [a[0] ^ b[0], a[1] ^ b[1], a[2] ^ b[2], a[3] ^ b[3]]
 }
 
-/// Passes one chunk of payload: unmask/check/remask in place.
-fn pass_payload(chunk: &mut [u8], p: &mut Payload, utf8: &mut Utf8Check) -> Result<(), Violation> {
-    match (p.unmask, p.remask) {
+/// Passes one chunk of payload: unmask/check/remask in place. False if the chunk makes the
+/// text invalid UTF-8.
+fn pass_payload(chunk: &mut [u8], p: &mut Payload, utf8: &mut Utf8Check) -> bool {
+    let ok = match (p.unmask, p.remask) {
         (Some(k), Some(r)) if p.text => {
             apply_mask(chunk, k, p.offset);
             let ok = utf8.feed(chunk);
             apply_mask(chunk, r, p.offset);
-            if !ok {
-                return Err(Violation::Utf8);
-            }
+            ok
         }
-        (Some(k), Some(r)) => apply_mask(chunk, xor(k, r), p.offset),
-        _ if p.text && !utf8.feed(chunk) => return Err(Violation::Utf8),
-        _ => {}
-    }
+        (Some(k), Some(r)) => {
+            apply_mask(chunk, xor(k, r), p.offset);
+            true
+        }
+        _ => !p.text || utf8.feed(chunk),
+    };
     p.offset = (p.offset + chunk.len()) % 4;
-    Ok(())
+    ok
 }
 
 /// Validates a header against the frame sequence and the rules; returns whether the payload
@@ -325,7 +339,10 @@ fn check(
             if m.len > rules.max_message {
                 return Err(Violation::TooBig("message too big"));
             }
-            m.text
+            if m.invalid && h.fin {
+                return Err(Violation::Utf8);
+            }
+            m.text && !m.invalid
         }
         (op::CONTINUATION, None) => {
             return Err(Violation::Protocol("continuation frame without a message"))
@@ -336,7 +353,11 @@ fn check(
             }
             // A compressed text message is checked by the peer after inflating it.
             let text = h.opcode == op::TEXT && h.rsv & 0x40 == 0;
-            *message = Some(Message { text, len: h.len });
+            *message = Some(Message {
+                text,
+                len: h.len,
+                invalid: false,
+            });
             text
         }
         (op::TEXT | op::BINARY, Some(_)) => {
