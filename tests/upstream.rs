@@ -892,7 +892,7 @@ fn permessage_deflate_is_negotiated_end_to_end_and_rsv1_frames_pass() {
         );
         // A compressed (RSV1) text frame: passed through as is, payload untouched.
         let key = [1u8, 2, 3, 4];
-        let payload = [0x4a ^ 1, 0x01 ^ 2, 0x00 ^ 3];
+        let payload = [0x4a ^ 1, 0x01 ^ 2, 3];
         let mut f = vec![0xc1, 0x83];
         f.extend_from_slice(&key);
         f.extend_from_slice(&payload);
