@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
 use crate::relay::{self, Rules};
 use crate::route;
-use crate::upstream::{self, ClientSide};
+use crate::upstream::{self, BackendStream, ClientSide};
 
 /// A bound gateway, ready to serve.
 pub struct Gateway {
@@ -107,13 +107,54 @@ pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
 
 /// Runs the stages of one connection.
 async fn serve_connection(
-    mut stream: Async<TcpStream>,
+    stream: Async<TcpStream>,
     peer: SocketAddr,
     config: Arc<Config>,
     id: u64,
 ) {
     let _ = stream.get_ref().set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
+    // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
+    // gone before the relay starts: an idle relayed connection keeps only what it needs.
+    let Some(o) = Box::pin(open(stream, peer, &config, id)).await else {
+        return;
+    };
+    let limits = &config.limits;
+    let rules = Rules {
+        max_frame: limits.max_frame_bytes as u64,
+        max_message: limits.max_message_bytes as u64,
+        deflate: o.deflate,
+    };
+    let summary = relay::run(o.client, o.client_early, o.backend, o.backend_early, rules).await;
+    log::debug!(
+        "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
+        summary.to_backend,
+        summary.to_client,
+        if summary.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", summary.errors.join("; "))
+        }
+    );
+}
+
+/// What the handshake hands to the relay.
+struct Opened {
+    client: Async<TcpStream>,
+    client_early: Vec<u8>,
+    backend: BackendStream,
+    backend_early: Vec<u8>,
+    deflate: bool,
+}
+
+/// Everything before the relay: request, route, token, backend, 101. `None` when the
+/// connection was refused (and answered) or the client left.
+async fn open(
+    mut stream: Async<TcpStream>,
+    peer: SocketAddr,
+    config: &Config,
+    id: u64,
+) -> Option<Opened> {
     let limits = &config.limits;
     let timeout = limits.handshake_timeout;
     let read = handshake::read_request(&mut stream, limits.max_request_head_bytes)
@@ -126,7 +167,7 @@ async fn serve_connection(
         Ok(r) => r,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
-    let (route, target, upgrade) = match admit(&config, &request) {
+    let (route, target, upgrade) = match admit(config, &request) {
         Ok(a) => a,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
@@ -143,36 +184,32 @@ async fn serve_connection(
         peer,
         proto: "http",
     };
-    let upgraded = match upstream::connect(&config, backend, &target, &client).await {
+    let upgraded = match upstream::connect(config, backend, &target, &client).await {
         Ok(u) => u,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
     let accept = derive_accept_key(upgrade.key.as_bytes());
     if let Err(e) = handshake::write_switching(&mut stream, &accept, &upgraded.headers).await {
         log::debug!("conn {id} {peer}: client gone before the 101 was sent: {e}");
-        return;
+        return None;
     }
     log::debug!("conn {id} {peer}: upgraded");
-    let rules = Rules {
-        max_frame: limits.max_frame_bytes as u64,
-        max_message: limits.max_message_bytes as u64,
+    Some(Opened {
+        client: stream,
+        client_early: early,
+        backend: upgraded.stream,
+        backend_early: upgraded.leftover,
         deflate: upgraded.deflate,
-    };
-    let summary = relay::run(stream, early, upgraded.stream, upgraded.leftover, rules).await;
-    log::debug!(
-        "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
-        summary.to_backend,
-        summary.to_client,
-        if summary.errors.is_empty() {
-            String::new()
-        } else {
-            format!("; {}", summary.errors.join("; "))
-        }
-    );
+    })
 }
 
 /// Logs why a connection was refused and answers it.
-async fn refuse(stream: &mut Async<TcpStream>, peer: SocketAddr, id: u64, err: &Error) {
+async fn refuse<T>(
+    stream: &mut Async<TcpStream>,
+    peer: SocketAddr,
+    id: u64,
+    err: &Error,
+) -> Option<T> {
     match err.status() {
         Some(status) if err.is_operator_problem() => {
             log::warn!("conn {id} {peer}: {status}: {err}")
@@ -184,6 +221,7 @@ async fn refuse(stream: &mut Async<TcpStream>, peer: SocketAddr, id: u64, err: &
         let _ = stream.get_ref().shutdown(Shutdown::Write);
         handshake::drain(stream, Duration::from_millis(500), 64 * 1024).await;
     }
+    None
 }
 
 /// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
