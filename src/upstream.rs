@@ -111,9 +111,13 @@ async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendSt
         url: url.to_string(),
         reason,
     };
-    let addrs = smol::net::resolve((backend.host.as_str(), backend.port))
-        .await
-        .map_err(|e| unreachable(format!("cannot resolve {}: {e}", backend.host)))?;
+    // An IP address needs no resolver (which runs on a blocking thread).
+    let addrs = match backend.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, backend.port)],
+        Err(_) => smol::net::resolve((backend.host.as_str(), backend.port))
+            .await
+            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", backend.host)))?,
+    };
     let mut last = None;
     let mut tcp = None;
     for addr in addrs {

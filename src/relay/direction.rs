@@ -6,8 +6,12 @@ use crate::frame::{
     apply_mask, check_close_payload, op, parse_header, Header, Utf8Check, Violation,
 };
 
-/// Buffer per direction while data flows (released when the direction is idle).
+/// Largest buffer per direction while data flows (released when the direction is idle).
 pub const BUF: usize = 16 * 1024;
+
+/// Buffer a direction starts with when data arrives: enough for small messages; it grows to
+/// [`BUF`] when a read fills it or a whole frame needs more room.
+pub const SMALL_BUF: usize = 2 * 1024;
 
 /// Limits and negotiated extensions that shape the checks.
 #[derive(Debug, Clone, Copy)]
@@ -112,7 +116,7 @@ impl Direction {
             self.start = 0;
             self.ready = 0;
             self.end = 0;
-        } else if self.end == BUF && self.start > 0 {
+        } else if self.start > 0 && self.buf.as_ref().is_some_and(|b| self.end == b.len()) {
             let shift = self.start;
             if let Some(buf) = self.buf.as_mut() {
                 buf.copy_within(shift..self.end, 0);
@@ -124,6 +128,17 @@ impl Direction {
                 p.start = p.start.and_then(|s| s.checked_sub(shift));
             }
         }
+    }
+
+    /// Grows a full small buffer to [`BUF`] (keeping its bytes and positions).
+    pub fn grow_if_full(&mut self) {
+        let Some(old) = self.buf.as_ref() else { return };
+        if self.end < old.len() || old.len() >= BUF {
+            return;
+        }
+        let mut new = vec![0u8; BUF].into_boxed_slice();
+        new[..self.end].copy_from_slice(&old[..self.end]);
+        self.buf = Some(new);
     }
 
     /// Marks `n` more bytes as written; a frame whose first bytes go out can no longer be

@@ -27,7 +27,7 @@ use smol::Timer;
 use crate::error::close_for_violation;
 use crate::frame::{close_frame, Violation};
 use direction::{Direction, Event};
-pub use direction::{Rules, BUF};
+pub use direction::{Rules, BUF, SMALL_BUF};
 pub use transport::Transport;
 
 /// How long the second leg may take to finish once the first is done.
@@ -153,6 +153,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     fn step(&mut self, src: usize, cx: &mut Context<'_>) -> bool {
         let mut progress = self.write(src, cx);
         self.dirs[src].compact();
+        self.dirs[src].grow_if_full();
         if self.can_read(src) {
             progress |= self.read(src, cx);
         }
