@@ -81,6 +81,8 @@ pub struct Direction {
     utf8: Utf8Check,
     /// Data messages passed (completed) so far.
     pub messages: u64,
+    /// The last read did not fill the buffer: wait for readiness before reading again.
+    pub drained: bool,
 }
 
 impl Direction {
@@ -96,6 +98,7 @@ impl Direction {
             message: None,
             utf8: Utf8Check::default(),
             messages: 0,
+            drained: false,
         }
     }
 

@@ -254,43 +254,47 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 ..
             } = self;
             let d = &mut dirs[src];
+            // After a read that did not fill the buffer the socket is most likely drained:
+            // wait for readiness instead of paying for a read that would block.
+            let wait = d.buf.is_none() || d.drained;
             let (ready, idle_ok) = match src {
-                CLIENT => (
-                    wait_readable(client, d.buf.is_none(), cx),
-                    client.waits_for_readable(),
-                ),
+                CLIENT => (wait_readable(client, wait, cx), client.waits_for_readable()),
                 _ => (
-                    wait_readable(backend, d.buf.is_none(), cx),
+                    wait_readable(backend, wait, cx),
                     backend.waits_for_readable(),
                 ),
             };
-            match ready {
-                Poll::Pending => Outcome::Idle,
-                Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
+            let res = match ready {
                 Poll::Ready(Ok(())) => {
+                    d.drained = false;
                     let buf = d
                         .buf
-                        .get_or_insert_with(|| vec![0u8; BUF].into_boxed_slice());
+                        .get_or_insert_with(|| vec![0u8; SMALL_BUF].into_boxed_slice());
+                    let space = buf.len() - d.end;
                     let res = match src {
                         CLIENT => Pin::new(client).poll_read(cx, &mut buf[d.end..]),
                         _ => Pin::new(backend).poll_read(cx, &mut buf[d.end..]),
                     };
-                    match res {
-                        Poll::Ready(Ok(0)) => {
-                            Outcome::Lost("connection closed without a close frame")
-                        }
-                        Poll::Ready(Ok(n)) => {
-                            d.end += n;
-                            Outcome::Data
-                        }
-                        Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
-                        Poll::Pending => {
-                            if d.is_empty() && idle_ok {
-                                d.buf = None; // idle: hold no buffer
-                            }
-                            Outcome::Idle
-                        }
+                    if let Poll::Ready(Ok(n)) = res {
+                        d.drained = n < space;
                     }
+                    res
+                }
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+                Poll::Pending => Poll::Pending,
+            };
+            match res {
+                Poll::Ready(Ok(0)) => Outcome::Lost("connection closed without a close frame"),
+                Poll::Ready(Ok(n)) => {
+                    d.end += n;
+                    Outcome::Data
+                }
+                Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
+                Poll::Pending => {
+                    if d.is_empty() && idle_ok {
+                        d.buf = None; // idle: hold no buffer
+                    }
+                    Outcome::Idle
                 }
             }
         };
