@@ -83,6 +83,8 @@ pub struct Direction {
     pub messages: u64,
     /// The last read did not fill the buffer: wait for readiness before reading again.
     pub drained: bool,
+    /// A read filled the buffer since the direction was last idle: use [`BUF`] bytes.
+    pub busy: bool,
 }
 
 impl Direction {
@@ -99,6 +101,7 @@ impl Direction {
             utf8: Utf8Check::default(),
             messages: 0,
             drained: false,
+            busy: false,
         }
     }
 
@@ -133,10 +136,11 @@ impl Direction {
         }
     }
 
-    /// Grows a full small buffer to [`BUF`] (keeping its bytes and positions).
+    /// Grows a small buffer to [`BUF`] (keeping its bytes and positions) when it is full or
+    /// the direction is busy.
     pub fn grow_if_full(&mut self) {
         let Some(old) = self.buf.as_ref() else { return };
-        if self.end < old.len() || old.len() >= BUF {
+        if (self.end < old.len() && !self.busy) || old.len() >= BUF {
             return;
         }
         let mut new = vec![0u8; BUF].into_boxed_slice();

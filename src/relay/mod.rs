@@ -267,9 +267,10 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             let res = match ready {
                 Poll::Ready(Ok(())) => {
                     d.drained = false;
+                    let size = if d.busy { BUF } else { SMALL_BUF };
                     let buf = d
                         .buf
-                        .get_or_insert_with(|| vec![0u8; SMALL_BUF].into_boxed_slice());
+                        .get_or_insert_with(|| vec![0u8; size].into_boxed_slice());
                     let space = buf.len() - d.end;
                     let res = match src {
                         CLIENT => Pin::new(client).poll_read(cx, &mut buf[d.end..]),
@@ -277,6 +278,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                     };
                     if let Poll::Ready(Ok(n)) = res {
                         d.drained = n < space;
+                        // A read that fills the buffer: more is coming, use the big one.
+                        d.busy |= n == space;
                     }
                     res
                 }
@@ -293,6 +296,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 Poll::Pending => {
                     if d.is_empty() && idle_ok {
                         d.buf = None; // idle: hold no buffer
+                        d.busy = false;
                     }
                     Outcome::Idle
                 }
