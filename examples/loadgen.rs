@@ -893,6 +893,7 @@ async fn rate_conn(
     let mut st = Stats::default();
     let drain_end = deadline + DRAIN;
     let mut timer = Timer::at(first);
+    let mut armed = first;
     let mut scheduled: VecDeque<Instant> = VecDeque::new();
     let mut next = first;
     let (mut next_send, mut next_recv) = (0u64, 0u64);
@@ -935,7 +936,12 @@ async fn rate_conn(
                     scheduled.len()
                 ));
             }
-            timer.set_at(if next < deadline { next } else { drain_end });
+            // Re-arming costs the reactor a wake-up: only when the instant changes.
+            let wake = if next < deadline { next } else { drain_end };
+            if wake != armed {
+                timer.set_at(wake);
+                armed = wake;
+            }
             conn.wait(true, Some(&mut timer)).await;
         }
     }
