@@ -23,6 +23,9 @@ use crate::relay::{self, Rules};
 use crate::route;
 use crate::upstream::{self, BackendStream, ClientSide};
 
+/// Pending connections the kernel queues before `accept` (nginx uses 511).
+const LISTEN_BACKLOG: i32 = 1024;
+
 /// A bound gateway, ready to serve.
 pub struct Gateway {
     listener: Async<TcpListener>,
@@ -42,6 +45,11 @@ impl Gateway {
             .next()
             .ok_or_else(|| named(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
         let listener = Async::<TcpListener>::bind(addr).map_err(named)?;
+        // std listens with a backlog of 128: a burst of connects overflows it and costs the
+        // clients a 1 s SYN retry. Listening again on the bound socket raises it (the kernel
+        // caps it at net.core.somaxconn).
+        rustix::net::listen(listener.get_ref(), LISTEN_BACKLOG)
+            .map_err(|e| named(io::Error::from(e)))?;
         Ok(Gateway { listener, config })
     }
 
