@@ -413,11 +413,18 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     async fn finish(&mut self) {
         self.client.shutdown_write();
         self.backend.shutdown_write();
+        // A client whose close frame was read has nothing more to send: it is dropped at once
+        // (the server closes first, as RFC 6455 asks). The backend leg is read to its end, so
+        // that the backend closes first and the TIME_WAIT state (and its port) stays there.
+        let mut done = [
+            self.legs[CLIENT].got_close || self.legs[CLIENT].dead,
+            self.legs[BACKEND].dead,
+        ];
         let mut scratch = [0u8; 512];
         let drain = poll_fn(|cx| {
             let mut open = 0;
             for i in 0..2 {
-                loop {
+                while !done[i] {
                     let r = match i {
                         CLIENT => Pin::new(&mut self.client).poll_read(cx, &mut scratch),
                         _ => Pin::new(&mut self.backend).poll_read(cx, &mut scratch),
@@ -425,7 +432,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                     match r {
                         Poll::Ready(Ok(n)) if n > 0 => continue,
                         Poll::Pending => open += 1,
-                        Poll::Ready(_) => {}
+                        Poll::Ready(_) => done[i] = true,
                     }
                     break;
                 }
