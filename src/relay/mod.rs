@@ -423,8 +423,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         let mut scratch = [0u8; 512];
         let drain = poll_fn(|cx| {
             let mut open = 0;
-            for i in 0..2 {
-                while !done[i] {
+            for (i, finished) in done.iter_mut().enumerate() {
+                while !*finished {
                     let r = match i {
                         CLIENT => Pin::new(&mut self.client).poll_read(cx, &mut scratch),
                         _ => Pin::new(&mut self.backend).poll_read(cx, &mut scratch),
@@ -432,7 +432,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                     match r {
                         Poll::Ready(Ok(n)) if n > 0 => continue,
                         Poll::Pending => open += 1,
-                        Poll::Ready(_) => done[i] = true,
+                        Poll::Ready(_) => *finished = true,
                     }
                     break;
                 }
