@@ -205,9 +205,8 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
-/// Why one leg of a relayed connection ended abnormally, from the WebSocket error seen on it.
-/// Returns the close code to send to the peer that caused it (when it can still be told), and a
-/// short reason (at most 123 bytes, as a close reason must fit a control frame).
+/// The close code (and a short reason) for a tungstenite error, for the tungstenite-based echo
+/// backend; `None` when the peer is gone and cannot be told.
 pub fn close_for_ws_error(err: &WsError) -> Option<(CloseCode, &'static str)> {
     match err {
         WsError::Capacity(CapacityError::MessageTooLong { .. }) => {

@@ -1,0 +1,128 @@
+//! How a relayed connection ends: a leg that breaks the protocol or vanishes, the close frames
+//! the gateway writes itself, the grace period, and the final shutdown.
+
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::Poll;
+
+use futures_lite::FutureExt;
+use smol::Timer;
+
+use super::{Conn, Transport, BACKEND, CLIENT, CLOSE_GRACE, DRAIN};
+use crate::error::close_for_violation;
+use crate::frame::{close_frame, Violation};
+
+impl<C: Transport, B: Transport> Conn<C, B> {
+    /// Leg `src` broke the protocol: close it with the RFC's code, tell the other side.
+    pub(super) fn violation(&mut self, src: usize, v: Violation, clean: bool) {
+        let dst = 1 - src;
+        let who = if src == CLIENT { "client" } else { "backend" };
+        self.summary.errors.push(format!("{who}: {v:?}"));
+        log::debug!("{who} broke the protocol: {v:?}");
+        self.legs[src].done_reading = true;
+        self.start_grace();
+        let (code, reason) = close_for_violation(v);
+        let (other, other_reason) = match (v, src) {
+            (Violation::TooBig(_), _) => (1001, "peer sent too much"),
+            (_, CLIENT) => (1001, "client went away"),
+            _ => (1011, "backend error"),
+        };
+        if clean {
+            self.queue_close(dst, other, other_reason);
+        } else {
+            self.legs[dst].dead = true; // its output stopped mid-frame: cut it
+        }
+        if src == CLIENT && clean {
+            self.legs[src].owed = Some((code, reason));
+        } else {
+            self.queue_close(src, code, reason);
+        }
+    }
+
+    /// Leg `i` is gone (EOF or I/O error): nothing more is read from or written to it; the
+    /// other leg is told, unless it already was.
+    pub(super) fn lost(&mut self, i: usize, why: &str) {
+        let other = 1 - i;
+        let who = if i == CLIENT { "client" } else { "backend" };
+        if !self.legs[i].got_close {
+            self.summary.errors.push(format!("{who}: {why}"));
+            log::debug!("{who} {why}");
+        }
+        self.legs[i].done_reading = true;
+        self.legs[i].dead = true;
+        self.legs[i].inject = None;
+        self.start_grace();
+        if let Some((code, reason)) = self.legs[other].owed.take() {
+            self.queue_close(other, code, reason);
+        } else if !self.legs[i].got_close {
+            let (code, reason) = if i == BACKEND {
+                (1011, "backend connection lost")
+            } else {
+                (1001, "client went away")
+            };
+            if self.dirs[i].at_boundary() {
+                self.queue_close(other, code, reason);
+            } else {
+                self.legs[other].dead = true;
+            }
+        }
+    }
+
+    pub(super) fn queue_close(&mut self, leg: usize, code: u16, reason: &'static str) {
+        let l = &mut self.legs[leg];
+        if l.close_out || l.dead {
+            return;
+        }
+        let mask = (leg == BACKEND).then(rand::random::<[u8; 4]>);
+        l.inject = Some((close_frame(code, reason, mask), 0));
+        l.close_out = true;
+    }
+
+    pub(super) fn start_grace(&mut self) {
+        if self.grace.is_none() {
+            self.grace = Some(Timer::after(CLOSE_GRACE));
+        }
+    }
+
+    /// Shuts both legs down and reads what they still send for a moment, so that the last
+    /// frames are not lost to a reset.
+    pub(super) async fn finish(&mut self) {
+        self.client.shutdown_write();
+        self.backend.shutdown_write();
+        // A client whose close frame was read has nothing more to send: it is dropped at once
+        // (the server closes first, as RFC 6455 asks). The backend leg is read to its end, so
+        // that the backend closes first and the TIME_WAIT state (and its port) stays there.
+        let mut done = [
+            self.legs[CLIENT].got_close || self.legs[CLIENT].dead,
+            self.legs[BACKEND].dead,
+        ];
+        let mut scratch = [0u8; 512];
+        let drain = poll_fn(|cx| {
+            let mut open = 0;
+            for (i, finished) in done.iter_mut().enumerate() {
+                while !*finished {
+                    let r = match i {
+                        CLIENT => Pin::new(&mut self.client).poll_read(cx, &mut scratch),
+                        _ => Pin::new(&mut self.backend).poll_read(cx, &mut scratch),
+                    };
+                    match r {
+                        Poll::Ready(Ok(n)) if n > 0 => continue,
+                        Poll::Pending => open += 1,
+                        Poll::Ready(_) => *finished = true,
+                    }
+                    break;
+                }
+            }
+            if open == 0 {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        });
+        drain
+            .or(async {
+                Timer::after(DRAIN).await;
+            })
+            .await;
+    }
+}
