@@ -27,25 +27,47 @@ pub struct Request {
     pub headers: Vec<(String, Vec<u8>)>,
 }
 
-impl Request {
-    /// Values of every header `name` (case-insensitive) that are valid UTF-8.
-    pub fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
+/// Header lookups shared by request and response heads.
+pub trait Head {
+    /// The headers in order; values are raw bytes.
+    fn headers(&self) -> &[(String, Vec<u8>)];
+
+    /// Raw values of every header `name` (case-insensitive).
+    fn header_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers()
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+            .map(|(_, v)| v.as_slice())
+    }
+
+    /// Values of every header `name` that are valid UTF-8.
+    fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.header_raw(name)
+            .filter_map(|v| std::str::from_utf8(v).ok())
     }
 
     /// The first header `name`, if any.
-    pub fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+    fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
         self.header_all(name).next()
     }
 
     /// Whether the comma-separated header `name` holds `token` (case-insensitive).
-    pub fn has_token(&self, name: &str, token: &str) -> bool {
+    fn has_token(&self, name: &str, token: &str) -> bool {
         self.header_all(name)
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+impl Head for Request {
+    fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
+    }
+}
+
+impl Head for Response {
+    fn headers(&self) -> &[(String, Vec<u8>)] {
+        &self.headers
     }
 }
 

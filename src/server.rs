@@ -18,7 +18,7 @@ use smol::{Async, Executor, Timer};
 use crate::auth::{extract_token, AuthError};
 use crate::config::{Config, Route};
 use crate::error::Error;
-use crate::handshake::{self, Request, Upgrade};
+use crate::handshake::{self, Head, Request, Upgrade};
 use crate::relay::{self, Rules};
 use crate::route;
 use crate::upstream::{self, BackendStream, ClientSide};

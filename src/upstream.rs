@@ -22,7 +22,7 @@ use std::net::TcpStream;
 
 use crate::config::{Backend, Config};
 use crate::error::Error;
-use crate::handshake::{read_response, Request, Upgrade};
+use crate::handshake::{read_response, Head, Request, Upgrade};
 
 /// Largest backend response head accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -179,7 +179,7 @@ pub fn request_head(
     line("Connection", b"Upgrade");
     line("Sec-WebSocket-Key", key.as_bytes());
     line("Sec-WebSocket-Version", b"13");
-    let named_by_connection = connection_options(&req.headers);
+    let named_by_connection = connection_options(req);
     for (name, value) in &req.headers {
         let lower = name.to_ascii_lowercase();
         if !NOT_FORWARDED.contains(&lower.as_str()) && !named_by_connection.contains(&lower) {
@@ -226,11 +226,8 @@ fn is_deflate(extension: &str) -> bool {
 
 /// The header names a `Connection` header lists (lowercase): hop-by-hop for this message, so
 /// never copied to the other leg (RFC 7230 6.1).
-fn connection_options(headers: &[(String, Vec<u8>)]) -> Vec<String> {
-    headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .filter_map(|(_, v)| std::str::from_utf8(v).ok())
+fn connection_options(head: &impl Head) -> Vec<String> {
+    head.header_all("Connection")
         .flat_map(|v| v.split(','))
         .map(|t| t.trim().to_ascii_lowercase())
         .collect()
@@ -260,40 +257,27 @@ async fn handshake(
     let (res, leftover) = read_response(&mut stream, MAX_RESPONSE_HEAD)
         .await
         .map_err(failed)?;
-    let header = |name: &str| {
-        res.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .and_then(|(_, v)| std::str::from_utf8(v).ok())
-    };
     if res.status != 101 {
         return Err(Error::BackendStatus {
             url: url.to_string(),
             status: res.status,
-            www_authenticate: header("WWW-Authenticate").map(str::to_string),
+            www_authenticate: res.header("WWW-Authenticate").map(str::to_string),
         });
     }
-    let protocol_headers = res
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Protocol"))
-        .count();
-    if protocol_headers > 1 {
+    if res.header_raw("Sec-WebSocket-Protocol").count() > 1 {
         return Err(failed("chose more than one subprotocol".to_string()));
     }
     let accept = derive_accept_key(key.as_bytes());
-    if header("Sec-WebSocket-Accept").map(str::trim) != Some(accept.as_str()) {
+    if res.header("Sec-WebSocket-Accept").map(str::trim) != Some(accept.as_str()) {
         return Err(failed("wrong or missing Sec-WebSocket-Accept".to_string()));
     }
-    if !header("Upgrade").is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket")) {
+    if !res
+        .header("Upgrade")
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("websocket"))
+    {
         return Err(failed("101 without Upgrade: websocket".to_string()));
     }
-    let extensions: Vec<&[u8]> = res
-        .headers
-        .iter()
-        .filter(|(n, _)| n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
-        .map(|(_, v)| v.as_slice())
-        .collect();
+    let extensions: Vec<&[u8]> = res.header_raw("Sec-WebSocket-Extensions").collect();
     let deflate = match extensions.as_slice() {
         [] => false,
         [one] => {
@@ -307,14 +291,14 @@ async fn handshake(
         }
         _ => return Err(failed("negotiated more than one extension".to_string())),
     };
-    if let Some(p) = header("Sec-WebSocket-Protocol") {
+    if let Some(p) = res.header("Sec-WebSocket-Protocol") {
         if !client.upgrade.protocols.iter().any(|o| o == p.trim()) {
             return Err(failed(format!(
                 "chose subprotocol {p:?}, which the client did not offer"
             )));
         }
     }
-    let named_by_connection = connection_options(&res.headers);
+    let named_by_connection = connection_options(&res);
     let headers = res
         .headers
         .into_iter()

@@ -164,6 +164,14 @@ fn pings_are_forwarded_and_backend_sees_one_pong() {
     });
 }
 
+/// Asserts `m` is a close frame with `code`.
+fn assert_close(m: &Message, code: CloseCode) {
+    assert!(
+        matches!(m, Message::Close(Some(f)) if f.code == code),
+        "expected close {code}, got {m:?}"
+    );
+}
+
 fn close_frame(code: u16, reason: &str) -> Option<CloseFrame> {
     Some(CloseFrame {
         code: CloseCode::from(code),
@@ -200,7 +208,7 @@ fn client_close_code_and_reason_reach_backend() {
         assert_eq!(got, Message::Close(close_frame(4001, "bye")));
         // The client's handshake completes and the stream ends.
         let reply = next_msg(&mut ws).await;
-        assert!(matches!(reply, Message::Close(Some(ref f)) if u16::from(f.code) == 4001));
+        assert_close(&reply, CloseCode::from(4001));
         assert!(within(STEP, ws.next()).await.unwrap().is_none());
         // Nothing outlives its peer: the backend connection is closed too.
         let end = within(STEP, rx.recv()).await.unwrap().unwrap();
@@ -242,10 +250,7 @@ fn backend_drop_gives_client_1011_fast() {
         ws.send(Message::text("die")).await.unwrap();
         let m = next_msg(&mut ws).await;
         let took = t.elapsed();
-        assert!(
-            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Error),
-            "{m:?}"
-        );
+        assert_close(&m, CloseCode::Error);
         // The spec says 100 ms; allow for a loaded test machine.
         assert!(took < Duration::from_millis(1000), "took {took:?}");
     });
@@ -265,10 +270,7 @@ fn client_drop_gives_backend_1001() {
         drop(ws);
         let t = Instant::now();
         let m = within(STEP, rx.recv()).await.unwrap().unwrap();
-        assert!(
-            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
-            "{m:?}"
-        );
+        assert_close(&m, CloseCode::Away);
         assert!(t.elapsed() < Duration::from_secs(1));
     });
 }
@@ -289,15 +291,9 @@ fn oversized_message_closes_1009_and_1001() {
             .await
             .unwrap();
         let m = next_msg(&mut ws).await;
-        assert!(
-            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Size),
-            "{m:?}"
-        );
+        assert_close(&m, CloseCode::Size);
         let b = within(STEP, rx.recv()).await.unwrap().unwrap();
-        assert!(
-            matches!(b, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
-            "{b:?}"
-        );
+        assert_close(&b, CloseCode::Away);
     });
 }
 
@@ -392,15 +388,9 @@ fn invalid_utf8_from_client_closes_1007_and_backend_gets_1001() {
         );
         ws.send(Message::Frame(bad)).await.unwrap();
         let m = next_msg(&mut ws).await;
-        assert!(
-            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Invalid),
-            "{m:?}"
-        );
+        assert_close(&m, CloseCode::Invalid);
         let b = within(STEP, rx.recv()).await.unwrap().unwrap();
-        assert!(
-            matches!(b, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
-            "{b:?}"
-        );
+        assert_close(&b, CloseCode::Away);
     });
 }
 
@@ -423,15 +413,9 @@ fn oversized_message_from_backend_closes_it_1009_and_client_1001() {
         let mut ws = connect(gw, "/ws/chat").await;
         ws.send(Message::text("send me too much")).await.unwrap();
         let m = next_msg(&mut ws).await;
-        assert!(
-            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Away),
-            "{m:?}"
-        );
+        assert_close(&m, CloseCode::Away);
         let b = within(STEP, rx.recv()).await.unwrap().unwrap();
-        assert!(
-            matches!(b, Message::Close(Some(ref f)) if f.code == CloseCode::Size),
-            "{b:?}"
-        );
+        assert_close(&b, CloseCode::Size);
     });
 }
 
@@ -452,10 +436,7 @@ fn backend_protocol_error_gives_client_1011() {
     run(async {
         let mut ws = connect(gw, "/ws/chat").await;
         let m = next_msg(&mut ws).await;
-        assert!(
-            matches!(m, Message::Close(Some(ref f)) if f.code == CloseCode::Error),
-            "{m:?}"
-        );
+        assert_close(&m, CloseCode::Error);
     });
 }
 

@@ -25,8 +25,8 @@ use std::time::Duration;
 use futures_lite::{AsyncWrite, FutureExt};
 use smol::Timer;
 
-use direction::{Direction, Event};
-pub use direction::{Rules, BUF, SMALL_BUF};
+pub use direction::Rules;
+use direction::{Direction, Event, BUF, SMALL_BUF};
 pub use transport::Transport;
 
 /// How long the second leg may take to finish once the first is done.
