@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
+use crate::reactor::Timer;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
-use smol::Timer;
 
 use crate::error::{reason_phrase, Error};
 

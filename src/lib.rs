@@ -16,6 +16,8 @@ pub mod echo;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod net;
+pub mod reactor;
 pub mod relay;
 pub mod route;
 pub mod server;

@@ -163,10 +163,13 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
         let ex = ex.clone();
         std::thread::Builder::new()
             .name(format!("kairos-{i}"))
-            .spawn(move || smol::block_on(ex.run(std::future::pending::<()>())))
+            .spawn(move || kairos_gateway::reactor::block_on(ex.run(std::future::pending::<()>())))
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
-    smol::block_on(ex.run(gateway.serve(ex.clone())));
+    // The accept loop is a task of its own: a run future is polled on every wake-up of its
+    // thread, a task only when it is woken.
+    ex.spawn(gateway.serve(ex.clone())).detach();
+    kairos_gateway::reactor::block_on(ex.run(std::future::pending::<()>()));
     Ok(())
 }
 

@@ -11,24 +11,26 @@ use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{TcpListener, TcpStream};
 
-use smol::{Async, Executor, Timer};
+use smol::Executor;
 
 use crate::auth::{extract_token, AuthError};
 use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::handshake::{self, Head, Request, Upgrade};
+use crate::net::Stream;
+use crate::reactor::{self, io::Plain, Listener, Timer};
 use crate::relay::{self, Rules};
 use crate::route;
-use crate::upstream::{self, BackendStream, ClientSide};
+use crate::upstream::{self, ClientSide};
 
 /// Pending connections the kernel queues before `accept` (nginx uses 511).
 const LISTEN_BACKLOG: i32 = 1024;
 
 /// A bound gateway, ready to serve.
 pub struct Gateway {
-    listener: Async<TcpListener>,
+    listener: TcpListener,
     config: Arc<Config>,
 }
 
@@ -44,26 +46,33 @@ impl Gateway {
             .into_iter()
             .next()
             .ok_or_else(|| named(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
-        let listener = Async::<TcpListener>::bind(addr).map_err(named)?;
+        let listener = TcpListener::bind(addr).map_err(named)?;
         // std listens with a backlog of 128: a burst of connects overflows it and costs the
         // clients a 1 s SYN retry. Listening again on the bound socket raises it (the kernel
         // caps it at net.core.somaxconn).
-        rustix::net::listen(listener.get_ref(), LISTEN_BACKLOG)
-            .map_err(|e| named(io::Error::from(e)))?;
+        rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
         Ok(Gateway { listener, config })
     }
 
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.get_ref().local_addr()
+        self.listener.local_addr()
     }
 
     /// Accepts connections forever, spawning one task per connection on `ex`.
     pub async fn serve(self, ex: Arc<Executor<'static>>) {
         let ids = AtomicU64::new(1);
         let mut last_error_log: Option<Instant> = None;
+        // On the driver of the worker thread this task first runs on.
+        let listener = match Listener::new(self.listener) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot register the listener: {e}; not accepting connections");
+                return;
+            }
+        };
         loop {
-            match self.listener.accept().await {
+            match listener.accept().await {
                 Ok((stream, peer)) => {
                     let id = ids.fetch_add(1, Ordering::Relaxed);
                     let config = self.config.clone();
@@ -108,20 +117,23 @@ pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
         let ex = ex.clone();
         std::thread::Builder::new()
             .name(format!("kairos-{i}"))
-            .spawn(move || smol::block_on(ex.run(std::future::pending::<()>())))?;
+            .spawn(move || reactor::block_on(ex.run(std::future::pending::<()>())))?;
     }
     Ok(addr)
 }
 
 /// Runs the stages of one connection.
-async fn serve_connection(
-    stream: Async<TcpStream>,
-    peer: SocketAddr,
-    config: Arc<Config>,
-    id: u64,
-) {
-    let _ = stream.get_ref().set_nodelay(true);
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, config: Arc<Config>, id: u64) {
+    let _ = stream.set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
+    // On this worker thread's edge-triggered driver for the connection's whole life.
+    let stream = match Plain::new(stream) {
+        Ok(s) => Stream::from(s),
+        Err(e) => {
+            log::warn!("conn {id} {peer}: cannot register the connection: {e}");
+            return;
+        }
+    };
     // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
     // gone before the relay starts: an idle relayed connection keeps only what it needs.
     let Some(o) = Box::pin(open(stream, peer, &config, id)).await else {
@@ -148,21 +160,16 @@ async fn serve_connection(
 
 /// What the handshake hands to the relay.
 struct Opened {
-    client: Async<TcpStream>,
+    client: Stream,
     client_early: Vec<u8>,
-    backend: BackendStream,
+    backend: Stream,
     backend_early: Vec<u8>,
     deflate: bool,
 }
 
 /// Everything before the relay: request, route, token, backend, 101. `None` when the
 /// connection was refused (and answered) or the client left.
-async fn open(
-    mut stream: Async<TcpStream>,
-    peer: SocketAddr,
-    config: &Config,
-    id: u64,
-) -> Option<Opened> {
+async fn open(mut stream: Stream, peer: SocketAddr, config: &Config, id: u64) -> Option<Opened> {
     let limits = &config.limits;
     let timeout = limits.handshake_timeout;
     let read = handshake::read_request(&mut stream, limits.max_request_head_bytes)
@@ -212,12 +219,7 @@ async fn open(
 }
 
 /// Logs why a connection was refused and answers it.
-async fn refuse<T>(
-    stream: &mut Async<TcpStream>,
-    peer: SocketAddr,
-    id: u64,
-    err: &Error,
-) -> Option<T> {
+async fn refuse<T>(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error) -> Option<T> {
     match err.status() {
         Some(status) if err.is_operator_problem() => {
             log::warn!("conn {id} {peer}: {status}: {err}")
@@ -226,7 +228,7 @@ async fn refuse<T>(
         None => log::debug!("conn {id} {peer}: closed: {err}"),
     }
     if handshake::write_error(stream, err).await {
-        let _ = stream.get_ref().shutdown(Shutdown::Write);
+        stream.shutdown_write();
         handshake::drain(stream, Duration::from_millis(500), 64 * 1024).await;
     }
     None

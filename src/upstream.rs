@@ -4,25 +4,21 @@
 //! Hands the relay a connected stream, the bytes the backend sent after its 101, and the
 //! response headers to pass back to the client.
 
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use async_tungstenite::tungstenite::handshake::client::generate_key;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
-use futures_lite::{AsyncRead, AsyncWrite, AsyncWriteExt, FutureExt};
-use futures_rustls::client::TlsStream;
+use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls;
-use smol::Async;
-use smol::Timer;
-use std::net::TcpStream;
 
 use crate::config::{Backend, Config};
 use crate::error::Error;
 use crate::handshake::{read_response, Head, Request, Upgrade};
+use crate::net::Stream;
+use crate::reactor::io::Plain;
+use crate::reactor::Timer;
 
 /// Largest backend response head accepted.
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
@@ -48,18 +44,10 @@ const NOT_FORWARDED: &[&str] = &[
     "x-forwarded-host",
 ];
 
-/// A backend connection, plain or TLS.
-pub enum BackendStream {
-    /// `ws://`
-    Plain(Async<TcpStream>),
-    /// `wss://`
-    Tls(Box<TlsStream<Async<TcpStream>>>),
-}
-
 /// A backend that accepted the upgrade.
 pub struct Upgraded {
     /// The connection.
-    pub stream: BackendStream,
+    pub stream: Stream,
     /// Bytes the backend sent right after its 101 (already frames).
     pub leftover: Vec<u8>,
     /// End-to-end headers of the backend's 101, for the client (its subprotocol and
@@ -106,7 +94,7 @@ pub async fn connect(
         .await
 }
 
-async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendStream, Error> {
+async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, Error> {
     let unreachable = |reason: String| Error::BackendUnreachable {
         url: url.to_string(),
         reason,
@@ -121,7 +109,7 @@ async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendSt
     let mut last = None;
     let mut tcp = None;
     for addr in addrs {
-        match Async::<TcpStream>::connect(addr).await {
+        match Plain::connect(addr).await {
             Ok(s) => {
                 tcp = Some(s);
                 break;
@@ -135,8 +123,10 @@ async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendSt
     // Small frames must not wait for Nagle: this is an interactive relay.
     let _ = tcp.get_ref().set_nodelay(true);
     if !backend.tls {
-        return Ok(BackendStream::Plain(tcp));
+        return Ok(Stream::from(tcp));
     }
+    // TLS runs on async-io.
+    let tcp = tcp.into_async().map_err(|e| unreachable(e.to_string()))?;
     let tls: Arc<rustls::ClientConfig> =
         config
             .backend_tls
@@ -156,7 +146,7 @@ async fn open(config: &Config, backend: &Backend, url: &str) -> Result<BackendSt
             url: url.to_string(),
             reason: format!("TLS: {e}"),
         })?;
-    Ok(BackendStream::Tls(Box::new(stream)))
+    Ok(Stream::Tls(Box::new(stream)))
 }
 
 /// The request head sent to the backend.
@@ -234,7 +224,7 @@ fn connection_options(head: &impl Head) -> Vec<String> {
 }
 
 async fn handshake(
-    mut stream: BackendStream,
+    mut stream: Stream,
     backend: &Backend,
     path_and_query: &str,
     client: &ClientSide<'_>,
@@ -315,44 +305,4 @@ async fn handshake(
         headers,
         deflate,
     })
-}
-
-impl AsyncRead for BackendStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for BackendStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            BackendStream::Plain(s) => Pin::new(s).poll_close(cx),
-            BackendStream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-        }
-    }
 }

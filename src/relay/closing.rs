@@ -5,8 +5,8 @@ use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::Poll;
 
+use crate::reactor::Timer;
 use futures_lite::FutureExt;
-use smol::Timer;
 
 use super::{Conn, Transport, BACKEND, CLIENT, CLOSE_GRACE, DRAIN};
 use crate::error::close_for_violation;

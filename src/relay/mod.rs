@@ -22,8 +22,8 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::reactor::Timer;
 use futures_lite::{AsyncWrite, FutureExt};
-use smol::Timer;
 
 pub use direction::Rules;
 use direction::{Direction, Event, BUF, SMALL_BUF};

@@ -1,13 +1,11 @@
 //! What the relay needs of a connection besides reading and writing.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use smol::Async;
 
-use crate::upstream::BackendStream;
+use crate::net::Stream;
 
 /// A leg's byte stream.
 pub trait Transport: AsyncRead + AsyncWrite + Unpin {
@@ -21,34 +19,14 @@ pub trait Transport: AsyncRead + AsyncWrite + Unpin {
     fn shutdown_write(&mut self);
 }
 
-impl Transport for Async<TcpStream> {
+impl Transport for Stream {
     fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Async::poll_readable(self, cx)
+        Stream::poll_readable(self, cx)
     }
     fn waits_for_readable(&self) -> bool {
-        true
+        !matches!(self, Stream::Tls(_))
     }
     fn shutdown_write(&mut self) {
-        let _ = self.get_ref().shutdown(Shutdown::Write);
-    }
-}
-
-impl Transport for BackendStream {
-    fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self {
-            BackendStream::Plain(s) => Async::poll_readable(s, cx),
-            // TLS may hold decrypted bytes the socket does not show: always read.
-            BackendStream::Tls(_) => Poll::Ready(Ok(())),
-        }
-    }
-    fn waits_for_readable(&self) -> bool {
-        matches!(self, BackendStream::Plain(_))
-    }
-    fn shutdown_write(&mut self) {
-        let tcp = match self {
-            BackendStream::Plain(s) => s.get_ref(),
-            BackendStream::Tls(s) => s.get_ref().0.get_ref(),
-        };
-        let _ = tcp.shutdown(Shutdown::Write);
+        Stream::shutdown_write(self);
     }
 }

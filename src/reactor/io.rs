@@ -1,0 +1,281 @@
+//! Sockets on the worker thread's driver: registered once, edge-triggered.
+//!
+//! Readiness is kept per direction: an edge sets it, a read clears it before reading (so an
+//! edge after that read sets it again), and a write that would block clears it and waits for the
+//! next edge. Closing the descriptor removes it from the epoll set; the slot is freed on drop.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::fd::{AsFd, OwnedFd};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use smol::Async;
+
+use super::{current, lock, store, Driver, Source, State};
+
+/// A descriptor's place in a driver.
+pub struct Registration {
+    source: Arc<Source>,
+    key: usize,
+    driver: Arc<Driver>,
+}
+
+impl Registration {
+    fn new(driver: Arc<Driver>, fd: impl AsFd) -> io::Result<Registration> {
+        let source = Arc::new(Source {
+            state: Mutex::new(State {
+                readable: true,
+                writable: true,
+                ..State::default()
+            }),
+        });
+        let key = {
+            let mut slab = lock(&driver.sources);
+            let key = slab.free.pop().unwrap_or(slab.slots.len());
+            if key == slab.slots.len() {
+                slab.slots.push(None);
+            }
+            slab.slots[key] = Some(source.clone());
+            key
+        };
+        // From here on, Drop frees the slot.
+        let reg = Registration {
+            source,
+            key,
+            driver,
+        };
+        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+        epoll::add(&reg.driver.epoll, fd, EventData::new_u64(key as u64), flags)?;
+        Ok(reg)
+    }
+
+    fn clear_readable(&self) {
+        lock(&self.source.state).readable = false;
+    }
+
+    /// Ready when an edge came since the last [`Registration::clear_readable`].
+    fn poll_readable(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut st = lock(&self.source.state);
+        if st.readable {
+            return Poll::Ready(());
+        }
+        store(&mut st.reader, cx);
+        Poll::Pending
+    }
+
+    /// After a write would block: ready (to retry) when an edge came meanwhile.
+    fn poll_writable(&self, cx: &Context<'_>) -> Poll<()> {
+        let mut st = lock(&self.source.state);
+        if st.writable {
+            st.writable = false;
+            return Poll::Ready(());
+        }
+        store(&mut st.writer, cx);
+        Poll::Pending
+    }
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        let mut slab = lock(&self.driver.sources);
+        slab.slots[self.key] = None;
+        slab.free.push(self.key);
+    }
+}
+
+/// Runs `op` until it does not block, waiting for edges in between.
+fn retry<T>(
+    reg: &Registration,
+    cx: &Context<'_>,
+    read: bool,
+    mut op: impl FnMut() -> io::Result<T>,
+) -> Poll<io::Result<T>> {
+    loop {
+        if read {
+            reg.clear_readable();
+        }
+        match op() {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            r => return Poll::Ready(r),
+        }
+        let ready = if read {
+            reg.poll_readable(cx)
+        } else {
+            reg.poll_writable(cx)
+        };
+        if ready.is_pending() {
+            return Poll::Pending;
+        }
+    }
+}
+
+/// A TCP connection on this thread's driver.
+pub struct Socket {
+    stream: TcpStream,
+    reg: Registration,
+}
+
+impl Socket {
+    fn new(driver: Arc<Driver>, stream: TcpStream) -> io::Result<Socket> {
+        let reg = Registration::new(driver, &stream)?;
+        Ok(Socket { stream, reg })
+    }
+
+    /// Ready when the socket has shown readable since the last read (or is broken).
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.reg.poll_readable(cx).map(Ok)
+    }
+
+    /// Sends FIN.
+    pub fn shutdown_write(&self) {
+        let _ = self.stream.shutdown(Shutdown::Write);
+    }
+
+    /// Leaves the driver (for async-io, e.g. under TLS).
+    pub fn into_async(self) -> io::Result<Async<TcpStream>> {
+        let _ = epoll::delete(&self.reg.driver.epoll, &self.stream);
+        Async::new(self.stream)
+    }
+}
+
+/// A connected TCP stream on this thread's driver, or on async-io outside a worker thread.
+pub enum Plain {
+    /// On the driver.
+    Driver(Socket),
+    /// On async-io.
+    Async(Async<TcpStream>),
+}
+
+impl Plain {
+    /// The TCP stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        match self {
+            Plain::Driver(s) => &s.stream,
+            Plain::Async(s) => s.get_ref(),
+        }
+    }
+
+    /// On async-io (for TLS).
+    pub fn into_async(self) -> io::Result<Async<TcpStream>> {
+        match self {
+            Plain::Driver(s) => s.into_async(),
+            Plain::Async(s) => Ok(s),
+        }
+    }
+
+    /// Puts a connected (non-blocking or not) stream on this thread's driver.
+    pub fn new(stream: TcpStream) -> io::Result<Plain> {
+        stream.set_nonblocking(true)?;
+        match current() {
+            Some(driver) => Socket::new(driver, stream).map(Plain::Driver),
+            None => Async::new(stream).map(Plain::Async),
+        }
+    }
+
+    /// Connects to `addr` without blocking the thread.
+    pub async fn connect(addr: SocketAddr) -> io::Result<Plain> {
+        let Some(driver) = current() else {
+            return Async::<TcpStream>::connect(addr).await.map(Plain::Async);
+        };
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::INET,
+            SocketAddr::V6(_) => AddressFamily::INET6,
+        };
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let fd: OwnedFd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
+        let started = rustix::net::connect(&fd, &addr);
+        let socket = Socket::new(driver, TcpStream::from(fd))?;
+        match started {
+            Ok(()) => return Ok(Plain::Driver(socket)),
+            Err(e) if e == rustix::io::Errno::INPROGRESS => {}
+            Err(e) => return Err(e.into()),
+        }
+        std::future::poll_fn(|cx| socket.reg.poll_writable(cx)).await;
+        match rustix::net::sockopt::socket_error(&socket.stream)? {
+            Ok(()) => Ok(Plain::Driver(socket)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        retry(&this.reg, cx, true, || (&this.stream).read(buf))
+    }
+}
+
+impl AsyncWrite for Socket {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        retry(&this.reg, cx, false, || (&this.stream).write(buf))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.shutdown_write();
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// The listening socket on this thread's driver (or on async-io outside a worker thread).
+pub enum Listener {
+    /// On the driver.
+    Driver(TcpListener, Registration),
+    /// On async-io.
+    Async(Async<TcpListener>),
+}
+
+impl Listener {
+    /// Registers a bound, listening socket with this thread's driver.
+    pub fn new(listener: TcpListener) -> io::Result<Listener> {
+        listener.set_nonblocking(true)?;
+        match current() {
+            Some(driver) => {
+                let reg = Registration::new(driver, &listener)?;
+                Ok(Listener::Driver(listener, reg))
+            }
+            None => Async::new(listener).map(Listener::Async),
+        }
+    }
+
+    /// Accepts a connection (non-blocking, close-on-exec).
+    pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        match self {
+            Listener::Driver(l, reg) => {
+                std::future::poll_fn(|cx| retry(reg, cx, true, || accept(l))).await
+            }
+            Listener::Async(l) => l.read_with(accept).await,
+        }
+    }
+}
+
+fn accept(l: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
+    let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+    let (fd, addr) = rustix::net::acceptfrom_with(l, flags)?;
+    let addr = match addr.map(SocketAddr::try_from) {
+        Some(Ok(a)) => a,
+        _ => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "peer address is not IP",
+            ))
+        }
+    };
+    Ok((TcpStream::from(fd), addr))
+}

@@ -1,0 +1,243 @@
+//! The I/O driver: one edge-triggered epoll per worker thread, with its timers.
+//!
+//! async-io (smol's reactor) registers sockets one-shot, so every wait for readiness costs an
+//! `epoll_ctl` to re-arm it; every wait of its poller also sets a timerfd and drains an eventfd,
+//! and every new timer wakes its thread. For a relayed WebSocket that was more system calls than
+//! the data itself (strace, 64 B echo: 5 per message against nginx's 2; a connect + echo + close
+//! cycle: 17 `epoll_ctl`). So the gateway's sockets and timers live here instead: a socket is
+//! registered once, edge-triggered, with readiness kept per direction ([`io`]); a timer is an
+//! entry in its thread's deadline map ([`timer`]). Each worker thread runs [`block_on`], which
+//! runs the executor and, when that has nothing to do, waits on its own epoll until the next
+//! deadline. A socket or timer made on a thread without a driver falls back to async-io. TLS
+//! backends and DNS stay on async-io and smol.
+
+pub mod io;
+pub mod timer;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::Instant;
+
+use rustix::buffer::spare_capacity;
+use rustix::event::epoll::{self, EventData, EventFlags};
+use rustix::event::{eventfd, EventfdFlags, Timespec};
+use rustix::fd::OwnedFd;
+
+pub use io::{Listener, Socket};
+pub use timer::Timer;
+
+/// The key of the driver's own wake-up eventfd.
+const NOTIFY: u64 = u64::MAX;
+
+/// Events taken from the kernel per wait.
+const EVENTS: usize = 256;
+
+thread_local! {
+    /// The driver of this worker thread (none outside [`block_on`]).
+    static CURRENT: std::cell::RefCell<Option<Arc<Driver>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// This thread's driver, if it runs [`block_on`].
+fn current() -> Option<Arc<Driver>> {
+    CURRENT.with(|c| c.borrow().clone())
+}
+
+/// Runs `future` on this thread, with a driver for the sockets and timers made here.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    let driver = match Driver::new() {
+        Ok(d) => Arc::new(d),
+        Err(e) => {
+            log::warn!("cannot create an epoll instance ({e}); using async-io alone");
+            return smol::block_on(future);
+        }
+    };
+    CURRENT.with(|c| *c.borrow_mut() = Some(driver.clone()));
+    let signal = Arc::new(Signal {
+        woken: AtomicBool::new(false),
+        sleeping: AtomicBool::new(false),
+        driver: driver.clone(),
+    });
+    let waker = Waker::from(signal.clone());
+    let mut cx = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    let mut events = Vec::with_capacity(EVENTS);
+    let mut wakers = Vec::new();
+    loop {
+        signal.woken.store(false, SeqCst);
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            CURRENT.with(|c| *c.borrow_mut() = None);
+            return out;
+        }
+        let mut block = false;
+        if !signal.woken.load(SeqCst) {
+            // Announce the sleep, then look once more: a waker either sees `sleeping` (and
+            // writes the eventfd) or set `woken` before this look.
+            signal.sleeping.store(true, SeqCst);
+            block = !signal.woken.load(SeqCst);
+        }
+        driver.wait(&mut events, block);
+        // Awake: the wake-ups below reach the executor without the eventfd.
+        signal.sleeping.store(false, SeqCst);
+        driver.dispatch(&events, &mut wakers);
+    }
+}
+
+/// Wakes a [`block_on`] loop, from any thread.
+struct Signal {
+    woken: AtomicBool,
+    sleeping: AtomicBool,
+    driver: Arc<Driver>,
+}
+
+impl Wake for Signal {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.woken.store(true, SeqCst);
+        if self.sleeping.swap(false, SeqCst) {
+            // Nothing to do if it fails: the counter is full, so a wake-up is pending anyway.
+            let _ = rustix::io::write(&self.driver.notify, &1u64.to_ne_bytes());
+        }
+    }
+}
+
+struct Driver {
+    epoll: OwnedFd,
+    notify: OwnedFd,
+    sources: Mutex<Slab>,
+    timers: Mutex<Timers>,
+}
+
+/// Registered sockets by key (the epoll data).
+#[derive(Default)]
+struct Slab {
+    slots: Vec<Option<Arc<Source>>>,
+    free: Vec<usize>,
+}
+
+/// Pending timers by deadline (and a sequence number, for equal deadlines).
+#[derive(Default)]
+struct Timers {
+    map: BTreeMap<(Instant, u64), Waker>,
+    next: u64,
+}
+
+#[derive(Default)]
+struct Source {
+    state: Mutex<State>,
+}
+
+/// What a socket's edges told since its last read or write, and who waits for the next one.
+#[derive(Default)]
+struct State {
+    readable: bool,
+    writable: bool,
+    reader: Option<Waker>,
+    writer: Option<Waker>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Driver {
+    fn new() -> std::io::Result<Driver> {
+        let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
+        let notify = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let flags = EventFlags::IN | EventFlags::ET;
+        epoll::add(&epoll, &notify, EventData::new_u64(NOTIFY), flags)?;
+        Ok(Driver {
+            epoll,
+            notify,
+            sources: Mutex::default(),
+            timers: Mutex::default(),
+        })
+    }
+
+    /// Takes the ready events; when `block`, waits for one or for the next deadline.
+    fn wait(&self, events: &mut Vec<epoll::Event>, block: bool) {
+        events.clear();
+        let timeout = if block {
+            lock(&self.timers).map.keys().next().map(|&(deadline, _)| {
+                // Whole milliseconds, rounded up: waking early would only spin.
+                let left = deadline.saturating_duration_since(Instant::now());
+                let ms = left.as_nanos().div_ceil(1_000_000);
+                let ms = ms.min(i32::MAX as u128) as i64;
+                Timespec {
+                    tv_sec: ms / 1000,
+                    tv_nsec: (ms % 1000) * 1_000_000,
+                }
+            })
+        } else {
+            Some(Timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            })
+        };
+        if let Err(e) = epoll::wait(&self.epoll, spare_capacity(events), timeout.as_ref()) {
+            if e != rustix::io::Errno::INTR {
+                log::error!("epoll_wait failed: {e}");
+            }
+        }
+    }
+
+    /// Records the events' readiness, fires due timers, and wakes the tasks waiting for them.
+    fn dispatch(&self, events: &[epoll::Event], wakers: &mut Vec<Waker>) {
+        if !events.is_empty() {
+            let sources = lock(&self.sources);
+            for event in events.iter() {
+                let key = event.data.u64();
+                if key == NOTIFY {
+                    let _ = rustix::io::read(&self.notify, &mut [0u8; 8]);
+                    continue;
+                }
+                if let Some(Some(source)) = sources.slots.get(key as usize) {
+                    source.ready(event.flags, wakers);
+                }
+            }
+        }
+        {
+            let mut timers = lock(&self.timers);
+            if !timers.map.is_empty() {
+                let now = Instant::now();
+                while let Some(entry) = timers.map.first_entry() {
+                    if entry.key().0 > now {
+                        break;
+                    }
+                    wakers.push(entry.remove());
+                }
+            }
+        }
+        for w in wakers.drain(..) {
+            w.wake();
+        }
+    }
+}
+
+impl Source {
+    fn ready(&self, flags: EventFlags, wakers: &mut Vec<Waker>) {
+        let broken = flags.intersects(EventFlags::ERR | EventFlags::HUP);
+        let mut st = lock(&self.state);
+        if broken || flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::PRI) {
+            st.readable = true;
+            wakers.extend(st.reader.take());
+        }
+        if broken || flags.contains(EventFlags::OUT) {
+            st.writable = true;
+            wakers.extend(st.writer.take());
+        }
+    }
+}
+
+/// Keeps `cx`'s waker in `slot` (cloning it only when it changed).
+fn store(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
+    }
+}

@@ -1,0 +1,100 @@
+//! Timers on the worker thread's driver: an entry in a deadline map, fired by the driver loop.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use super::{current, lock, Driver};
+
+/// Completes once its duration has passed.
+pub struct Timer {
+    /// `None`: never (the duration overflowed the clock).
+    deadline: Option<Instant>,
+    state: State,
+}
+
+enum State {
+    /// Not polled yet: it joins the driver of the thread that first polls it.
+    New,
+    /// In `driver`'s map under this key.
+    Armed(Arc<Driver>, (Instant, u64)),
+    /// The first poll ran on a thread without a driver.
+    Smol(smol::Timer),
+    Done,
+}
+
+impl Timer {
+    /// A timer that fires `after` from now.
+    pub fn after(after: Duration) -> Timer {
+        Timer {
+            deadline: Instant::now().checked_add(after),
+            state: State::New,
+        }
+    }
+}
+
+impl Future for Timer {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let this = self.get_mut();
+        let Some(deadline) = this.deadline else {
+            return Poll::Pending;
+        };
+        if Instant::now() >= deadline {
+            this.disarm();
+            this.state = State::Done;
+            return Poll::Ready(());
+        }
+        match &mut this.state {
+            State::New => match current() {
+                Some(driver) => {
+                    let key = {
+                        let mut timers = lock(&driver.timers);
+                        let key = (deadline, timers.next);
+                        timers.next += 1;
+                        timers.map.insert(key, cx.waker().clone());
+                        key
+                    };
+                    this.state = State::Armed(driver, key);
+                }
+                None => {
+                    let mut t = smol::Timer::at(deadline);
+                    let ready = Pin::new(&mut t).poll(cx).is_ready();
+                    this.state = State::Smol(t);
+                    if ready {
+                        return Poll::Ready(());
+                    }
+                }
+            },
+            State::Armed(driver, key) => {
+                let mut timers = lock(&driver.timers);
+                match timers.map.get_mut(key) {
+                    Some(w) if w.will_wake(cx.waker()) => {}
+                    Some(w) => *w = cx.waker().clone(),
+                    // Fired: the deadline has passed after all.
+                    None => return Poll::Ready(()),
+                }
+            }
+            State::Smol(t) => return Pin::new(t).poll(cx).map(|_| ()),
+            State::Done => return Poll::Ready(()),
+        }
+        Poll::Pending
+    }
+}
+
+impl Timer {
+    fn disarm(&mut self) {
+        if let State::Armed(driver, key) = &self.state {
+            lock(&driver.timers).map.remove(key);
+        }
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.disarm();
+    }
+}

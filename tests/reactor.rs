@@ -1,0 +1,140 @@
+//! The worker threads' I/O driver on its own: timers, sockets, wake-ups from other threads,
+//! and the async-io fallback outside a worker thread. Real sockets on 127.0.0.1:0.
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
+use kairos_gateway::net::Stream;
+use kairos_gateway::reactor::{self, io::Plain, Listener, Timer};
+
+/// Runs `fut` on a driver thread, failing if it takes longer than 10 s (a driver timer bounds it;
+/// the watchdog thread bounds a driver that never wakes).
+fn on_driver<T: Send + 'static>(fut: impl std::future::Future<Output = T> + Send + 'static) -> T {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let out = reactor::block_on(fut.or(async {
+            Timer::after(Duration::from_secs(10)).await;
+            panic!("driver step did not finish within 10 s");
+        }));
+        let _ = tx.send(out);
+    });
+    rx.recv_timeout(Duration::from_secs(20))
+        .expect("driver thread hung or panicked")
+}
+
+#[test]
+fn timers_fire_at_their_deadline_in_order_and_dropped_ones_never() {
+    let (order, took) = on_driver(async {
+        let start = Instant::now();
+        // A dropped timer must not wake or break anything.
+        drop(Timer::after(Duration::from_millis(5)));
+        let mut first = Box::pin(Timer::after(Duration::from_millis(300)));
+        let second = Timer::after(Duration::from_millis(100));
+        let order = async {
+            second.await;
+            "100 ms first"
+        }
+        .or(async {
+            (&mut first).await;
+            "300 ms first"
+        })
+        .await;
+        first.await;
+        (order, start.elapsed())
+    });
+    assert_eq!(order, "100 ms first");
+    assert!(took >= Duration::from_millis(300), "fired early: {took:?}");
+}
+
+#[test]
+fn a_wake_from_another_thread_reaches_a_sleeping_driver() {
+    let (tx, rx) = async_channel_pair();
+    let sender = std::thread::spawn(move || {
+        // Give the driver time to fall asleep in epoll_wait; correctness does not depend on it.
+        std::thread::sleep(Duration::from_millis(50));
+        tx.send_blocking(42u32).ok();
+    });
+    let got = on_driver(async move { rx.recv().await.ok() });
+    sender.join().unwrap();
+    assert_eq!(got, Some(42));
+}
+
+fn async_channel_pair() -> (smol::channel::Sender<u32>, smol::channel::Receiver<u32>) {
+    smol::channel::bounded(1)
+}
+
+#[test]
+fn sockets_on_the_driver_accept_connect_and_carry_a_megabyte_both_ways() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let expected = payload.clone();
+    let echoed = on_driver(async move {
+        let listener = Listener::new(listener).unwrap();
+        // Server side: echo everything until EOF.
+        let server = async {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let mut s = Stream::from(Plain::new(tcp).unwrap());
+            assert!(
+                matches!(s, Stream::Driver(_)),
+                "accepted socket is not on the driver"
+            );
+            let mut buf = vec![0u8; 4096];
+            loop {
+                let n = s.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    s.shutdown_write();
+                    break;
+                }
+                s.write_all(&buf[..n]).await.unwrap();
+            }
+        };
+        let client = async {
+            let c = Stream::from(Plain::connect(addr).await.unwrap());
+            assert!(
+                matches!(c, Stream::Driver(_)),
+                "connected socket is not on the driver"
+            );
+            // Write and read at once: 1 MiB does not fit the socket buffers.
+            let (mut r, mut w) = futures_lite::io::split(c);
+            let write = async {
+                w.write_all(&payload).await.unwrap();
+                w.close().await.unwrap();
+            };
+            let read = async {
+                let mut got = Vec::new();
+                r.read_to_end(&mut got).await.unwrap();
+                got
+            };
+            futures_lite::future::zip(write, read).await.1
+        };
+        futures_lite::future::zip(server, client).await.1
+    });
+    assert_eq!(echoed.len(), expected.len());
+    assert!(echoed == expected, "echoed bytes differ");
+}
+
+#[test]
+fn outside_a_worker_thread_sockets_fall_back_to_async_io() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let peer = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut b = [0u8; 5];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(&b).unwrap();
+    });
+    let got = smol::block_on(async {
+        let mut c = Stream::from(Plain::connect(addr).await.unwrap());
+        assert!(matches!(c, Stream::Async(_)));
+        c.write_all(b"hello").await.unwrap();
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).await.unwrap();
+        Timer::after(Duration::from_millis(1)).await;
+        b
+    });
+    peer.join().unwrap();
+    assert_eq!(&got, b"hello");
+}
