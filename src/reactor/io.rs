@@ -169,9 +169,9 @@ impl Plain {
         }
     }
 
-    /// Puts a connected (non-blocking or not) stream on this thread's driver.
+    /// Puts a connected stream on this thread's driver. It must be non-blocking already (as
+    /// [`Listener::accept`] gives it): that saves a system call per connection.
     pub fn new(stream: TcpStream) -> io::Result<Plain> {
-        stream.set_nonblocking(true)?;
         match current() {
             Some(driver) => Socket::new(driver, stream).map(Plain::Driver),
             None => Async::new(stream).map(Plain::Async),
