@@ -158,18 +158,14 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
         );
     }
     log::info!("{} worker thread(s)", config.workers);
-    let ex = Arc::new(smol::Executor::new());
     for i in 1..config.workers {
-        let ex = ex.clone();
+        let gateway = gateway.clone();
         std::thread::Builder::new()
             .name(format!("kairos-{i}"))
-            .spawn(move || kairos_gateway::reactor::block_on(ex.run(std::future::pending::<()>())))
+            .spawn(move || gateway.run_worker())
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
-    // The accept loop is a task of its own: a run future is polled on every wake-up of its
-    // thread, a task only when it is woken.
-    ex.spawn(gateway.serve(ex.clone())).detach();
-    kairos_gateway::reactor::block_on(ex.run(std::future::pending::<()>()));
+    gateway.run_worker();
     Ok(())
 }
 

@@ -5,6 +5,7 @@
 use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
 use std::net::{TcpListener, TcpStream};
 
-use smol::Executor;
+use smol::LocalExecutor;
 
 use crate::auth::{extract_token, AuthError};
 use crate::config::{Config, Route};
@@ -28,11 +29,15 @@ use crate::upstream::{self, ClientSide};
 /// Pending connections the kernel queues before `accept` (nginx uses 511).
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// A bound gateway, ready to serve.
+/// A bound gateway, ready to serve. Cloned into each worker thread.
+#[derive(Clone)]
 pub struct Gateway {
-    listener: TcpListener,
+    listener: Arc<TcpListener>,
     config: Arc<Config>,
 }
+
+/// Connection numbers for the logs, unique across worker threads.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Gateway {
     /// Binds `config.host:config.port`.
@@ -51,7 +56,11 @@ impl Gateway {
         // clients a 1 s SYN retry. Listening again on the bound socket raises it (the kernel
         // caps it at net.core.somaxconn).
         rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
-        Ok(Gateway { listener, config })
+        listener.set_nonblocking(true).map_err(named)?;
+        Ok(Gateway {
+            listener: Arc::new(listener),
+            config,
+        })
     }
 
     /// The address actually bound (useful with port 0).
@@ -59,22 +68,34 @@ impl Gateway {
         self.listener.local_addr()
     }
 
+    /// Runs one worker on this thread, forever: its own executor and I/O driver. It accepts
+    /// on the shared listener (the kernel wakes one idle worker per new connection) and runs
+    /// every connection it accepted to its end, so a connection never changes threads.
+    pub fn run_worker(&self) {
+        let ex = Rc::new(LocalExecutor::new());
+        let gateway = self.clone();
+        reactor::block_on(async move {
+            // The accept loop is a task of its own: a run future is polled on every wake-up
+            // of its thread, a task only when it is woken.
+            ex.spawn(gateway.serve(ex.clone())).detach();
+            ex.run(std::future::pending::<()>()).await
+        })
+    }
+
     /// Accepts connections forever, spawning one task per connection on `ex`.
-    pub async fn serve(self, ex: Arc<Executor<'static>>) {
-        let ids = AtomicU64::new(1);
+    async fn serve(self, ex: Rc<LocalExecutor<'static>>) {
         let mut last_error_log: Option<Instant> = None;
-        // On the driver of the worker thread this task first runs on.
-        let listener = match Listener::new(self.listener) {
+        let listener = match Listener::new(self.listener.clone()) {
             Ok(l) => l,
             Err(e) => {
-                log::error!("cannot register the listener: {e}; not accepting connections");
+                log::error!("cannot register the listener: {e}; this worker accepts nothing");
                 return;
             }
         };
         loop {
             match listener.accept().await {
                 Ok((stream, peer)) => {
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
                     let config = self.config.clone();
                     let task =
                         AssertUnwindSafe(serve_connection(stream, peer, config, id)).catch_unwind();
@@ -106,18 +127,16 @@ impl Gateway {
     }
 }
 
-/// Starts a gateway on background threads (`threads` executor threads) and returns the address
-/// it listens on. Used by the tests and by `--demo`; the threads live as long as the process.
+/// Starts a gateway on `threads` background worker threads and returns the address it listens
+/// on. Used by the tests and by `--demo`; the threads live as long as the process.
 pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
     let gateway = smol::block_on(Gateway::bind(config))?;
     let addr = gateway.local_addr()?;
-    let ex = Arc::new(Executor::new());
-    ex.spawn(gateway.serve(ex.clone())).detach();
     for i in 0..threads.max(1) {
-        let ex = ex.clone();
+        let gateway = gateway.clone();
         std::thread::Builder::new()
             .name(format!("kairos-{i}"))
-            .spawn(move || reactor::block_on(ex.run(std::future::pending::<()>())))?;
+            .spawn(move || gateway.run_worker())?;
     }
     Ok(addr)
 }

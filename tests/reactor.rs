@@ -72,7 +72,8 @@ fn sockets_on_the_driver_accept_connect_and_carry_a_megabyte_both_ways() {
     let payload: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     let expected = payload.clone();
     let echoed = on_driver(async move {
-        let listener = Listener::new(listener).unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let listener = Listener::new(std::sync::Arc::new(listener)).unwrap();
         // Server side: echo everything until EOF.
         let server = async {
             let (tcp, _) = listener.accept().await.unwrap();

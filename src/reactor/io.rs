@@ -26,7 +26,7 @@ pub struct Registration {
 }
 
 impl Registration {
-    fn new(driver: Arc<Driver>, fd: impl AsFd) -> io::Result<Registration> {
+    fn new(driver: Arc<Driver>, fd: impl AsFd, flags: EventFlags) -> io::Result<Registration> {
         let source = Arc::new(Source {
             state: Mutex::new(State {
                 readable: true,
@@ -49,7 +49,6 @@ impl Registration {
             key,
             driver,
         };
-        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         epoll::add(&reg.driver.epoll, fd, EventData::new_u64(key as u64), flags)?;
         Ok(reg)
     }
@@ -123,7 +122,8 @@ pub struct Socket {
 
 impl Socket {
     fn new(driver: Arc<Driver>, stream: TcpStream) -> io::Result<Socket> {
-        let reg = Registration::new(driver, &stream)?;
+        let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
+        let reg = Registration::new(driver, &stream, flags)?;
         Ok(Socket { stream, reg })
     }
 
@@ -233,24 +233,26 @@ impl AsyncWrite for Socket {
     }
 }
 
-/// The listening socket on this thread's driver (or on async-io outside a worker thread).
+/// The listening socket (shared by the worker threads) on this thread's driver, or on async-io
+/// outside a worker thread.
 pub enum Listener {
     /// On the driver.
-    Driver(TcpListener, Registration),
+    Driver(Arc<TcpListener>, Registration),
     /// On async-io.
     Async(Async<TcpListener>),
 }
 
 impl Listener {
-    /// Registers a bound, listening socket with this thread's driver.
-    pub fn new(listener: TcpListener) -> io::Result<Listener> {
-        listener.set_nonblocking(true)?;
+    /// Registers a bound, listening, non-blocking socket with this thread's driver.
+    /// Exclusive wake-ups: a new connection wakes one waiting worker, not all of them.
+    pub fn new(listener: Arc<TcpListener>) -> io::Result<Listener> {
         match current() {
             Some(driver) => {
-                let reg = Registration::new(driver, &listener)?;
+                let flags = EventFlags::IN | EventFlags::ET | EventFlags::EXCLUSIVE;
+                let reg = Registration::new(driver, &*listener, flags)?;
                 Ok(Listener::Driver(listener, reg))
             }
-            None => Async::new(listener).map(Listener::Async),
+            None => Async::new(listener.try_clone()?).map(Listener::Async),
         }
     }
 
