@@ -163,6 +163,8 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, config: Arc<Confi
         max_frame: limits.max_frame_bytes as u64,
         max_message: limits.max_message_bytes as u64,
         deflate: o.deflate,
+        idle_timeout: limits.idle_timeout,
+        ping_interval: limits.ping_interval,
     };
     let summary = relay::run(o.client, o.client_early, o.backend, o.backend_early, rules).await;
     log::debug!(

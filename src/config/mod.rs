@@ -54,6 +54,13 @@ pub struct Limits {
     pub max_frame_bytes: usize,
     /// `max_request_head_bytes` (8192): largest HTTP request head (request line + headers).
     pub max_request_head_bytes: usize,
+    /// `idle_timeout_ms` (0 = off): a relayed connection on which no frame arrives from
+    /// either side for this long is closed with 1001 on both legs. Bounds clients that vanish
+    /// without a FIN.
+    pub idle_timeout: Option<Duration>,
+    /// `ping_interval_ms` (0 = off): the gateway pings the client this often and closes both
+    /// legs with 1001 when two pings in a row go unanswered.
+    pub ping_interval: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -64,6 +71,8 @@ impl Default for Limits {
             max_message_bytes: 16 << 20,
             max_frame_bytes: 16 << 20,
             max_request_head_bytes: 8192,
+            idle_timeout: None,
+            ping_interval: None,
         }
     }
 }
@@ -234,9 +243,16 @@ fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
         max_frame_bytes: l.int(report, "max_frame_bytes", 16, 1 << 30, 16 << 20) as usize,
         max_request_head_bytes: l.int(report, "max_request_head_bytes", 256, 1 << 20, 8192)
             as usize,
+        idle_timeout: off_or_ms(l.int(report, "idle_timeout_ms", 0, 86_400_000, 0)),
+        ping_interval: off_or_ms(l.int(report, "ping_interval_ms", 0, 86_400_000, 0)),
     };
     l.finish(report);
     limits
+}
+
+/// 0 turns a timer off.
+fn off_or_ms(ms: u64) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVerifier> {

@@ -74,7 +74,12 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             return;
         }
         let mask = (leg == BACKEND).then(rand::random::<[u8; 4]>);
-        l.inject = Some((close_frame(code, reason, mask), 0));
+        let mut frame = close_frame(code, reason, mask);
+        // A keepalive ping partly written goes out whole first; one not started is dropped.
+        if let Some((ping, pos)) = l.inject.take().filter(|(_, pos)| *pos > 0) {
+            frame.splice(0..0, ping[pos..].iter().copied());
+        }
+        l.inject = Some((frame, 0));
         l.close_out = true;
     }
 

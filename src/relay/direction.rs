@@ -2,6 +2,9 @@
 //! checked, re-masked in place when they go to the backend, and written to the other leg.
 //! Nothing is reassembled: a frame's payload streams through the buffer in chunks.
 
+use std::time::{Duration, Instant};
+
+use super::keepalive;
 use crate::frame::{
     apply_mask, check_close_payload, op, parse_header, Header, Utf8Check, Violation,
 };
@@ -22,6 +25,10 @@ pub struct Rules {
     pub max_message: u64,
     /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
     pub deflate: bool,
+    /// `limits.idle_timeout_ms`.
+    pub idle_timeout: Option<Duration>,
+    /// `limits.ping_interval_ms`.
+    pub ping_interval: Option<Duration>,
 }
 
 /// A frame whose payload is passing through.
@@ -85,6 +92,10 @@ pub struct Direction {
     pub drained: bool,
     /// A read filled the buffer since the direction was last idle: use [`BUF`] bytes.
     pub busy: bool,
+    /// When the last frame arrived (kept only with an idle timeout: it costs a clock read).
+    pub last_frame: Option<Instant>,
+    /// Answers to the gateway's own pings, taken out of the stream (client side only).
+    pub keepalive_pongs: u64,
 }
 
 impl Direction {
@@ -102,6 +113,8 @@ impl Direction {
             messages: 0,
             drained: false,
             busy: false,
+            last_frame: None,
+            keepalive_pongs: 0,
         }
     }
 
@@ -244,6 +257,20 @@ impl Direction {
             let whole = h.is_control() || text;
             if whole && total <= BUF as u64 && ((self.end - at) as u64) < total {
                 return Ok(Event::None); // wait for the whole frame before passing any of it
+            }
+            if self.from_client
+                && h.opcode == op::PONG
+                && rules.ping_interval.is_some()
+                && keepalive::is_own_pong(&buf[at..], &h)
+            {
+                // The answer to a gateway ping is the gateway's: the backend never sees it.
+                buf.copy_within(at + total as usize..self.end, at);
+                self.end -= total as usize;
+                self.keepalive_pongs += 1;
+                continue;
+            }
+            if self.last_frame.is_some() {
+                self.last_frame = Some(Instant::now());
             }
             self.message = message;
             let remask = h.mask.map(|_| rand::random::<[u8; 4]>());

@@ -14,6 +14,7 @@
 
 mod closing;
 mod direction;
+mod keepalive;
 mod transport;
 
 use std::future::poll_fn;
@@ -79,6 +80,7 @@ struct Conn<C, B> {
     legs: [Leg; 2],
     rules: Rules,
     grace: Option<Timer>,
+    watch: keepalive::Watch,
     summary: Summary,
 }
 
@@ -98,8 +100,10 @@ pub async fn run<C: Transport, B: Transport>(
         legs: [Leg::default(), Leg::default()],
         rules,
         grace: None,
+        watch: keepalive::Watch::default(),
         summary: Summary::default(),
     };
+    conn.start_watch();
     for (i, early) in [client_early, backend_early].into_iter().enumerate() {
         if !early.is_empty() {
             let mut buf = vec![0u8; BUF.max(early.len())].into_boxed_slice();
@@ -118,6 +122,7 @@ pub async fn run<C: Transport, B: Transport>(
 
 impl<C: Transport, B: Transport> Conn<C, B> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_watch(cx);
         for _ in 0..64 {
             let up = self.step(CLIENT, cx);
             let down = self.step(BACKEND, cx);
@@ -213,7 +218,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                         progress = true;
                         if *pos == frame.len() {
                             leg.inject = None;
-                            leg.sealed = true;
+                            // After a close nothing more; after a keepalive ping, the stream.
+                            leg.sealed = leg.close_out;
                         }
                     }
                     Poll::Ready(_) => failed = true,

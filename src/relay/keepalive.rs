@@ -1,0 +1,108 @@
+//! Keepalive: `limits.idle_timeout_ms` closes a connection on which nothing arrives, and
+//! `limits.ping_interval_ms` pings the client and closes when two pings go unanswered. Both
+//! close with 1001 on both legs, through the normal close handshake. Off by default; when off
+//! they cost nothing per frame.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Context;
+use std::time::Instant;
+
+use super::{Conn, Transport, BACKEND, CLIENT};
+use crate::frame::{apply_mask, Header};
+use crate::reactor::Timer;
+
+/// The payload of the gateway's pings; a client's pong carrying it is the gateway's answer.
+const TOKEN: &[u8; 16] = b"kairos-keepalive";
+
+/// Whether the whole pong `frame` (header `h`) answers a gateway ping.
+pub(super) fn is_own_pong(frame: &[u8], h: &Header) -> bool {
+    if h.len != TOKEN.len() as u64 || frame.len() < h.header_len + TOKEN.len() {
+        return false;
+    }
+    let mut payload = [0u8; 16];
+    payload.copy_from_slice(&frame[h.header_len..h.header_len + TOKEN.len()]);
+    if let Some(k) = h.mask {
+        apply_mask(&mut payload, k, 0);
+    }
+    &payload == TOKEN
+}
+
+/// The keepalive timers of one connection.
+#[derive(Default)]
+pub(super) struct Watch {
+    idle: Option<Timer>,
+    ping: Option<Timer>,
+    /// Pings sent since the last answer.
+    unanswered: u32,
+    /// Answers counted so far.
+    pongs: u64,
+}
+
+impl<C: Transport, B: Transport> Conn<C, B> {
+    /// Starts the timers the config asks for.
+    pub(super) fn start_watch(&mut self) {
+        if let Some(idle) = self.rules.idle_timeout {
+            let now = Some(Instant::now());
+            self.dirs[CLIENT].last_frame = now;
+            self.dirs[BACKEND].last_frame = now;
+            self.watch.idle = Some(Timer::after(idle));
+        }
+        if let Some(every) = self.rules.ping_interval {
+            self.watch.ping = Some(Timer::after(every));
+        }
+    }
+
+    /// Runs the timers: re-arms the idle timer while frames arrive, sends pings, and closes
+    /// the connection when it is idle or the client stopped answering.
+    pub(super) fn poll_watch(&mut self, cx: &mut Context<'_>) {
+        if let (Some(idle), Some(t)) = (self.rules.idle_timeout, self.watch.idle.as_mut()) {
+            if Pin::new(t).poll(cx).is_ready() {
+                let last = self.dirs.iter().filter_map(|d| d.last_frame).max();
+                let quiet = last.map_or(idle, |l| l.elapsed());
+                if quiet >= idle {
+                    self.watch.idle = None;
+                    self.keepalive_close("idle timeout");
+                } else {
+                    let mut next = Timer::after(idle - quiet);
+                    let _ = Pin::new(&mut next).poll(cx);
+                    self.watch.idle = Some(next);
+                }
+            }
+        }
+        if let (Some(every), Some(t)) = (self.rules.ping_interval, self.watch.ping.as_mut()) {
+            if Pin::new(t).poll(cx).is_ready() {
+                let pongs = self.dirs[CLIENT].keepalive_pongs;
+                if pongs != self.watch.pongs {
+                    self.watch.pongs = pongs;
+                    self.watch.unanswered = 0;
+                }
+                if self.watch.unanswered >= 2 {
+                    self.watch.ping = None;
+                    self.keepalive_close("ping timeout");
+                    // The client is presumed gone: its close is not waited for.
+                    self.legs[CLIENT].done_reading = true;
+                    return;
+                }
+                let leg = &mut self.legs[CLIENT];
+                if leg.inject.is_none() && !leg.close_out && !leg.dead {
+                    let mut ping = vec![0x89, TOKEN.len() as u8];
+                    ping.extend_from_slice(TOKEN);
+                    leg.inject = Some((ping, 0));
+                    self.watch.unanswered += 1;
+                }
+                let mut next = Timer::after(every);
+                let _ = Pin::new(&mut next).poll(cx);
+                self.watch.ping = Some(next);
+            }
+        }
+    }
+
+    fn keepalive_close(&mut self, why: &'static str) {
+        log::debug!("closing: {why}");
+        self.summary.errors.push(why.to_string());
+        self.start_grace();
+        self.queue_close(CLIENT, 1001, why);
+        self.queue_close(BACKEND, 1001, why);
+    }
+}
