@@ -134,6 +134,7 @@ fn load(path: &std::path::Path) -> Result<Config, Vec<String>> {
 }
 
 fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
+    raise_open_files_limit();
     if demo {
         start_demo_backend(&config)?;
     }
@@ -167,6 +168,33 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
     }
     gateway.run_worker();
     Ok(())
+}
+
+/// Each proxied connection holds two sockets: the soft open-files limit (often 1024) would cap
+/// the gateway at about 500 connections. Raise it to the hard limit, as nginx's
+/// `worker_rlimit_nofile` would; past it, accepts fail and are logged once a second.
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let (Some(soft), hard) = (lim.current, lim.maximum) else {
+        return; // unlimited
+    };
+    let target = hard.unwrap_or(u64::MAX).min(1 << 20);
+    if target > soft {
+        let new = Rlimit {
+            current: Some(target),
+            maximum: hard,
+        };
+        match setrlimit(Resource::Nofile, new) {
+            Ok(()) => log::info!("open files limit raised from {soft} to {target}"),
+            Err(e) => log::warn!("open files limit {soft}; cannot raise it to {target}: {e}"),
+        }
+    } else {
+        log::info!(
+            "open files limit {soft} (about {} proxied connections)",
+            soft / 2
+        );
+    }
 }
 
 /// `--demo`: the echo backend on the first backend's address (which must be local and ws://).

@@ -6,7 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,30 @@ pub struct Gateway {
 
 /// Connection numbers for the logs, unique across worker threads.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Connection tasks alive, process wide.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// How many connection tasks are alive (accepted and not yet ended), process wide.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// Counts a connection task from its start to its end, however it ends (panics included).
+struct Alive;
+
+impl Alive {
+    fn new() -> Alive {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Alive
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Gateway {
     /// Binds `config.host:config.port`.
@@ -99,7 +123,9 @@ impl Gateway {
                     let config = self.config.clone();
                     let task =
                         AssertUnwindSafe(serve_connection(stream, peer, config, id)).catch_unwind();
+                    let alive = Alive::new();
                     ex.spawn(async move {
+                        let _alive = alive;
                         if let Err(panic) = task.await {
                             let what = panic
                                 .downcast_ref::<&str>()

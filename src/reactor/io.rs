@@ -16,7 +16,7 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use smol::Async;
 
-use super::{current, lock, store, Driver, Source, State};
+use super::{current, lock, store, Driver, Source, State, SOCKETS};
 
 /// A descriptor's place in a driver.
 pub struct Registration {
@@ -44,6 +44,7 @@ impl Registration {
             key
         };
         // From here on, Drop frees the slot.
+        SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let reg = Registration {
             source,
             key,
@@ -84,6 +85,7 @@ impl Drop for Registration {
         let mut slab = lock(&self.driver.sources);
         slab.slots[self.key] = None;
         slab.free.push(self.key);
+        SOCKETS.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -17,7 +17,7 @@ pub mod timer;
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Instant;
@@ -39,6 +39,16 @@ const EVENTS: usize = 256;
 thread_local! {
     /// The driver of this worker thread (none outside [`block_on`]).
     static CURRENT: std::cell::RefCell<Option<Arc<Driver>>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Sockets registered with a driver, and timers armed, in the whole process.
+static SOCKETS: AtomicUsize = AtomicUsize::new(0);
+static TIMERS: AtomicUsize = AtomicUsize::new(0);
+
+/// How many sockets are registered with the drivers and how many timers are armed, process
+/// wide (for leak checks and the logs).
+pub fn counts() -> (usize, usize) {
+    (SOCKETS.load(Relaxed), TIMERS.load(Relaxed))
 }
 
 /// This thread's driver, if it runs [`block_on`].

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use super::{current, lock, Driver};
+use std::sync::atomic::Ordering::Relaxed;
+
+use super::{current, lock, Driver, TIMERS};
 
 /// Completes once its duration has passed.
 pub struct Timer {
@@ -58,6 +60,7 @@ impl Future for Timer {
                         timers.map.insert(key, cx.waker().clone());
                         key
                     };
+                    TIMERS.fetch_add(1, Relaxed);
                     this.state = State::Armed(driver, key);
                 }
                 None => {
@@ -87,8 +90,9 @@ impl Future for Timer {
 
 impl Timer {
     fn disarm(&mut self) {
-        if let State::Armed(driver, key) = &self.state {
-            lock(&driver.timers).map.remove(key);
+        if let State::Armed(driver, key) = std::mem::replace(&mut self.state, State::Done) {
+            lock(&driver.timers).map.remove(&key);
+            TIMERS.fetch_sub(1, Relaxed);
         }
     }
 }
