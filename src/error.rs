@@ -17,6 +17,8 @@ pub enum Error {
     BadRequest(String),
     /// The request head is longer than `limits.max_request_head_bytes`.
     HeadTooLarge(usize),
+    /// The request head has more header lines than the gateway reads.
+    TooManyHeaders(usize),
     /// The request head was not complete within `limits.handshake_timeout_ms`.
     HandshakeTimeout(Duration),
     /// The client closed or broke the connection before its request was complete.
@@ -72,7 +74,7 @@ impl Error {
     pub fn status(&self) -> Option<u16> {
         Some(match self {
             Error::BadRequest(_) | Error::BadUpgrade(_) => 400,
-            Error::HeadTooLarge(_) => 431,
+            Error::HeadTooLarge(_) | Error::TooManyHeaders(_) => 431,
             Error::HandshakeTimeout(_) | Error::ClientGone(_) => return None,
             Error::NotFound(_) => 404,
             Error::MethodNotAllowed(_) => 405,
@@ -146,6 +148,9 @@ impl fmt::Display for Error {
                 f,
                 "request head is larger than {max} bytes (limits.max_request_head_bytes)"
             ),
+            Error::TooManyHeaders(max) => {
+                write!(f, "request head has more than {max} header lines")
+            }
             Error::HandshakeTimeout(t) => write!(
                 f,
                 "request head not complete within {} ms (limits.handshake_timeout_ms)",

@@ -125,6 +125,7 @@ pub async fn read_response<S: AsyncRead + Unpin>(
     let (buf, len) = read_head(stream, max, parse).await.map_err(|e| match e {
         Error::BadRequest(why) => format!("invalid HTTP response: {why}"),
         Error::HeadTooLarge(n) => format!("response head larger than {n} bytes"),
+        Error::TooManyHeaders(n) => format!("response head with more than {n} header lines"),
         Error::ClientGone(why) => format!("connection closed before the response head: {why}"),
         other => other.to_string(),
     })?;
@@ -180,7 +181,7 @@ where
                 return Ok((buf, head_len));
             }
             Ok(None) => {}
-            Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge(max)),
+            Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders(MAX_HEADERS)),
             Err(e) => return Err(Error::BadRequest(e.to_string())),
         }
     }

@@ -163,6 +163,25 @@ pub fn find<'a, 'p>(
     best.map(|(_, m)| m)
 }
 
+/// The origin form (`/path?query`) of a request target. An absolute-form target
+/// (`http://host/path?q`, also `https`, `ws`, `wss`), which RFC 9112 3.2.2 says a server must
+/// accept, gives its path and query (`/` when it has no path); anything else is returned as is.
+pub fn origin_form(target: &str) -> std::borrow::Cow<'_, str> {
+    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
+    let scheme = ["http://", "https://", "ws://", "wss://"]
+        .into_iter()
+        .find(|s| lower(s.len()).as_deref() == Some(*s));
+    let Some(scheme) = scheme else {
+        return target.into();
+    };
+    let rest = &target[scheme.len()..];
+    match rest.find(['/', '?']) {
+        Some(i) if rest[i..].starts_with('/') => rest[i..].into(),
+        Some(i) => format!("/{}", &rest[i..]).into(),
+        None => "/".into(),
+    }
+}
+
 /// Splits a request target into path and query (without the `?`).
 pub fn split_target(target: &str) -> (&str, Option<&str>) {
     match target.split_once('?') {
@@ -227,6 +246,22 @@ mod tests {
 
     fn p(s: &str) -> PathPattern {
         PathPattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn origin_form_of_absolute_targets() {
+        for (target, want) in [
+            ("/ws/chat?a=1", "/ws/chat?a=1"),
+            ("http://h/ws/chat?a=1", "/ws/chat?a=1"),
+            ("HTTPS://h:443/ws", "/ws"),
+            ("wss://h", "/"),
+            ("ws://h?x=1", "/?x=1"),
+            ("*", "*"),
+            ("ftp://h/ws", "ftp://h/ws"),
+            ("http:/ws", "http:/ws"),
+        ] {
+            assert_eq!(origin_form(target), want, "{target}");
+        }
     }
 
     #[test]

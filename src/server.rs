@@ -284,7 +284,8 @@ async fn refuse<T>(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error) 
 /// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
 /// and the upgrade fields.
 fn admit<'c>(config: &'c Config, req: &Request) -> Result<(&'c Route, String, Upgrade), Error> {
-    let (path, query) = route::split_target(&req.target);
+    let target = route::origin_form(&req.target);
+    let (path, query) = route::split_target(&target);
     if !path.starts_with('/') {
         return Err(Error::BadRequest(
             "the request target must be a path starting with /".to_string(),

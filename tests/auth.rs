@@ -608,6 +608,41 @@ fn other_authorization_scheme_is_401() {
 }
 
 #[test]
+fn token_of_100_kb_is_never_accepted() {
+    // A correctly signed token, padded to 100 KB: refused for its size alone.
+    let t = hs256(claims(json!({ "pad": "x".repeat(100 * 1024) })));
+    let header = format!("Authorization: Bearer {t}\r\n");
+    let query = format!("{AUTH}?access_token={t}");
+    // Default max_request_head_bytes (8192): the head is too large, 431, in either place.
+    let gw = hs_gateway("");
+    run(async {
+        for (what, req) in [
+            ("header", upgrade_request(AUTH, &header)),
+            ("query", upgrade_request(&query, "")),
+        ] {
+            let res = raw_http_while_writing(gw, req.as_bytes()).await;
+            assert_eq!(res.status, 431, "{what}: {res:?}");
+            assert!(
+                res.body.contains("max_request_head_bytes"),
+                "{what}: {res:?}"
+            );
+        }
+        assert_echo(gw, AUTH, &[("Authorization", &bearer(&good_token()))]).await;
+    });
+    // A head limit that lets it through: the token itself is over 16 KiB, 401.
+    // (`auth_config` writes its `jwt` argument as one member: a `limits` member rides along.)
+    let gw = gateway(&format!(
+        r#"{{ "secret": "{SECRET}" }}, "limits": {{ "max_request_head_bytes": 262144 }}"#
+    ));
+    run(async {
+        let why = "longer than 16384 bytes";
+        assert_401(gw, AUTH, &header, why).await;
+        assert_401(gw, &query, "", why).await;
+        assert_echo(gw, AUTH, &[("Authorization", &bearer(&good_token()))]).await;
+    });
+}
+
+#[test]
 fn truncated_token_is_401() {
     let gw = hs_gateway("");
     run(async {

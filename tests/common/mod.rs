@@ -266,3 +266,18 @@ pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool
     }
     cond()
 }
+
+/// Like [`raw_http`], but reads while it writes, and ignores write and read errors: for a
+/// request larger than the gateway reads (it answers, then closes with the rest unread, which
+/// resets the connection). The answer is what was read until the close (within [`STEP`]).
+pub async fn raw_http_while_writing(addr: SocketAddr, request: &[u8]) -> RawResponse {
+    let s = TcpStream::connect(addr).await.expect("tcp connect");
+    let writer = async {
+        let _ = s.clone().write_all(request).await;
+    };
+    let mut buf = Vec::new();
+    let reader = async { within(STEP, s.clone().read_to_end(&mut buf)).await };
+    let (_, read) = futures_lite::future::zip(writer, reader).await;
+    assert!(read.is_some(), "the gateway did not close the connection");
+    parse_raw(&buf)
+}
