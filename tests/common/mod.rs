@@ -281,3 +281,112 @@ pub async fn raw_http_while_writing(addr: SocketAddr, request: &[u8]) -> RawResp
     assert!(read.is_some(), "the gateway did not close the connection");
     parse_raw(&buf)
 }
+
+/// The gateway binary as a child process (killed on drop), with its stderr lines on a channel.
+pub struct GatewayProcess {
+    pub child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    config: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    /// Runs the binary on `json` (its `server` block replaced by 127.0.0.1:0 and one worker),
+    /// under `ulimit -n LIMIT` when given, with `RUST_LOG=info`.
+    pub fn start(json: &str, nofile: Option<u32>) -> GatewayProcess {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let config =
+            std::env::temp_dir().join(format!("kairos-gw-{}-{n}.json", std::process::id()));
+        let json = json.replacen(
+            "{ ",
+            r#"{ "server": { "host": "127.0.0.1", "port": 0, "workers": 1 }, "#,
+            1,
+        );
+        std::fs::write(&config, json).expect("write config");
+        let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!(r#"{limit}exec "$0" --config "$1""#))
+            .arg(env!("CARGO_BIN_EXE_kairos-gateway"))
+            .arg(&config)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn the gateway");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        GatewayProcess {
+            child,
+            lines,
+            config,
+        }
+    }
+
+    /// Waits for the `listening on ADDR` line (20 s at most).
+    pub fn addr(&self) -> SocketAddr {
+        self.wait_for("listening on ", Duration::from_secs(20))
+            .and_then(|l| l.split_once("listening on ")?.1.trim().parse().ok())
+            .expect("gateway did not start listening")
+    }
+
+    /// The next stderr line containing `what`, within `limit`.
+    pub fn wait_for(&self, what: &str, limit: Duration) -> Option<String> {
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            let left = deadline.checked_duration_since(std::time::Instant::now())?;
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => return Some(line),
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
+    /// How many stderr lines contain `what` during the next `window`.
+    pub fn count_for(&self, what: &str, window: Duration) -> usize {
+        let end = std::time::Instant::now() + window;
+        let mut n = 0;
+        while let Some(left) = end.checked_duration_since(std::time::Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) if line.contains(what) => n += 1,
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        n
+    }
+
+    /// The process's resident memory in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .expect("read /proc/PID/status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
