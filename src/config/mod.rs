@@ -132,8 +132,22 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
             meta.len()
         )));
     }
-    let text = std::fs::read_to_string(path)
+    // Read at most one byte over the cap: a device or a pipe has no size to check beforehand.
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
         .map_err(|e| ConfigError::one(format!("config file {shown}: {e}")))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(ConfigError::one(format!(
+            "config file {shown} is larger than the {MAX_CONFIG_BYTES} bytes allowed"
+        )));
+    }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        ConfigError::one(format!(
+            "config file {shown}: stream did not contain valid UTF-8"
+        ))
+    })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     parse(&text, &base).map_err(|mut e| {
         for p in &mut e.problems {
@@ -273,6 +287,20 @@ fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVe
         (None, Some(f)) => {
             let path = resolve(base, f);
             match std::fs::read(&path) {
+                // jsonwebtoken would take an RSA private key as the key, and then fail every
+                // token's signature: refuse it here, where `--check` shows it.
+                Ok(pem) if pem.windows(16).any(|w| w == b"PRIVATE KEY-----") => {
+                    j.error(
+                        report,
+                        "public_key_file",
+                        format!(
+                            "{}: is a private key; give the public key \
+                             (openssl pkey -in KEY -pubout)",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
                 Ok(pem) => Some(KeySource::PublicKeyPem {
                     path: path.display().to_string(),
                     pem,

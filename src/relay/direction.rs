@@ -232,11 +232,13 @@ impl Direction {
                 p.remaining -= n as u64;
                 if p.remaining == 0 {
                     let (fin, data, text) = (p.fin, p.data, p.text);
+                    if fin && data && text && !self.utf8.is_complete() {
+                        // Ends mid code point. The frame stays current, so that `process`
+                        // withdraws it when none of it was written yet.
+                        return Err(Violation::Utf8);
+                    }
                     self.frame = None;
                     if fin && data {
-                        if text && !self.utf8.is_complete() {
-                            return Err(Violation::Utf8);
-                        }
                         self.message = None;
                         self.utf8.reset();
                         self.messages += 1;
