@@ -94,8 +94,13 @@ fn main() -> ExitCode {
     let config = match load(&path) {
         Ok(c) => c,
         Err(problems) => {
-            for p in &problems {
+            // A config can be wrong in a million places; the first ones say enough.
+            const SHOWN: usize = 50;
+            for p in problems.iter().take(SHOWN) {
                 eprintln!("error: {p}");
+            }
+            if problems.len() > SHOWN {
+                eprintln!("error: ... and {} more", problems.len() - SHOWN);
             }
             eprintln!(
                 "kairos-gateway: {} problem(s) in the config; nothing started",

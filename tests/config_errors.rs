@@ -374,3 +374,23 @@ fn contents_that_are_not_a_config_name_the_problem() {
         assert_one_problem(&run, &format!("{prefix}{problem}"), "");
     }
 }
+
+#[test]
+fn a_config_wrong_in_many_places_prints_the_first_fifty_problems() {
+    let dir = TempDir::new();
+    let routers = vec!["1"; 500].join(",");
+    let file = dir.put(
+        "many.json",
+        format!(r#"{{ "version": 1, "routers": [{routers}] }}"#),
+    );
+    let run = check(&file);
+    assert_eq!(run.code, 1);
+    let lines: Vec<&str> = run
+        .err
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(lines.len(), 51, "stderr: {}", run.err);
+    assert_eq!(lines[50], "error: ... and 450 more");
+    assert!(run.err.contains("500 problem(s)"), "stderr: {}", run.err);
+}

@@ -160,11 +160,11 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
 /// Parses and validates config text; `base` resolves relative file paths.
 pub fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
-        ConfigError::one(format!(
-            "invalid JSON at line {} column {}: {e}",
-            e.line(),
-            e.column()
-        ))
+        // serde_json ends its message with the same position: say it once.
+        let at = format!("line {} column {}", e.line(), e.column());
+        let msg = e.to_string();
+        let msg = msg.strip_suffix(&format!(" at {at}")).unwrap_or(&msg);
+        ConfigError::one(format!("invalid JSON at {at}: {msg}"))
     })?;
     let mut report = Report::default();
     let config = read_root(&value, base, &mut report);
