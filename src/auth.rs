@@ -224,7 +224,7 @@ fn load_public_key(
     let (kind, res) = match family {
         F::Hmac => {
             return Err(format!(
-                "jwt.public_key_file {path}: HMAC algorithms need jwt.secret, not a public key \
+                "jwt.public_key_file: {path}: HMAC algorithms need jwt.secret, not a public key \
                  (accepting HS* with a public key enables algorithm confusion)"
             ))
         }
@@ -233,7 +233,7 @@ fn load_public_key(
         F::Ed => ("an Ed25519", DecodingKey::from_ed_pem(pem)),
     };
     res.map_err(|e| {
-        format!("jwt.public_key_file {path}: not {kind} public key in PEM format ({e})")
+        format!("jwt.public_key_file: {path}: not {kind} public key in PEM format ({e})")
     })
 }
 

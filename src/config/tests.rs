@@ -691,21 +691,21 @@ fn jwt_errors() {
         (
             json!({ "public_key_file": not_pem.json(), "algorithms": ["RS256"] }),
             format!(
-                "jwt.public_key_file {}: not an RSA public key in PEM format",
+                "jwt.public_key_file: {}: not an RSA public key in PEM format",
                 not_pem.path().display()
             ),
         ),
         (
             json!({ "public_key_file": not_pem.json(), "algorithms": ["ES256"] }),
             format!(
-                "jwt.public_key_file {}: not an EC public key in PEM format",
+                "jwt.public_key_file: {}: not an EC public key in PEM format",
                 not_pem.path().display()
             ),
         ),
         (
             json!({ "public_key_file": not_pem.json() }),
             format!(
-                "jwt.public_key_file {}: HMAC algorithms need jwt.secret",
+                "jwt.public_key_file: {}: HMAC algorithms need jwt.secret",
                 not_pem.path().display()
             ),
         ),
