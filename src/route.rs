@@ -2,8 +2,9 @@
 //!
 //! Pure functions, no I/O. Paths are compared segment by segment on the raw (not
 //! percent-decoded) text, so `/ws/%2e%2e/admin` is never taken for `/ws/../admin`. A `{name}`
-//! segment matches any one non-empty segment except `.` and `..` (in any encoding), and its text
-//! is substituted into the internal path. When several routes match, the one with the most
+//! segment matches any one non-empty segment except `.` and `..` (in any encoding) and segments
+//! holding an encoded slash or a backslash (`%2f`, `%5c`, `\`: a backend that decodes them
+//! would see more than one segment), and its text is substituted into the internal path. When several routes match, the one with the most
 //! literal segments wins; among equals, the first in the file.
 
 /// One segment of a path pattern.
@@ -102,7 +103,7 @@ impl PathPattern {
                 Segment::Literal(lit) if lit == part => {}
                 Segment::Literal(_) => return None,
                 Segment::Param(name) => {
-                    if part.is_empty() || is_dot_segment(part) {
+                    if part.is_empty() || is_dot_segment(part) || hides_a_separator(part) {
                         return None;
                     }
                     captures.push((name.as_str(), part));
@@ -141,6 +142,13 @@ fn is_dot_segment(seg: &str) -> bool {
     let lower = seg.to_ascii_lowercase();
     let decoded = lower.replace("%2e", ".");
     decoded == "." || decoded == ".."
+}
+
+/// An encoded `/` or `\`, or a raw `\`: a backend that decodes or normalises it would split
+/// the segment (and could then meet a `..`).
+fn hides_a_separator(seg: &str) -> bool {
+    let lower = seg.to_ascii_lowercase();
+    lower.contains("%2f") || lower.contains("%5c") || seg.contains('\\')
 }
 
 /// A matched route: its index and the captured `{name}` segments.
@@ -292,6 +300,10 @@ mod tests {
             ("/rooms/{room}", "/rooms/", None),
             ("/rooms/{room}", "/rooms/..", None),
             ("/rooms/{room}", "/rooms/%2e%2E", None),
+            ("/rooms/{room}", "/rooms/a%2F..%2fadmin", None),
+            ("/rooms/{room}", "/rooms/a%5c..", None),
+            ("/rooms/{room}", "/rooms/a\\b", None),
+            ("/rooms/{room}", "/rooms/a%20b", Some(&[("room", "a%20b")])),
             ("/rooms/{room}", "/rooms/a/b", None),
             ("/ws/chat", "/ws/%2e%2e/chat", None),
             ("/", "/", Some(&[])),

@@ -59,7 +59,8 @@ impl<'a> Fields<'a> {
         self.map.get(key)
     }
 
-    /// Records an error about `key`.
+    /// Records an error about `key`. Control characters in it (a file path from the config may
+    /// hold a line break) are escaped: a problem is one line.
     pub fn error(&self, report: &mut Report, key: &str, msg: impl std::fmt::Display) {
         report.errors.push(format!("{}: {msg}", self.name(key)));
     }
@@ -171,4 +172,21 @@ pub fn kind(v: &Value) -> &'static str {
         Value::Array(_) => "an array",
         Value::Object(_) => "an object",
     }
+}
+
+/// `line` with its control characters (line breaks in a quoted path, say) escaped, so that a
+/// problem always prints as one line.
+pub fn one_line(line: String) -> String {
+    if !line.chars().any(char::is_control) {
+        return line;
+    }
+    let mut escaped = String::with_capacity(line.len() + 8);
+    for c in line.chars() {
+        if c.is_control() {
+            escaped.extend(c.escape_debug());
+        } else {
+            escaped.push(c);
+        }
+    }
+    escaped
 }

@@ -168,13 +168,15 @@ pub fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
     })?;
     let mut report = Report::default();
     let config = read_root(&value, base, &mut report);
+    // Every problem is one line, whatever the paths and values it quotes contain.
+    let one_line = |v: Vec<String>| v.into_iter().map(fields::one_line).collect();
     match config {
         Some(config) if report.errors.is_empty() => Ok(Loaded {
             config,
-            warnings: report.warnings,
+            warnings: one_line(report.warnings),
         }),
         _ => Err(ConfigError {
-            problems: report.errors,
+            problems: one_line(report.errors),
         }),
     }
 }

@@ -206,12 +206,12 @@ pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
     if !req.has_token("Upgrade", "websocket") || !req.has_token("Connection", "upgrade") {
         return Err(Error::NotUpgrade);
     }
-    if req.header_all("Host").count() != 1 {
+    if req.header_raw("Host").count() != 1 || req.header("Host").is_none() {
         return Err(Error::BadUpgrade(
             "exactly one Host header is required".to_string(),
         ));
     }
-    let versions: Vec<&str> = req.header_all("Sec-WebSocket-Version").collect();
+    let versions = values(req, "Sec-WebSocket-Version");
     match versions.as_slice() {
         [] => {
             return Err(Error::BadUpgrade(
@@ -226,7 +226,7 @@ pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
             ))
         }
     }
-    let keys: Vec<&str> = req.header_all("Sec-WebSocket-Key").collect();
+    let keys = values(req, "Sec-WebSocket-Key");
     let key = match keys.as_slice() {
         [k] if is_valid_key(k.trim()) => k.trim().to_string(),
         [] => return Err(Error::BadUpgrade("missing Sec-WebSocket-Key".to_string())),
@@ -248,6 +248,14 @@ pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
         .filter(|p| !p.is_empty())
         .collect();
     Ok(Upgrade { key, protocols })
+}
+
+/// Every value of the header `name`; one that is not UTF-8 still counts, as `(not UTF-8)`,
+/// which is never a valid value.
+fn values<'a>(req: &'a Request, name: &'a str) -> Vec<&'a str> {
+    req.header_raw(name)
+        .map(|v| std::str::from_utf8(v).unwrap_or("(not UTF-8)"))
+        .collect()
 }
 
 /// A key is the base64 of 16 bytes: 22 characters and `==`.
@@ -331,82 +339,4 @@ pub async fn drain<S: AsyncRead + Unpin>(stream: &mut S, limit: Duration, max: u
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn req(headers: &[(&str, &str)]) -> Request {
-        Request {
-            method: "GET".into(),
-            target: "/".into(),
-            minor_version: 1,
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-                .collect(),
-        }
-    }
-
-    const OK: &[(&str, &str)] = &[
-        ("Host", "x"),
-        ("Upgrade", "websocket"),
-        ("Connection", "keep-alive, Upgrade"),
-        ("Sec-WebSocket-Version", "13"),
-        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ];
-
-    #[test]
-    fn upgrade_checks() {
-        assert!(check_upgrade(&req(OK)).is_ok());
-        let without = |name: &str| {
-            req(&OK
-                .iter()
-                .copied()
-                .filter(|(n, _)| *n != name)
-                .collect::<Vec<_>>())
-        };
-        assert!(matches!(
-            check_upgrade(&without("Upgrade")),
-            Err(Error::NotUpgrade)
-        ));
-        assert!(matches!(
-            check_upgrade(&without("Connection")),
-            Err(Error::NotUpgrade)
-        ));
-        assert!(matches!(
-            check_upgrade(&without("Sec-WebSocket-Key")),
-            Err(Error::BadUpgrade(_))
-        ));
-        let mut v8 = OK.to_vec();
-        v8[3] = ("Sec-WebSocket-Version", "8");
-        assert!(matches!(
-            check_upgrade(&req(&v8)),
-            Err(Error::BadVersion(_))
-        ));
-        let mut badkey = OK.to_vec();
-        badkey[4] = ("Sec-WebSocket-Key", "short");
-        assert!(matches!(
-            check_upgrade(&req(&badkey)),
-            Err(Error::BadUpgrade(_))
-        ));
-        let mut two = OK.to_vec();
-        two.push(("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="));
-        assert!(matches!(
-            check_upgrade(&req(&two)),
-            Err(Error::BadUpgrade(_))
-        ));
-    }
-
-    #[test]
-    fn read_request_splits_leftover() {
-        let data = b"GET /a?b HTTP/1.1\r\nHost: x\r\n\r\n\x81\x00".to_vec();
-        let mut cursor = futures_lite::io::Cursor::new(data);
-        let (r, rest) = smol::block_on(read_request(&mut cursor, 8192)).unwrap();
-        assert_eq!(r.target, "/a?b");
-        assert_eq!(rest, b"\x81\x00");
-        let mut big = futures_lite::io::Cursor::new(vec![b'a'; 10_000]);
-        assert!(matches!(
-            smol::block_on(read_request(&mut big, 8192)),
-            Err(Error::HeadTooLarge(8192)) | Err(Error::BadRequest(_))
-        ));
-    }
-}
+mod tests;
