@@ -11,6 +11,7 @@
 #![warn(missing_docs)]
 
 pub mod auth;
+pub mod balance;
 pub mod config;
 pub mod echo;
 pub mod error;

@@ -17,6 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use smol::LocalExecutor;
 
 use crate::auth::{extract_token, AuthError};
+use crate::balance::{Balancers, Lease};
 use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::handshake::{self, Head, Request, Upgrade};
@@ -34,6 +35,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 pub struct Gateway {
     listener: Arc<TcpListener>,
     config: Arc<Config>,
+    balancers: Arc<Balancers>,
 }
 
 /// Connection numbers for the logs, unique across worker threads.
@@ -83,6 +85,7 @@ impl Gateway {
         listener.set_nonblocking(true).map_err(named)?;
         Ok(Gateway {
             listener: Arc::new(listener),
+            balancers: Balancers::new(&config),
             config,
         })
     }
@@ -120,9 +123,9 @@ impl Gateway {
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-                    let config = self.config.clone();
+                    let shared = (self.config.clone(), self.balancers.clone());
                     let task =
-                        AssertUnwindSafe(serve_connection(stream, peer, config, id)).catch_unwind();
+                        AssertUnwindSafe(serve_connection(stream, peer, shared, id)).catch_unwind();
                     let alive = Alive::new();
                     ex.spawn(async move {
                         let _alive = alive;
@@ -168,7 +171,12 @@ pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
 }
 
 /// Runs the stages of one connection.
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, config: Arc<Config>, id: u64) {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    (config, balancers): (Arc<Config>, Arc<Balancers>),
+    id: u64,
+) {
     let _ = stream.set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
     // On this worker thread's edge-triggered driver for the connection's whole life.
@@ -181,7 +189,7 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, config: Arc<Confi
     };
     // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
     // gone before the relay starts: an idle relayed connection keeps only what it needs.
-    let Some(o) = Box::pin(open(stream, peer, &config, id)).await else {
+    let Some(o) = Box::pin(open(stream, peer, &config, &balancers, id)).await else {
         return;
     };
     let limits = &config.limits;
@@ -212,11 +220,19 @@ struct Opened {
     backend: Stream,
     backend_early: Vec<u8>,
     deflate: bool,
+    /// Counts the connection on its backend while it lives.
+    _lease: Lease,
 }
 
 /// Everything before the relay: request, route, token, backend, 101. `None` when the
 /// connection was refused (and answered) or the client left.
-async fn open(mut stream: Stream, peer: SocketAddr, config: &Config, id: u64) -> Option<Opened> {
+async fn open(
+    mut stream: Stream,
+    peer: SocketAddr,
+    config: &Config,
+    balancers: &Arc<Balancers>,
+    id: u64,
+) -> Option<Opened> {
     let limits = &config.limits;
     let timeout = limits.handshake_timeout;
     let read = handshake::read_request(&mut stream, limits.max_request_head_bytes)
@@ -229,27 +245,29 @@ async fn open(mut stream: Stream, peer: SocketAddr, config: &Config, id: u64) ->
         Ok(r) => r,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
-    let (route, target, upgrade) = match admit(config, &request) {
+    let (at, route, target, upgrade) = match admit(config, &request) {
         Ok(a) => a,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
-    let backend = &route.backends[0];
-    log::debug!(
-        "conn {id} {peer}: {} -> routers[{}] -> {}{target}",
-        route::split_target(&request.target).0,
-        route.index,
-        backend.origin()
-    );
+    let candidates = balancers.candidates(at, peer.ip());
     let client = ClientSide {
         request: &request,
         upgrade: &upgrade,
         peer,
         proto: "http",
     };
-    let upgraded = match upstream::connect(config, backend, &target, &client).await {
-        Ok(u) => u,
+    let connected = upstream::connect_any(config, route, &candidates, &target, &client).await;
+    let (chosen, upgraded) = match connected {
+        Ok(c) => c,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
+    log::debug!(
+        "conn {id} {peer}: {} -> routers[{}] -> {}{target}",
+        route::split_target(&request.target).0,
+        route.index,
+        route.backends[chosen].origin()
+    );
+    let lease = balancers.lease(at, chosen);
     let accept = derive_accept_key(upgrade.key.as_bytes());
     if let Err(e) = handshake::write_switching(&mut stream, &accept, &upgraded.headers).await {
         log::debug!("conn {id} {peer}: client gone before the 101 was sent: {e}");
@@ -262,6 +280,7 @@ async fn open(mut stream: Stream, peer: SocketAddr, config: &Config, id: u64) ->
         backend: upgraded.stream,
         backend_early: upgraded.leftover,
         deflate: upgraded.deflate,
+        _lease: lease,
     })
 }
 
@@ -283,7 +302,10 @@ async fn refuse<T>(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error) 
 
 /// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
 /// and the upgrade fields.
-fn admit<'c>(config: &'c Config, req: &Request) -> Result<(&'c Route, String, Upgrade), Error> {
+/// The route (its position in `config.routes` too), the backend's target, the upgrade fields.
+type Admitted<'c> = (usize, &'c Route, String, Upgrade);
+
+fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
     let target = route::origin_form(&req.target);
     let (path, query) = route::split_target(&target);
     if !path.starts_with('/') {
@@ -328,5 +350,5 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<(&'c Route, String, Up
         target.push('?');
         target.push_str(&q);
     }
-    Ok((route, target, upgrade))
+    Ok((index, route, target, upgrade))
 }

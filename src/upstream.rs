@@ -13,7 +13,7 @@ use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls;
 
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Route};
 use crate::error::Error;
 use crate::handshake::{read_response, Head, Request, Upgrade};
 use crate::net::Stream;
@@ -92,6 +92,52 @@ pub async fn connect(
             })
         })
         .await
+}
+
+/// Tries `candidates` (indexes into `route.backends`, best first), at most
+/// `1 + route.max_retries` of them, until one accepts; each failure is logged. A 4xx answer is
+/// the backend's answer and is not retried. When every attempt failed: the last failure that
+/// was not a timeout (502), or a timeout (504) when all of them timed out.
+pub async fn connect_any(
+    config: &Config,
+    route: &Route,
+    candidates: &[usize],
+    path_and_query: &str,
+    client: &ClientSide<'_>,
+) -> Result<(usize, Upgraded), Error> {
+    let attempts = candidates.len().min(1 + route.max_retries as usize);
+    let mut failure = None;
+    for (n, &i) in candidates.iter().take(attempts).enumerate() {
+        let Some(backend) = route.backends.get(i) else {
+            continue;
+        };
+        match connect(config, backend, path_and_query, client).await {
+            Ok(up) => return Ok((i, up)),
+            Err(
+                e @ Error::BackendStatus {
+                    status: 400..=499, ..
+                },
+            ) => return Err(e),
+            Err(e) => {
+                let next = if n + 1 < attempts {
+                    "trying the next backend"
+                } else {
+                    "giving up"
+                };
+                log::warn!("{} attempt {}/{attempts}: {e}; {next}", client.peer, n + 1);
+                // A timeout never hides an earlier non-timeout failure: 504 means all timed out.
+                let timeout = |e: &Error| matches!(e, Error::BackendTimeout { .. });
+                failure = match failure {
+                    Some(prev) if timeout(&e) && !timeout(&prev) => Some(prev),
+                    _ => Some(e),
+                };
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| Error::BackendUnreachable {
+        url: route.internal.as_str().to_string(),
+        reason: "the route has no backend".to_string(),
+    }))
 }
 
 async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, Error> {

@@ -14,10 +14,45 @@ pub struct Route {
     pub external: PathPattern,
     /// `internal_path`: what the backend is asked for (`{name}` substituted).
     pub internal: PathPattern,
-    /// `backends[]` (at least one). Until load balancing lands the first is used.
+    /// `backends[]` (at least one).
     pub backends: Vec<Backend>,
     /// `auth_required` (default false).
     pub auth_required: bool,
+    /// `load_balancing_strategy` (default `round_robin`).
+    pub strategy: Strategy,
+    /// `retry.max_retries` (default 2): other backends tried after a failed connect, before
+    /// the client got its 101.
+    pub max_retries: u32,
+}
+
+/// How a route picks a backend for a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// `round_robin`: smooth weighted round robin (nginx's).
+    RoundRobin,
+    /// `least_connections`: fewest open proxied connections per unit of weight.
+    LeastConnections,
+    /// `random`: weighted random.
+    Random,
+    /// `ip_hash`: the client address, by weighted rendezvous hashing.
+    IpHash,
+}
+
+impl Strategy {
+    const NAMES: [(&'static str, Strategy); 4] = [
+        ("round_robin", Strategy::RoundRobin),
+        ("least_connections", Strategy::LeastConnections),
+        ("random", Strategy::Random),
+        ("ip_hash", Strategy::IpHash),
+    ];
+
+    /// The config name.
+    pub fn name(self) -> &'static str {
+        Strategy::NAMES
+            .iter()
+            .find(|(_, s)| *s == self)
+            .map_or("?", |(n, _)| n)
+    }
 }
 
 /// One backend of a route.
@@ -135,6 +170,22 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         );
     }
     let backends = read_backends(&mut f, report);
+    let strategy = match f.string(report, "load_balancing_strategy") {
+        None => Strategy::RoundRobin,
+        Some(name) => match Strategy::NAMES.iter().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s,
+            None => {
+                let names: Vec<&str> = Strategy::NAMES.iter().map(|(n, _)| *n).collect();
+                f.error(
+                    report,
+                    "load_balancing_strategy",
+                    format!("{name:?} is not one of {}", names.join(", ")),
+                );
+                Strategy::RoundRobin
+            }
+        },
+    };
+    let max_retries = read_retry(&mut f, report);
     f.finish(report);
     if report.errors.len() > errors_before {
         return None;
@@ -145,7 +196,24 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         internal: internal?,
         backends,
         auth_required,
+        strategy,
+        max_retries,
     })
+}
+
+/// `retry: {"max_retries": N}` (0 to 100, default 2).
+fn read_retry(f: &mut Fields, report: &mut Report) -> u32 {
+    const DEFAULT: u32 = 2;
+    let Some(v) = f.raw("retry") else {
+        return DEFAULT;
+    };
+    let ctx = f.name("");
+    let Some(mut r) = Fields::new(&ctx, "retry.", v, report) else {
+        return DEFAULT;
+    };
+    let n = r.int(report, "max_retries", 0, 100, DEFAULT as u64) as u32;
+    r.finish(report);
+    n
 }
 
 fn path_field(f: &mut Fields, report: &mut Report, key: &'static str) -> Option<PathPattern> {

@@ -390,3 +390,23 @@ impl Drop for GatewayProcess {
         let _ = std::fs::remove_file(&self.config);
     }
 }
+
+/// Raises this test process's soft open-files limit to at least `want` (up to the hard limit);
+/// panics naming the limit when the hard limit is lower.
+pub fn raise_open_files(want: u64) {
+    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
+    let lim = getrlimit(Resource::Nofile);
+    if lim.current.is_some_and(|c| c < want) {
+        let target = want.min(lim.maximum.unwrap_or(u64::MAX));
+        let new = Rlimit {
+            current: Some(target),
+            maximum: lim.maximum,
+        };
+        let _ = setrlimit(Resource::Nofile, new);
+    }
+    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+    assert!(
+        now >= want,
+        "this test needs ulimit -n >= {want}, the hard limit allows {now}"
+    );
+}

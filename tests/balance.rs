@@ -1,0 +1,199 @@
+//! Load balancing across a route's backends (weights 3:2:1) and failover before the 101.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use futures_lite::StreamExt;
+
+/// A backend that accepts the upgrade, counts it, and holds the connection until the client
+/// leaves.
+fn counting_backend() -> (SocketAddr, Arc<AtomicUsize>) {
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let addr = spawn_backend(move |mut s| {
+        let c = c.clone();
+        async move {
+            let head = read_head(&mut s).await;
+            let mut ws = accept_after_head(s, &head, "").await;
+            c.fetch_add(1, Ordering::Relaxed);
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    });
+    (addr, count)
+}
+
+/// A config routing `/ws/chat` to `backends` (address, weight) with `route_extra` fields.
+fn config(backends: &[(SocketAddr, u32)], route_extra: &str, limits: &str) -> String {
+    let list: Vec<String> = backends
+        .iter()
+        .map(|(a, w)| {
+            format!(
+                r#"{{ "host": "ws://127.0.0.1", "port": {}, "weight": {w} }}"#,
+                a.port()
+            )
+        })
+        .collect();
+    format!(
+        r#"{{ "version": 1, {limits} "routers": [ {{ "protocol": "websocket",
+            "backends": [{}], "external_path": "/ws/chat", "internal_path": "/ws",
+            {route_extra} "methods": ["GET"] }} ] }}"#,
+        list.join(",")
+    )
+}
+
+/// Three counting backends with weights 3:2:1 behind a gateway using `strategy`.
+fn weighted(strategy: &str) -> (SocketAddr, Vec<Arc<AtomicUsize>>) {
+    let backends: Vec<_> = (0..3).map(|_| counting_backend()).collect();
+    let list: Vec<(SocketAddr, u32)> = backends
+        .iter()
+        .zip([3, 2, 1])
+        .map(|(b, w)| (b.0, w))
+        .collect();
+    let extra = format!(r#""load_balancing_strategy": "{strategy}","#);
+    let gw = start_gateway(&config(&list, &extra, ""));
+    (gw, backends.into_iter().map(|b| b.1).collect())
+}
+
+/// Opens `n` connections, `batch` at a time; each is closed at once, or kept when `hold`.
+async fn open_many(gw: SocketAddr, n: usize, batch: usize, hold: bool) -> Vec<Ws> {
+    let mut held = Vec::new();
+    for _ in 0..n / batch {
+        let tasks: Vec<_> = (0..batch)
+            .map(|_| smol::spawn(async move { connect(gw, "/ws/chat").await }))
+            .collect();
+        for t in tasks {
+            let mut ws = t.await;
+            if hold {
+                held.push(ws);
+            } else {
+                ws.close(None).await.unwrap();
+            }
+        }
+    }
+    held
+}
+
+/// Waits until the backends counted `n` upgrades; returns each one's share in percent.
+async fn shares(counts: &[Arc<AtomicUsize>], n: usize) -> Vec<f64> {
+    let total = || {
+        counts
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum::<usize>()
+    };
+    assert!(
+        wait_until(STEP, || total() == n).await,
+        "backends saw {} of {n}",
+        total()
+    );
+    counts
+        .iter()
+        .map(|c| c.load(Ordering::Relaxed) as f64 * 100.0 / n as f64)
+        .collect()
+}
+
+fn assert_within_3_points(got: &[f64], what: &str) {
+    let want = [50.0, 100.0 / 3.0, 100.0 / 6.0];
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 3.0,
+            "{what}: shares {got:?}, want {want:?} within 3 points"
+        );
+    }
+}
+
+#[test]
+fn round_robin_honours_weights_exactly() {
+    let (gw, counts) = weighted("round_robin");
+    run_for(Duration::from_secs(300), async {
+        open_many(gw, 6000, 100, false).await;
+        let got = shares(&counts, 6000).await;
+        assert_eq!(
+            got,
+            [50.0, 2000.0 * 100.0 / 6000.0, 1000.0 * 100.0 / 6000.0]
+        );
+    });
+}
+
+#[test]
+fn random_honours_weights_within_3_points() {
+    let (gw, counts) = weighted("random");
+    run_for(Duration::from_secs(300), async {
+        open_many(gw, 6000, 100, false).await;
+        assert_within_3_points(&shares(&counts, 6000).await, "random");
+    });
+}
+
+#[test]
+fn least_connections_spreads_held_connections_by_weight() {
+    // Held open, so that "fewest open connections" decides. 1500 held connections take 6000
+    // descriptors in this one test process (client, gateway's two, backend).
+    raise_open_files(8192);
+    let (gw, counts) = weighted("least_connections");
+    run_for(Duration::from_secs(300), async {
+        let held = open_many(gw, 1500, 10, true).await;
+        assert_within_3_points(&shares(&counts, 1500).await, "least_connections");
+        drop(held);
+    });
+}
+
+#[test]
+fn ip_hash_keeps_a_client_on_one_backend() {
+    let (gw, counts) = weighted("ip_hash");
+    run(async {
+        open_many(gw, 300, 10, false).await;
+        let got = shares(&counts, 300).await;
+        assert_eq!(got.iter().filter(|&&s| s == 100.0).count(), 1, "{got:?}");
+    });
+}
+
+#[test]
+fn first_backend_down_every_client_still_connects() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (live, count) = counting_backend();
+    let gw = start_gateway(&config(&[(dead, 5), (live, 1)], "", ""));
+    run(async {
+        for _ in 0..30 {
+            let mut ws = connect(gw, "/ws/chat").await; // panics on a 502
+            ws.close(None).await.unwrap();
+        }
+        assert!(wait_until(STEP, || count.load(Ordering::Relaxed) == 30).await);
+    });
+}
+
+#[test]
+fn all_backends_down_is_502_and_all_silent_is_504() {
+    let dead: Vec<SocketAddr> = (0..3)
+        .map(|_| {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+        })
+        .collect();
+    let list: Vec<(SocketAddr, u32)> = dead.iter().map(|a| (*a, 1)).collect();
+    let gw = start_gateway(&config(&list, "", ""));
+    // Backends that accept TCP and never answer.
+    let silent: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    let list: Vec<(SocketAddr, u32)> = silent
+        .iter()
+        .map(|l| (l.local_addr().unwrap(), 1))
+        .collect();
+    let limits = r#""limits": { "backend_connect_timeout_ms": 200 },"#;
+    let gw_silent = start_gateway(&config(&list, "", limits));
+    run(async {
+        assert_eq!(refused_status(gw, "/ws/chat", &[]).await, 502);
+        assert_eq!(refused_status(gw_silent, "/ws/chat", &[]).await, 504);
+    });
+    drop(silent);
+}
