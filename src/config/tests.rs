@@ -148,6 +148,28 @@ fn optional_router_fields_default() {
     let c = ok_value(&config(vec![r])).config;
     assert_eq!(c.routes[0].backends[0].weight, 1);
     assert!(!c.routes[0].auth_required);
+    assert_eq!(c.routes[0].strategy, super::Strategy::RoundRobin);
+    assert_eq!(c.routes[0].max_retries, 2);
+}
+
+#[test]
+fn balancing_fields() {
+    for name in ["round_robin", "least_connections", "random", "ip_hash"] {
+        let mut r = router("/ws/chat");
+        r["load_balancing_strategy"] = json!(name);
+        r["retry"] = json!({ "max_retries": 0 });
+        let c = ok_value(&config(vec![r])).config;
+        assert_eq!(c.routes[0].strategy.name(), name);
+        assert_eq!(c.routes[0].max_retries, 0);
+    }
+    let mut r = router("/ws/chat");
+    r["load_balancing_strategy"] = json!("fastest");
+    let e = one_error(&config(vec![r]));
+    assert!(e.contains("load_balancing_strategy: \"fastest\" is not one of round_robin, least_connections, random, ip_hash"), "{e}");
+    let mut r = router("/ws/chat");
+    r["retry"] = json!({ "max_retries": 1000 });
+    let e = one_error(&config(vec![r]));
+    assert!(e.contains("retry.max_retries"), "{e}");
 }
 
 #[test]
@@ -569,7 +591,7 @@ fn other_protocols_are_skipped_with_a_warning() {
 #[test]
 fn unknown_fields_are_warnings_naming_the_path() {
     let mut r = router("/ws/chat");
-    r["retry"] = json!(3);
+    r["retries"] = json!(3);
     r["backends"][0]["tls_verify"] = json!(false);
     let mut c = config(vec![r]);
     c["limits"] = json!({ "foo": 1 });
@@ -585,7 +607,7 @@ fn unknown_fields_are_warnings_naming_the_path() {
         "jwt.algorithm: unknown field, ignored",
         "limits.foo: unknown field, ignored",
         "routers[0] (/ws/chat): backends[0].tls_verify: unknown field, ignored",
-        "routers[0] (/ws/chat): retry: unknown field, ignored",
+        "routers[0] (/ws/chat): retries: unknown field, ignored",
         "server.hots: unknown field, ignored",
         "tls.ca: unknown field, ignored",
     ];
