@@ -12,7 +12,10 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::config::{Backend, Config, Route, Strategy};
+use serde_json::{Map, Value};
+
+use crate::config::{Backend, Config, Route, Sticky, Strategy};
+use crate::handshake::{Head, Request};
 
 /// The balancers of every route of a config, by position in `config.routes`.
 pub struct Balancers {
@@ -39,11 +42,16 @@ impl Balancers {
         })
     }
 
-    /// Backends of route `route` (its position in `config.routes`) to try, best first.
-    pub fn candidates(&self, route: usize, client: IpAddr) -> Vec<usize> {
-        self.routes
-            .get(route)
-            .map_or_else(Vec::new, |b| b.candidates(client))
+    /// Backends of route `route` (its position in `config.routes`) to try, best first. With a
+    /// `sticky` key, the backend that key hashes to first (the same in every process).
+    pub fn candidates(&self, route: usize, client: IpAddr, sticky: Option<&[u8]>) -> Vec<usize> {
+        let Some(b) = self.routes.get(route) else {
+            return Vec::new();
+        };
+        match sticky {
+            Some(key) => b.rendezvous(fnv1a(key)),
+            None => b.candidates(client),
+        }
     }
 
     /// Counts a connection on a backend until the lease is dropped.
@@ -63,6 +71,38 @@ impl Balancers {
         self.routes.get(route).map_or_else(Vec::new, |b| {
             b.active.iter().map(|a| a.load(Relaxed)).collect()
         })
+    }
+}
+
+/// The stickiness key of a connection, if the request carries it.
+pub fn sticky_key(
+    sticky: &Sticky,
+    req: &Request,
+    query: Option<&str>,
+    claims: Option<&Map<String, Value>>,
+    client: IpAddr,
+) -> Option<Vec<u8>> {
+    match sticky {
+        Sticky::Ip => Some(match client {
+            IpAddr::V4(a) => a.octets().to_vec(),
+            IpAddr::V6(a) => a.octets().to_vec(),
+        }),
+        Sticky::Header(name) => req.header_raw(name).next().map(<[u8]>::to_vec),
+        Sticky::Cookie(name) => req
+            .header_raw("Cookie")
+            .flat_map(|v| v.split(|&b| b == b';'))
+            .find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let eq = pair.iter().position(|&b| b == b'=')?;
+                (&pair[..eq] == name.as_bytes()).then(|| pair[eq + 1..].to_vec())
+            }),
+        Sticky::Query(name) => query
+            .and_then(|q| crate::route::query_param(q, name))
+            .map(String::into_bytes),
+        Sticky::Claim(name) => claims.and_then(|c| c.get(name)).map(|v| match v {
+            Value::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        }),
     }
 }
 
@@ -207,6 +247,37 @@ mod tests {
             current: Mutex::new(vec![0; weights.len()]),
             active: weights.iter().map(|_| AtomicUsize::new(0)).collect(),
         }
+    }
+
+    #[test]
+    fn sticky_keys_come_from_where_the_config_says() {
+        let req = Request {
+            method: "GET".into(),
+            target: "/ws?room=blue%20sky".into(),
+            minor_version: 1,
+            headers: vec![
+                ("X-Session".into(), b"abc".to_vec()),
+                ("Cookie".into(), b"a=1; sid=s-42 ; z=9".to_vec()),
+            ],
+        };
+        let claims: Map<String, Value> =
+            serde_json::from_str(r#"{"sub": "u7", "tenant": 12}"#).unwrap();
+        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let key = |s: Sticky| sticky_key(&s, &req, Some("room=blue%20sky"), Some(&claims), ip);
+        assert_eq!(key(Sticky::Ip), Some(vec![10, 0, 0, 9]));
+        assert_eq!(
+            key(Sticky::Header("x-session".into())),
+            Some(b"abc".to_vec())
+        );
+        assert_eq!(key(Sticky::Cookie("sid".into())), Some(b"s-42".to_vec()));
+        assert_eq!(key(Sticky::Cookie("nope".into())), None);
+        assert_eq!(
+            key(Sticky::Query("room".into())),
+            Some(b"blue sky".to_vec())
+        );
+        assert_eq!(key(Sticky::Claim("sub".into())), Some(b"u7".to_vec()));
+        assert_eq!(key(Sticky::Claim("tenant".into())), Some(b"12".to_vec()));
+        assert_eq!(key(Sticky::Claim("role".into())), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::net::{TcpListener, TcpStream};
 use smol::LocalExecutor;
 
 use crate::auth::{extract_token, AuthError};
-use crate::balance::{Balancers, Lease};
+use crate::balance::{self, Balancers, Lease};
 use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::handshake::{self, Head, Request, Upgrade};
@@ -245,11 +245,23 @@ async fn open(
         Ok(r) => r,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
-    let (at, route, target, upgrade) = match admit(config, &request) {
+    let Admitted {
+        at,
+        route,
+        target,
+        upgrade,
+        claims,
+    } = match admit(config, &request) {
         Ok(a) => a,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
-    let candidates = balancers.candidates(at, peer.ip());
+    let sticky = route.sticky.as_ref().and_then(|s| {
+        let query = route::split_target(&route::origin_form(&request.target))
+            .1
+            .map(str::to_string);
+        balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
+    });
+    let candidates = balancers.candidates(at, peer.ip(), sticky.as_deref());
     let client = ClientSide {
         request: &request,
         upgrade: &upgrade,
@@ -302,8 +314,15 @@ async fn refuse<T>(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error) 
 
 /// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
 /// and the upgrade fields.
-/// The route (its position in `config.routes` too), the backend's target, the upgrade fields.
-type Admitted<'c> = (usize, &'c Route, String, Upgrade);
+/// What an admitted request is: its route (and position in `config.routes`), the backend's
+/// target, the upgrade fields, and the verified token's claims.
+struct Admitted<'c> {
+    at: usize,
+    route: &'c Route,
+    target: String,
+    upgrade: Upgrade,
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+}
 
 fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
     let target = route::origin_form(&req.target);
@@ -321,6 +340,7 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
     }
     let upgrade = handshake::check_upgrade(req)?;
     let mut query = query.map(str::to_string);
+    let mut claims = None;
     if route.auth_required {
         let Some(jwt) = config.jwt.as_ref() else {
             return Err(Error::Unauthorized(AuthError::Missing));
@@ -340,7 +360,7 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
         let auth: Vec<&str> = req.header_all("Authorization").collect();
         let token = extract_token(&auth, query.as_deref(), jwt.query_param.as_deref())
             .map_err(Error::Unauthorized)?;
-        jwt.verify(&token).map_err(Error::Unauthorized)?;
+        claims = Some(jwt.verify(&token).map_err(Error::Unauthorized)?);
         if let (Some(q), Some(name)) = (&query, &jwt.query_param) {
             query = route::strip_query_param(q, name);
         }
@@ -350,5 +370,11 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
         target.push('?');
         target.push_str(&q);
     }
-    Ok((index, route, target, upgrade))
+    Ok(Admitted {
+        at: index,
+        route,
+        target,
+        upgrade,
+        claims,
+    })
 }

@@ -197,3 +197,128 @@ fn all_backends_down_is_502_and_all_silent_is_504() {
     });
     drop(silent);
 }
+
+/// Backends that record which session key (`X-Session` header) reached which of them.
+type Seen = Arc<std::sync::Mutex<Vec<(String, usize)>>>;
+
+fn session_backends(n: usize) -> (Vec<SocketAddr>, Seen) {
+    let seen: Seen = Arc::default();
+    let addrs = (0..n)
+        .map(|id| {
+            let seen = seen.clone();
+            spawn_backend(move |mut s| {
+                let seen = seen.clone();
+                async move {
+                    let head = read_head(&mut s).await;
+                    let key = head
+                        .lines()
+                        .find_map(|l| {
+                            l.strip_prefix("X-Session: ")
+                                .or(l.strip_prefix("x-session: "))
+                        })
+                        .unwrap_or("-")
+                        .trim()
+                        .to_string();
+                    let mut ws = accept_after_head(s, &head, "").await;
+                    seen.lock().unwrap().push((key, id));
+                    while let Some(Ok(_)) = ws.next().await {}
+                }
+            })
+        })
+        .collect();
+    (addrs, seen)
+}
+
+fn sticky_config(backends: &[SocketAddr]) -> String {
+    let list: Vec<(SocketAddr, u32)> = backends.iter().map(|a| (*a, 1)).collect();
+    config(&list, r#""sticky": { "key": "header:X-Session" },"#, "")
+}
+
+/// Connects once per key (`rounds` times), `X-Session: <key>`; returns key -> backend ids.
+async fn sessions(gw: SocketAddr, keys: usize, rounds: usize, seen: &Seen) -> Vec<Vec<usize>> {
+    seen.lock().unwrap().clear();
+    for _ in 0..rounds {
+        for chunk in (0..keys).collect::<Vec<_>>().chunks(100) {
+            let tasks: Vec<_> = chunk
+                .iter()
+                .map(|&k| {
+                    smol::spawn(async move {
+                        let key = format!("session-{k}");
+                        let (mut ws, _) = try_connect(gw, "/ws/chat", &[("X-Session", &key)])
+                            .await
+                            .expect("connect");
+                        ws.close(None).await.unwrap();
+                    })
+                })
+                .collect();
+            for t in tasks {
+                t.await;
+            }
+        }
+    }
+    assert!(wait_until(STEP, || seen.lock().unwrap().len() == keys * rounds).await);
+    let mut by_key = vec![Vec::new(); keys];
+    for (key, id) in seen.lock().unwrap().iter() {
+        let k: usize = key
+            .trim_start_matches("session-")
+            .parse()
+            .expect("session key");
+        by_key[k].push(*id);
+    }
+    by_key
+}
+
+#[test]
+fn sticky_keys_always_reach_the_same_backend_and_removal_moves_only_its_keys() {
+    let (four, seen) = session_backends(4);
+    let gw4 = start_gateway(&sticky_config(&four));
+    let gw3 = start_gateway(&sticky_config(&four[..3]));
+    run_for(Duration::from_secs(300), async {
+        // 1000 keys, 5 connections each: every key on one backend, every time.
+        let with4 = sessions(gw4, 1000, 5, &seen).await;
+        for (k, ids) in with4.iter().enumerate() {
+            assert!(ids.iter().all(|&i| i == ids[0]), "key {k} went to {ids:?}");
+        }
+        let on = |b| with4.iter().filter(|ids| ids[0] == b).count();
+        assert!(
+            (0..4).all(|b| (150..=350).contains(&on(b))),
+            "spread {:?}",
+            (0..4).map(on).collect::<Vec<_>>()
+        );
+        // Without backend 3: only its keys move.
+        let with3 = sessions(gw3, 1000, 1, &seen).await;
+        let mut moved = 0;
+        for k in 0..1000 {
+            if with4[k][0] == 3 {
+                moved += 1;
+            } else {
+                assert_eq!(
+                    with3[k][0], with4[k][0],
+                    "key {k} moved though its backend stayed"
+                );
+            }
+        }
+        assert_eq!(moved, on(3));
+    });
+}
+
+#[test]
+fn two_gateway_processes_agree_on_every_key_and_a_missing_key_falls_back() {
+    let (backends, seen) = session_backends(4);
+    let json = sticky_config(&backends);
+    let in_process = start_gateway(&json);
+    let other = GatewayProcess::start(&json, None);
+    let other_addr = other.addr();
+    run_for(Duration::from_secs(300), async {
+        let a = sessions(in_process, 300, 1, &seen).await;
+        let b = sessions(other_addr, 300, 1, &seen).await;
+        assert_eq!(a, b, "the two gateways disagree");
+        // No X-Session header: the route's round robin spreads the connections.
+        seen.lock().unwrap().clear();
+        open_many(in_process, 40, 10, false).await;
+        assert!(wait_until(STEP, || seen.lock().unwrap().len() == 40).await);
+        let ids: std::collections::BTreeSet<usize> =
+            seen.lock().unwrap().iter().map(|s| s.1).collect();
+        assert_eq!(ids.len(), 4, "keyless connections did not spread: {ids:?}");
+    });
+}

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::auth::{JwtSettings, JwtVerifier, KeySource};
 use fields::{Fields, Report};
-pub use routers::{Backend, Route, Strategy};
+pub use routers::{Backend, Route, Sticky, Strategy};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;

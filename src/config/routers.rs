@@ -23,6 +23,23 @@ pub struct Route {
     /// `retry.max_retries` (default 2): other backends tried after a failed connect, before
     /// the client got its 101.
     pub max_retries: u32,
+    /// `sticky.key`: what keeps a client on one backend (none: the strategy decides).
+    pub sticky: Option<Sticky>,
+}
+
+/// `sticky.key`: where a connection's stickiness key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Sticky {
+    /// `ip`: the client address.
+    Ip,
+    /// `header:NAME`.
+    Header(String),
+    /// `cookie:NAME`.
+    Cookie(String),
+    /// `query:NAME`.
+    Query(String),
+    /// `claim:NAME` (of the verified JWT).
+    Claim(String),
 }
 
 /// How a route picks a backend for a new connection.
@@ -186,6 +203,7 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         },
     };
     let max_retries = read_retry(&mut f, report);
+    let sticky = read_sticky(&mut f, report, auth_required);
     f.finish(report);
     if report.errors.len() > errors_before {
         return None;
@@ -198,7 +216,48 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         auth_required,
         strategy,
         max_retries,
+        sticky,
     })
+}
+
+/// `sticky: {"key": "ip" | "header:NAME" | "cookie:NAME" | "query:NAME" | "claim:NAME"}`.
+fn read_sticky(f: &mut Fields, report: &mut Report, auth_required: bool) -> Option<Sticky> {
+    let v = f.raw("sticky")?;
+    let ctx = f.name("");
+    let mut s = Fields::new(&ctx, "sticky.", v, report)?;
+    let key = s.required_string(report, "key");
+    let parsed = key.and_then(|k| {
+        let named = |prefix: &str| k.strip_prefix(prefix).filter(|n| !n.is_empty());
+        let sticky = if k == "ip" {
+            Sticky::Ip
+        } else if let Some(n) = named("header:") {
+            Sticky::Header(n.to_string())
+        } else if let Some(n) = named("cookie:") {
+            Sticky::Cookie(n.to_string())
+        } else if let Some(n) = named("query:") {
+            Sticky::Query(n.to_string())
+        } else if let Some(n) = named("claim:") {
+            if !auth_required {
+                s.error(
+                    report,
+                    "key",
+                    "claim: keys need auth_required: true (a verified token)",
+                );
+                return None;
+            }
+            Sticky::Claim(n.to_string())
+        } else {
+            s.error(
+                report,
+                "key",
+                format!("{k:?} is not ip, header:NAME, cookie:NAME, query:NAME or claim:NAME"),
+            );
+            return None;
+        };
+        Some(sticky)
+    });
+    s.finish(report);
+    parsed
 }
 
 /// `retry: {"max_retries": N}` (0 to 100, default 2).

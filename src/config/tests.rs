@@ -173,6 +173,34 @@ fn balancing_fields() {
 }
 
 #[test]
+fn sticky_keys() {
+    use super::Sticky;
+    for (key, want) in [
+        ("ip", Sticky::Ip),
+        ("header:X-Session", Sticky::Header("X-Session".into())),
+        ("cookie:sid", Sticky::Cookie("sid".into())),
+        ("query:room", Sticky::Query("room".into())),
+    ] {
+        let mut r = router("/ws/chat");
+        r["sticky"] = json!({ "key": key });
+        assert_eq!(
+            ok_value(&config(vec![r])).config.routes[0].sticky,
+            Some(want)
+        );
+    }
+    for (key, says) in [
+        ("header:", "is not ip, header:NAME"),
+        ("session", "is not ip, header:NAME"),
+        ("claim:sub", "need auth_required: true"),
+    ] {
+        let mut r = router("/ws/chat");
+        r["sticky"] = json!({ "key": key });
+        let e = one_error(&config(vec![r]));
+        assert!(e.contains("sticky.key: ") && e.contains(says), "{key}: {e}");
+    }
+}
+
+#[test]
 fn server_and_limits_blocks() {
     let c = ok_value(&config_with(json!({
         "server": { "host": "127.0.0.1", "port": 8080 },
