@@ -65,13 +65,6 @@ impl Balancers {
             backend,
         }
     }
-
-    /// Open connections per backend of a route (for tests and logs).
-    pub fn active(&self, route: usize) -> Vec<usize> {
-        self.routes.get(route).map_or_else(Vec::new, |b| {
-            b.active.iter().map(|a| a.load(Relaxed)).collect()
-        })
-    }
 }
 
 /// The stickiness key of a connection, if the request carries it.

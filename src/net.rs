@@ -2,7 +2,7 @@
 //! driver ([`crate::reactor`]), on async-io outside a worker thread, or a TLS backend.
 
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -10,8 +10,7 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use futures_rustls::client::TlsStream;
 use smol::Async;
 
-use crate::reactor::io::Plain;
-use crate::reactor::Socket;
+use crate::reactor::{current, Socket};
 
 /// A connection (client or backend).
 pub enum Stream {
@@ -23,16 +22,43 @@ pub enum Stream {
     Tls(Box<TlsStream<Async<TcpStream>>>),
 }
 
-impl From<Plain> for Stream {
-    fn from(plain: Plain) -> Stream {
-        match plain {
-            Plain::Driver(s) => Stream::Driver(s),
-            Plain::Async(s) => Stream::Async(s),
+impl Stream {
+    /// An accepted connection, on this thread's driver (async-io outside a worker thread). It
+    /// must be non-blocking already, as [`crate::reactor::Listener::accept`] gives it: that
+    /// saves a system call per connection.
+    pub fn accepted(stream: TcpStream) -> io::Result<Stream> {
+        match current() {
+            Some(driver) => Socket::new(driver, stream).map(Stream::Driver),
+            None => Async::new(stream).map(Stream::Async),
         }
     }
-}
 
-impl Stream {
+    /// A plain connection to `addr`, made without blocking the thread.
+    pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
+        match current() {
+            Some(driver) => Socket::connect(driver, addr).await.map(Stream::Driver),
+            None => Async::<TcpStream>::connect(addr).await.map(Stream::Async),
+        }
+    }
+
+    /// The TCP connection underneath.
+    pub fn tcp(&self) -> &TcpStream {
+        match self {
+            Stream::Driver(s) => s.get_ref(),
+            Stream::Async(s) => s.get_ref(),
+            Stream::Tls(s) => s.get_ref().0.get_ref(),
+        }
+    }
+
+    /// A plain connection moved to async-io, for TLS on top of it (a TLS stream as it is).
+    pub fn into_async(self) -> io::Result<Async<TcpStream>> {
+        match self {
+            Stream::Driver(s) => s.into_async(),
+            Stream::Async(s) => Ok(s),
+            Stream::Tls(_) => Err(io::Error::other("already a TLS stream")),
+        }
+    }
+
     /// Ready when a read would not block (a TLS stream is always ready: it may hold decrypted
     /// bytes the socket does not show).
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -45,12 +71,7 @@ impl Stream {
 
     /// Sends FIN (no more writes).
     pub fn shutdown_write(&self) {
-        let tcp = match self {
-            Stream::Driver(s) => return s.shutdown_write(),
-            Stream::Async(s) => s.get_ref(),
-            Stream::Tls(s) => s.get_ref().0.get_ref(),
-        };
-        let _ = tcp.shutdown(Shutdown::Write);
+        let _ = self.tcp().shutdown(Shutdown::Write);
     }
 }
 

@@ -22,7 +22,7 @@ use crate::config::{Config, Route};
 use crate::error::Error;
 use crate::handshake::{self, Head, Request, Upgrade};
 use crate::net::Stream;
-use crate::reactor::{self, io::Plain, Listener, Timer};
+use crate::reactor::{self, Listener, Timer};
 use crate::relay::{self, Rules};
 use crate::route;
 use crate::upstream::{self, ClientSide};
@@ -180,8 +180,8 @@ async fn serve_connection(
     let _ = stream.set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
     // On this worker thread's edge-triggered driver for the connection's whole life.
-    let stream = match Plain::new(stream) {
-        Ok(s) => Stream::from(s),
+    let stream = match Stream::accepted(stream) {
+        Ok(s) => s,
         Err(e) => {
             log::warn!("conn {id} {peer}: cannot register the connection: {e}");
             return;
@@ -249,6 +249,7 @@ async fn open(
         at,
         route,
         target,
+        query,
         upgrade,
         claims,
     } = match admit(config, &request) {
@@ -256,9 +257,6 @@ async fn open(
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
     let sticky = route.sticky.as_ref().and_then(|s| {
-        let query = route::split_target(&route::origin_form(&request.target))
-            .1
-            .map(str::to_string);
         balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
     });
     let candidates = balancers.candidates(at, peer.ip(), sticky.as_deref());
@@ -320,6 +318,8 @@ struct Admitted<'c> {
     at: usize,
     route: &'c Route,
     target: String,
+    /// The client's query (for a `query:` sticky key).
+    query: Option<String>,
     upgrade: Upgrade,
     claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
@@ -339,7 +339,8 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
         return Err(Error::MethodNotAllowed(req.method.clone()));
     }
     let upgrade = handshake::check_upgrade(req)?;
-    let mut query = query.map(str::to_string);
+    let client_query = query.map(str::to_string);
+    let mut query = client_query.clone();
     let mut claims = None;
     if route.auth_required {
         let Some(jwt) = config.jwt.as_ref() else {
@@ -374,6 +375,7 @@ fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Error> {
         at: index,
         route,
         target,
+        query: client_query,
         upgrade,
         claims,
     })

@@ -17,7 +17,6 @@ use crate::config::{Backend, Config, Route};
 use crate::error::Error;
 use crate::handshake::{read_response, Head, Request, Upgrade};
 use crate::net::Stream;
-use crate::reactor::io::Plain;
 use crate::reactor::Timer;
 
 /// Largest backend response head accepted.
@@ -71,7 +70,7 @@ pub struct ClientSide<'a> {
 
 /// Connects to `backend`, asks for `path_and_query`, and waits for its 101, all within the
 /// backend connect timeout.
-pub async fn connect(
+async fn connect(
     config: &Config,
     backend: &Backend,
     path_and_query: &str,
@@ -155,7 +154,7 @@ async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, E
     let mut last = None;
     let mut tcp = None;
     for addr in addrs {
-        match Plain::connect(addr).await {
+        match Stream::connect(addr).await {
             Ok(s) => {
                 tcp = Some(s);
                 break;
@@ -167,9 +166,9 @@ async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, E
         unreachable(last.map_or_else(|| "no address".to_string(), |e| e.to_string()))
     })?;
     // Small frames must not wait for Nagle: this is an interactive relay.
-    let _ = tcp.get_ref().set_nodelay(true);
+    let _ = tcp.tcp().set_nodelay(true);
     if !backend.tls {
-        return Ok(Stream::from(tcp));
+        return Ok(tcp);
     }
     // TLS runs on async-io.
     let tcp = tcp.into_async().map_err(|e| unreachable(e.to_string()))?;

@@ -133,7 +133,11 @@ fn random_honours_weights_within_3_points() {
 fn least_connections_spreads_held_connections_by_weight() {
     // Held open, so that "fewest open connections" decides. 1500 held connections take 6000
     // descriptors in this one test process (client, gateway's two, backend).
-    raise_open_files(8192);
+    let limit = raise_open_files(8192);
+    assert!(
+        limit >= 8192,
+        "this test needs ulimit -n >= 8192, have {limit}"
+    );
     let (gw, counts) = weighted("least_connections");
     run_for(Duration::from_secs(300), async {
         let held = open_many(gw, 1500, 10, true).await;

@@ -10,28 +10,14 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use common::*;
 
-/// The test process itself holds 1000 client sockets: lift its own soft limit.
-fn make_room_for_clients() {
-    use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
-    let lim = getrlimit(Resource::Nofile);
-    let want = 4096.min(lim.maximum.unwrap_or(u64::MAX));
-    if lim.current.is_some_and(|c| c < want) {
-        let new = Rlimit {
-            current: Some(want),
-            maximum: lim.maximum,
-        };
-        setrlimit(Resource::Nofile, new).expect("raise the test's open files limit");
-    }
-    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
+#[test]
+fn out_of_fds_logs_once_a_second_keeps_running_and_serves_again() {
+    // This process itself holds the 1000 client sockets.
+    let now = raise_open_files(4096);
     assert!(
         now >= 1200,
         "this test needs ulimit -n >= 1200 for its clients, have {now}"
     );
-}
-
-#[test]
-fn out_of_fds_logs_once_a_second_keeps_running_and_serves_again() {
-    make_room_for_clients();
     let limits = r#""limits": { "handshake_timeout_ms": 60000 },"#;
     let mut gw = GatewayProcess::start(&config_json(start_echo(), limits, ""), Some(256));
     let addr: SocketAddr = gw.addr();

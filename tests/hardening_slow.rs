@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
-use rustix::process::{getrlimit, setrlimit, Resource};
 use smol::net::TcpStream;
 
 /// A normal client connects through `gw` and gets its message echoed.
@@ -60,19 +59,6 @@ fn slowloris_is_cut_at_the_handshake_timeout() {
     });
 }
 
-/// Raises the soft limit on open files to at least `need` if it is lower (up to the hard
-/// limit); returns the soft limit in force.
-fn raise_fd_limit(need: u64) -> u64 {
-    let mut lim = getrlimit(Resource::Nofile);
-    let current = lim.current.unwrap_or(u64::MAX);
-    if current >= need {
-        return current;
-    }
-    lim.current = Some(lim.maximum.map_or(need, |max| max.min(need)));
-    setrlimit(Resource::Nofile, lim).expect("raise RLIMIT_NOFILE");
-    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
-}
-
 /// How many sockets of this process are the gateway's accepted side of a connection to `gw`
 /// (local port = the gateway's port): counted from /proc, so a socket still in the kernel's
 /// accept queue (not yet accepted by the gateway) does not count.
@@ -101,7 +87,7 @@ fn accepted_by_gateway(gw: SocketAddr) -> usize {
 fn five_hundred_slowloris_clients_do_not_block_a_normal_client() {
     const SLOW: usize = 500;
     // This process holds both ends of every connection, plus the backend legs of the check.
-    let limit = raise_fd_limit(2 * SLOW as u64 + 256);
+    let limit = raise_open_files(2 * SLOW as u64 + 256);
     assert!(
         limit >= 2 * SLOW as u64 + 64,
         "RLIMIT_NOFILE {limit} is too low"

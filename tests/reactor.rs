@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt, FutureExt};
 use kairos_gateway::net::Stream;
-use kairos_gateway::reactor::{self, io::Plain, Listener, Timer};
+use kairos_gateway::reactor::{self, Listener, Timer};
 
 /// Runs `fut` on a driver thread, failing if it takes longer than 10 s (a driver timer bounds it;
 /// the watchdog thread bounds a driver that never wakes).
@@ -77,7 +77,7 @@ fn sockets_on_the_driver_accept_connect_and_carry_a_megabyte_both_ways() {
         // Server side: echo everything until EOF.
         let server = async {
             let (tcp, _) = listener.accept().await.unwrap();
-            let mut s = Stream::from(Plain::new(tcp).unwrap());
+            let mut s = Stream::accepted(tcp).unwrap();
             assert!(
                 matches!(s, Stream::Driver(_)),
                 "accepted socket is not on the driver"
@@ -93,7 +93,7 @@ fn sockets_on_the_driver_accept_connect_and_carry_a_megabyte_both_ways() {
             }
         };
         let client = async {
-            let c = Stream::from(Plain::connect(addr).await.unwrap());
+            let c = Stream::connect(addr).await.unwrap();
             assert!(
                 matches!(c, Stream::Driver(_)),
                 "connected socket is not on the driver"
@@ -128,7 +128,7 @@ fn outside_a_worker_thread_sockets_fall_back_to_async_io() {
         s.write_all(&b).unwrap();
     });
     let got = smol::block_on(async {
-        let mut c = Stream::from(Plain::connect(addr).await.unwrap());
+        let mut c = Stream::connect(addr).await.unwrap();
         assert!(matches!(c, Stream::Async(_)));
         c.write_all(b"hello").await.unwrap();
         let mut b = [0u8; 5];

@@ -7,6 +7,7 @@
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
@@ -16,7 +17,7 @@ use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
 use smol::Async;
 
-use super::{current, lock, store, Driver, Source, State, SOCKETS};
+use super::{current, lock, store, Driver, Source, SOCKETS};
 
 /// A descriptor's place in a driver.
 pub struct Registration {
@@ -28,11 +29,9 @@ pub struct Registration {
 impl Registration {
     fn new(driver: Arc<Driver>, fd: impl AsFd, flags: EventFlags) -> io::Result<Registration> {
         let source = Arc::new(Source {
-            state: Mutex::new(State {
-                readable: true,
-                writable: true,
-                ..State::default()
-            }),
+            readable: AtomicBool::new(true),
+            writable: AtomicBool::new(true),
+            waiting: Mutex::default(),
         });
         let key = {
             let mut slab = lock(&driver.sources);
@@ -55,27 +54,32 @@ impl Registration {
     }
 
     fn clear_readable(&self) {
-        lock(&self.source.state).readable = false;
+        self.source.readable.store(false, SeqCst);
     }
 
     /// Ready when an edge came since the last [`Registration::clear_readable`].
     fn poll_readable(&self, cx: &Context<'_>) -> Poll<()> {
-        let mut st = lock(&self.source.state);
-        if st.readable {
+        if self.source.readable.load(SeqCst) {
             return Poll::Ready(());
         }
-        store(&mut st.reader, cx);
+        let mut w = lock(&self.source.waiting);
+        if self.source.readable.load(SeqCst) {
+            return Poll::Ready(());
+        }
+        store(&mut w.reader, cx);
         Poll::Pending
     }
 
     /// After a write would block: ready (to retry) when an edge came meanwhile.
     fn poll_writable(&self, cx: &Context<'_>) -> Poll<()> {
-        let mut st = lock(&self.source.state);
-        if st.writable {
-            st.writable = false;
+        if self.source.writable.swap(false, SeqCst) {
             return Poll::Ready(());
         }
-        store(&mut st.writer, cx);
+        let mut w = lock(&self.source.waiting);
+        if self.source.writable.swap(false, SeqCst) {
+            return Poll::Ready(());
+        }
+        store(&mut w.writer, cx);
         Poll::Pending
     }
 }
@@ -123,10 +127,38 @@ pub struct Socket {
 }
 
 impl Socket {
-    fn new(driver: Arc<Driver>, stream: TcpStream) -> io::Result<Socket> {
+    /// Registers a connected, non-blocking stream with `driver`.
+    pub(crate) fn new(driver: Arc<Driver>, stream: TcpStream) -> io::Result<Socket> {
         let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         let reg = Registration::new(driver, &stream, flags)?;
         Ok(Socket { stream, reg })
+    }
+
+    /// Connects to `addr` on `driver` without blocking the thread.
+    pub(crate) async fn connect(driver: Arc<Driver>, addr: SocketAddr) -> io::Result<Socket> {
+        let family = match addr {
+            SocketAddr::V4(_) => AddressFamily::INET,
+            SocketAddr::V6(_) => AddressFamily::INET6,
+        };
+        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
+        let fd: OwnedFd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
+        let started = rustix::net::connect(&fd, &addr);
+        let socket = Socket::new(driver, TcpStream::from(fd))?;
+        match started {
+            Ok(()) => return Ok(socket),
+            Err(e) if e == rustix::io::Errno::INPROGRESS => {}
+            Err(e) => return Err(e.into()),
+        }
+        std::future::poll_fn(|cx| socket.reg.poll_writable(cx)).await;
+        match rustix::net::sockopt::socket_error(&socket.stream)? {
+            Ok(()) => Ok(socket),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The TCP stream.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
     }
 
     /// Ready when the socket has shown readable since the last read (or is broken).
@@ -143,66 +175,6 @@ impl Socket {
     pub fn into_async(self) -> io::Result<Async<TcpStream>> {
         let _ = epoll::delete(&self.reg.driver.epoll, &self.stream);
         Async::new(self.stream)
-    }
-}
-
-/// A connected TCP stream on this thread's driver, or on async-io outside a worker thread.
-pub enum Plain {
-    /// On the driver.
-    Driver(Socket),
-    /// On async-io.
-    Async(Async<TcpStream>),
-}
-
-impl Plain {
-    /// The TCP stream.
-    pub fn get_ref(&self) -> &TcpStream {
-        match self {
-            Plain::Driver(s) => &s.stream,
-            Plain::Async(s) => s.get_ref(),
-        }
-    }
-
-    /// On async-io (for TLS).
-    pub fn into_async(self) -> io::Result<Async<TcpStream>> {
-        match self {
-            Plain::Driver(s) => s.into_async(),
-            Plain::Async(s) => Ok(s),
-        }
-    }
-
-    /// Puts a connected stream on this thread's driver. It must be non-blocking already (as
-    /// [`Listener::accept`] gives it): that saves a system call per connection.
-    pub fn new(stream: TcpStream) -> io::Result<Plain> {
-        match current() {
-            Some(driver) => Socket::new(driver, stream).map(Plain::Driver),
-            None => Async::new(stream).map(Plain::Async),
-        }
-    }
-
-    /// Connects to `addr` without blocking the thread.
-    pub async fn connect(addr: SocketAddr) -> io::Result<Plain> {
-        let Some(driver) = current() else {
-            return Async::<TcpStream>::connect(addr).await.map(Plain::Async);
-        };
-        let family = match addr {
-            SocketAddr::V4(_) => AddressFamily::INET,
-            SocketAddr::V6(_) => AddressFamily::INET6,
-        };
-        let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
-        let fd: OwnedFd = rustix::net::socket_with(family, SocketType::STREAM, flags, None)?;
-        let started = rustix::net::connect(&fd, &addr);
-        let socket = Socket::new(driver, TcpStream::from(fd))?;
-        match started {
-            Ok(()) => return Ok(Plain::Driver(socket)),
-            Err(e) if e == rustix::io::Errno::INPROGRESS => {}
-            Err(e) => return Err(e.into()),
-        }
-        std::future::poll_fn(|cx| socket.reg.poll_writable(cx)).await;
-        match rustix::net::sockopt::socket_error(&socket.stream)? {
-            Ok(()) => Ok(Plain::Driver(socket)),
-            Err(e) => Err(e.into()),
-        }
     }
 }
 

@@ -52,7 +52,7 @@ pub fn counts() -> (usize, usize) {
 }
 
 /// This thread's driver, if it runs [`block_on`].
-fn current() -> Option<Arc<Driver>> {
+pub(crate) fn current() -> Option<Arc<Driver>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
@@ -116,7 +116,7 @@ impl Wake for Signal {
     }
 }
 
-struct Driver {
+pub(crate) struct Driver {
     epoll: OwnedFd,
     notify: OwnedFd,
     sources: Mutex<Slab>,
@@ -137,16 +137,18 @@ struct Timers {
     next: u64,
 }
 
-#[derive(Default)]
+/// What a socket's edges told since its last read or write, and who waits for the next one.
+/// The flags are atomics so that a read or write that does not block takes no lock; an edge
+/// sets a flag and takes its waker under `waiting`, and a task checks the flag again under it
+/// before it parks, so no edge is lost.
 struct Source {
-    state: Mutex<State>,
+    readable: AtomicBool,
+    writable: AtomicBool,
+    waiting: Mutex<Waiting>,
 }
 
-/// What a socket's edges told since its last read or write, and who waits for the next one.
 #[derive(Default)]
-struct State {
-    readable: bool,
-    writable: bool,
+struct Waiting {
     reader: Option<Waker>,
     writer: Option<Waker>,
 }
@@ -232,14 +234,14 @@ impl Driver {
 impl Source {
     fn ready(&self, flags: EventFlags, wakers: &mut Vec<Waker>) {
         let broken = flags.intersects(EventFlags::ERR | EventFlags::HUP);
-        let mut st = lock(&self.state);
+        let mut w = lock(&self.waiting);
         if broken || flags.intersects(EventFlags::IN | EventFlags::RDHUP | EventFlags::PRI) {
-            st.readable = true;
-            wakers.extend(st.reader.take());
+            self.readable.store(true, SeqCst);
+            wakers.extend(w.reader.take());
         }
         if broken || flags.contains(EventFlags::OUT) {
-            st.writable = true;
-            wakers.extend(st.writer.take());
+            self.writable.store(true, SeqCst);
+            wakers.extend(w.writer.take());
         }
     }
 }

@@ -391,9 +391,9 @@ impl Drop for GatewayProcess {
     }
 }
 
-/// Raises this test process's soft open-files limit to at least `want` (up to the hard limit);
-/// panics naming the limit when the hard limit is lower.
-pub fn raise_open_files(want: u64) {
+/// Raises this test process's soft open-files limit to at least `want` when it is lower (up
+/// to the hard limit); returns the soft limit in force.
+pub fn raise_open_files(want: u64) -> u64 {
     use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
     let lim = getrlimit(Resource::Nofile);
     if lim.current.is_some_and(|c| c < want) {
@@ -404,9 +404,5 @@ pub fn raise_open_files(want: u64) {
         };
         let _ = setrlimit(Resource::Nofile, new);
     }
-    let now = getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX);
-    assert!(
-        now >= want,
-        "this test needs ulimit -n >= {want}, the hard limit allows {now}"
-    );
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
