@@ -1,6 +1,7 @@
 //! The one error type of a proxied connection, and the only place where an error is mapped to
 //! an HTTP status (before the upgrade) or a WebSocket close code (after it).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -66,6 +67,14 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// Every backend of the route is marked down by its health check or has an open circuit
+    /// breaker.
+    NoBackend {
+        /// The route's `external_path`.
+        route: String,
+        /// When one may be usable again.
+        retry_after: Duration,
+    },
 }
 
 impl Error {
@@ -82,28 +91,34 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
+            Error::NoBackend { .. } => 503,
             Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
             Error::BackendStatus { .. } => 502,
         })
     }
 
     /// Extra response headers that go with `status()`.
-    pub fn headers(&self) -> Option<(&'static str, &str)> {
-        match self {
-            Error::MethodNotAllowed(_) => Some(("Allow", "GET")),
-            Error::NotUpgrade => Some(("Upgrade", "websocket")),
-            Error::BadVersion(_) => Some(("Sec-WebSocket-Version", "13")),
-            Error::Unauthorized(_) => Some(("WWW-Authenticate", "Bearer")),
+    pub fn headers(&self) -> Option<(&'static str, Cow<'_, str>)> {
+        let (name, value): (_, Cow<'_, str>) = match self {
+            Error::MethodNotAllowed(_) => ("Allow", "GET".into()),
+            Error::NotUpgrade => ("Upgrade", "websocket".into()),
+            Error::BadVersion(_) => ("Sec-WebSocket-Version", "13".into()),
+            Error::Unauthorized(_) => ("WWW-Authenticate", "Bearer".into()),
             Error::BackendStatus {
                 status: 401,
                 www_authenticate,
                 ..
-            } => Some((
+            } => (
                 "WWW-Authenticate",
-                www_authenticate.as_deref().unwrap_or("Bearer"),
-            )),
-            _ => None,
-        }
+                www_authenticate.as_deref().unwrap_or("Bearer").into(),
+            ),
+            Error::NoBackend { retry_after, .. } => (
+                "Retry-After",
+                retry_seconds(*retry_after).to_string().into(),
+            ),
+            _ => return None,
+        };
+        Some((name, value))
     }
 
     /// The text sent to the client: the `Display` text, except that backend failures do not
@@ -136,8 +151,14 @@ impl Error {
                 | Error::BackendTimeout { .. }
                 | Error::BackendStatus { .. }
                 | Error::BackendFailed { .. }
+                | Error::NoBackend { .. }
         )
     }
+}
+
+/// Whole seconds for `Retry-After`, rounded up, at least 1.
+fn retry_seconds(d: Duration) -> u64 {
+    d.as_millis().div_ceil(1000).max(1) as u64
 }
 
 impl fmt::Display for Error {
@@ -184,6 +205,12 @@ impl fmt::Display for Error {
             Error::BackendFailed { url, reason } => {
                 write!(f, "backend {url} handshake failed: {reason}")
             }
+            Error::NoBackend { route, retry_after } => write!(
+                f,
+                "no backend of route {route} is available (each is marked down by its health \
+                 check or has an open circuit breaker); retry in {} s",
+                retry_seconds(*retry_after)
+            ),
         }
     }
 }

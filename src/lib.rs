@@ -17,6 +17,7 @@ pub mod echo;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod health;
 pub mod net;
 pub mod reactor;
 pub mod relay;

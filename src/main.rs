@@ -150,12 +150,20 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
         env!("CARGO_PKG_VERSION")
     );
     for r in &config.routes {
-        let b = &r.backends[0];
+        let backends: Vec<String> = r
+            .backends
+            .iter()
+            .map(|b| format!("{}{}", b.origin(), r.internal.as_str()))
+            .collect();
         log::info!(
             "route {} -> {}{}{}",
             r.external.as_str(),
-            b.origin(),
-            r.internal.as_str(),
+            backends.join(", "),
+            if r.backends.len() > 1 {
+                format!(" ({})", r.strategy.name())
+            } else {
+                String::new()
+            },
             if r.auth_required {
                 " (JWT required)"
             } else {
@@ -163,6 +171,9 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
             }
         );
     }
+    gateway
+        .start_health_checks()
+        .map_err(|e| format!("cannot start the health check thread: {e}"))?;
     log::info!("{} worker thread(s)", config.workers);
     for i in 1..config.workers {
         let gateway = gateway.clone();

@@ -90,6 +90,12 @@ impl Gateway {
         })
     }
 
+    /// Starts the active health checks of the routes that have them (on a thread of their
+    /// own); they stop when this gateway's balancers are gone.
+    pub fn start_health_checks(&self) -> io::Result<()> {
+        crate::health::start(self.config.clone(), &self.balancers)
+    }
+
     /// The address actually bound (useful with port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -161,6 +167,7 @@ impl Gateway {
 pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
     let gateway = smol::block_on(Gateway::bind(config))?;
     let addr = gateway.local_addr()?;
+    gateway.start_health_checks()?;
     for i in 0..threads.max(1) {
         let gateway = gateway.clone();
         std::thread::Builder::new()
@@ -221,7 +228,7 @@ struct Opened {
     backend_early: Vec<u8>,
     deflate: bool,
     /// Counts the connection on its backend while it lives.
-    _lease: Lease,
+    _lease: Option<Lease>,
 }
 
 /// Everything before the relay: request, route, token, backend, 101. `None` when the
@@ -259,15 +266,15 @@ async fn open(
     let sticky = route.sticky.as_ref().and_then(|s| {
         balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
     });
-    let candidates = balancers.candidates(at, peer.ip(), sticky.as_deref());
+    let mut plan = balancers.plan(at, peer.ip(), sticky.as_deref());
     let client = ClientSide {
         request: &request,
         upgrade: &upgrade,
         peer,
         proto: "http",
     };
-    let connected = upstream::connect_any(config, route, &candidates, &target, &client).await;
-    let (chosen, upgraded) = match connected {
+    let connected = upstream::connect_any(config, route, &mut plan, &target, &client).await;
+    let (chosen, upgraded, lease) = match connected {
         Ok(c) => c,
         Err(e) => return refuse(&mut stream, peer, id, &e).await,
     };
@@ -277,7 +284,6 @@ async fn open(
         route.index,
         route.backends[chosen].origin()
     );
-    let lease = balancers.lease(at, chosen);
     let accept = derive_accept_key(upgrade.key.as_bytes());
     if let Err(e) = handshake::write_switching(&mut stream, &accept, &upgraded.headers).await {
         log::debug!("conn {id} {peer}: client gone before the 101 was sent: {e}");

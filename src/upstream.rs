@@ -13,6 +13,7 @@ use futures_lite::{AsyncWriteExt, FutureExt};
 use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls;
 
+use crate::balance::{Lease, Plan};
 use crate::config::{Backend, Config, Route};
 use crate::error::Error;
 use crate::handshake::{read_response, Head, Request, Upgrade};
@@ -93,37 +94,48 @@ async fn connect(
         .await
 }
 
-/// Tries `candidates` (indexes into `route.backends`, best first), at most
-/// `1 + route.max_retries` of them, until one accepts; each failure is logged. A 4xx answer is
-/// the backend's answer and is not retried. When every attempt failed: the last failure that
-/// was not a timeout (502), or a timeout (504) when all of them timed out.
+/// Tries the backends of `plan`, best first, at most `1 + route.max_retries` of them, until
+/// one accepts; each failure is logged and told to that backend's circuit breaker. A 4xx
+/// answer is the backend's answer and is not retried. When every attempt failed: the last
+/// failure that was not a timeout (502), or a timeout (504) when all of them timed out. When
+/// no backend could be tried at all (all down or open): 503 with `Retry-After`.
 pub async fn connect_any(
     config: &Config,
     route: &Route,
-    candidates: &[usize],
+    plan: &mut Plan,
     path_and_query: &str,
     client: &ClientSide<'_>,
-) -> Result<(usize, Upgraded), Error> {
-    let attempts = candidates.len().min(1 + route.max_retries as usize);
+) -> Result<(usize, Upgraded, Option<Lease>), Error> {
+    let attempts = 1 + route.max_retries as usize;
     let mut failure = None;
-    for (n, &i) in candidates.iter().take(attempts).enumerate() {
+    let mut n = 0;
+    while n < attempts {
+        let Some(attempt) = plan.next_attempt() else {
+            break;
+        };
+        n += 1;
+        let i = attempt.backend();
         let Some(backend) = route.backends.get(i) else {
             continue;
         };
         match connect(config, backend, path_and_query, client).await {
-            Ok(up) => return Ok((i, up)),
+            Ok(up) => return Ok((i, up, attempt.succeeded())),
             Err(
                 e @ Error::BackendStatus {
                     status: 400..=499, ..
                 },
-            ) => return Err(e),
+            ) => {
+                attempt.succeeded();
+                return Err(e);
+            }
             Err(e) => {
-                let next = if n + 1 < attempts {
+                attempt.failed(&e.to_string());
+                let next = if n < attempts && plan.has_more() {
                     "trying the next backend"
                 } else {
                     "giving up"
                 };
-                log::warn!("{} attempt {}/{attempts}: {e}; {next}", client.peer, n + 1);
+                log::warn!("{} attempt {n}/{attempts}: {e}; {next}", client.peer);
                 // A timeout never hides an earlier non-timeout failure: 504 means all timed out.
                 let timeout = |e: &Error| matches!(e, Error::BackendTimeout { .. });
                 failure = match failure {
@@ -133,13 +145,14 @@ pub async fn connect_any(
             }
         }
     }
-    Err(failure.unwrap_or_else(|| Error::BackendUnreachable {
-        url: route.internal.as_str().to_string(),
-        reason: "the route has no backend".to_string(),
+    Err(failure.unwrap_or_else(|| Error::NoBackend {
+        route: route.external.as_str().to_string(),
+        retry_after: plan.retry_after(),
     }))
 }
 
-async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, Error> {
+/// A TCP (and for `wss://`, TLS) connection to `backend`; `url` names it in errors.
+pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, Error> {
     let unreachable = |reason: String| Error::BackendUnreachable {
         url: url.to_string(),
         reason,

@@ -2,7 +2,9 @@
 //! [`Config`] with only valid states (compiled routes, loaded keys, TLS roots), shared as
 //! `Arc<Config>` by every connection.
 
+mod backends;
 mod fields;
+mod resilience;
 mod routers;
 
 use std::fmt;
@@ -14,8 +16,10 @@ use futures_rustls::rustls;
 use serde_json::Value;
 
 use crate::auth::{JwtSettings, JwtVerifier, KeySource};
+pub use backends::Backend;
 use fields::{Fields, Report};
-pub use routers::{Backend, Route, Sticky, Strategy};
+pub use resilience::{CircuitBreaker, HealthCheck};
+pub use routers::{Route, Sticky, Strategy};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;

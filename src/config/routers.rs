@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
+use super::backends::{read_backends, Backend};
 use super::fields::{kind, Fields, Report};
+use super::resilience::{read_circuit, read_health, CircuitBreaker, HealthCheck};
 use crate::route::PathPattern;
 
 /// One WebSocket route.
@@ -25,6 +27,10 @@ pub struct Route {
     pub max_retries: u32,
     /// `sticky.key`: what keeps a client on one backend (none: the strategy decides).
     pub sticky: Option<Sticky>,
+    /// `circuit_breaker` (on by default).
+    pub circuit: CircuitBreaker,
+    /// `health_check` (off unless configured, or a backend has a `health_check_path`).
+    pub health: Option<HealthCheck>,
 }
 
 /// `sticky.key`: where a connection's stickiness key comes from.
@@ -69,40 +75,6 @@ impl Strategy {
             .iter()
             .find(|(_, s)| *s == self)
             .map_or("?", |(n, _)| n)
-    }
-}
-
-/// One backend of a route.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Backend {
-    /// `wss://` (true) or `ws://` (false).
-    pub tls: bool,
-    /// Host name or IP address (without brackets for IPv6).
-    pub host: String,
-    /// `port`.
-    pub port: u16,
-    /// `weight` (>= 1, default 1).
-    pub weight: u32,
-}
-
-impl Backend {
-    /// `ws://host:port` (for logs and error messages).
-    pub fn origin(&self) -> String {
-        let scheme = if self.tls { "wss" } else { "ws" };
-        if self.host.contains(':') {
-            format!("{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            format!("{scheme}://{}:{}", self.host, self.port)
-        }
-    }
-
-    /// The `Host` header value for this backend.
-    pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
-        }
     }
 }
 
@@ -204,6 +176,23 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
     };
     let max_retries = read_retry(&mut f, report);
     let sticky = read_sticky(&mut f, report, auth_required);
+    let circuit = read_circuit(&mut f, report, backends.len());
+    let any_path = backends.iter().any(|b| b.health_check_path.is_some());
+    let health = read_health(&mut f, report, any_path);
+    if let (Some(_), Some(int)) = (&health, &internal) {
+        let unprobed = backends.iter().any(|b| b.health_check_path.is_none());
+        if int.params().next().is_some() && unprobed {
+            f.error(
+                report,
+                "health_check",
+                format!(
+                    "internal_path {} has {{name}} parameters, so a WebSocket probe cannot \
+                     know what to ask for: give each backend a health_check_path",
+                    int.as_str()
+                ),
+            );
+        }
+    }
     f.finish(report);
     if report.errors.len() > errors_before {
         return None;
@@ -217,6 +206,8 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         strategy,
         max_retries,
         sticky,
+        circuit,
+        health,
     })
 }
 
@@ -280,89 +271,4 @@ fn path_field(f: &mut Fields, report: &mut Report, key: &'static str) -> Option<
     PathPattern::parse(text)
         .map_err(|e| f.error(report, key, e))
         .ok()
-}
-
-fn read_backends(f: &mut Fields, report: &mut Report) -> Vec<Backend> {
-    let list = match f.raw("backends") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        Some(Value::Array(_)) => {
-            f.error(report, "backends", "must list at least one backend");
-            return Vec::new();
-        }
-        Some(other) => {
-            f.error(
-                report,
-                "backends",
-                format!("must be an array, found {}", kind(other)),
-            );
-            return Vec::new();
-        }
-        None => {
-            f.error(report, "backends", "is required (at least one backend)");
-            return Vec::new();
-        }
-    };
-    let ctx = f.name("");
-    list.iter()
-        .enumerate()
-        .filter_map(|(j, v)| {
-            let mut b = Fields::new(&ctx, &format!("backends[{j}]."), v, report)?;
-            let host = b.required_string(report, "host");
-            let port = match b.raw("port") {
-                None => {
-                    b.error(report, "port", "is required (1-65535)");
-                    0
-                }
-                Some(_) => b.int(report, "port", 1, 65535, 0) as u16,
-            };
-            let weight = b.int(report, "weight", 1, 1_000_000, 1) as u32;
-            let parsed =
-                host.and_then(|h| parse_host(h).map_err(|e| b.error(report, "host", e)).ok());
-            b.finish(report);
-            let (tls, host) = parsed?;
-            (port != 0).then_some(Backend {
-                tls,
-                host,
-                port,
-                weight,
-            })
-        })
-        .collect()
-}
-
-/// `ws://name` or `wss://name` -> (tls, name). A port or path in the host is refused, since
-/// `port` and `internal_path` are separate fields.
-pub fn parse_host(text: &str) -> Result<(bool, String), String> {
-    let (tls, rest) = if let Some(r) = text.strip_prefix("ws://") {
-        (false, r)
-    } else if let Some(r) = text.strip_prefix("wss://") {
-        (true, r)
-    } else {
-        return Err(format!("{text:?} must start with ws:// or wss://"));
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    let name = if let Some(v6) = rest.strip_prefix('[') {
-        match v6.strip_suffix(']') {
-            Some(addr) if addr.parse::<std::net::Ipv6Addr>().is_ok() => addr,
-            _ => return Err(format!("{text:?}: bad IPv6 address")),
-        }
-    } else {
-        if rest.contains(':') {
-            return Err(format!(
-                "{text:?}: put the port in the port field, not in host"
-            ));
-        }
-        rest
-    };
-    if name.is_empty()
-        || (!rest.starts_with('[')
-            && !name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'))
-    {
-        return Err(format!(
-            "{text:?}: the host must be a plain name or IP address (no path, user or query)"
-        ));
-    }
-    Ok((tls, name.to_string()))
 }

@@ -134,7 +134,8 @@ fn shipped_example_loads_with_defaults() {
             tls: false,
             host: "localhost".into(),
             port: 3000,
-            weight: 1
+            weight: 1,
+            health_check_path: None,
         }]
     );
     assert_eq!(r.backends[0].origin(), "ws://localhost:3000");
@@ -198,6 +199,145 @@ fn sticky_keys() {
         let e = one_error(&config(vec![r]));
         assert!(e.contains("sticky.key: ") && e.contains(says), "{key}: {e}");
     }
+}
+
+#[test]
+fn circuit_breaker_defaults_and_fields() {
+    use super::CircuitBreaker;
+    use std::time::Duration;
+    let one = ok_value(&config(vec![router("/ws/chat")])).config;
+    assert_eq!(
+        one.routes[0].circuit.failure_threshold, 0,
+        "off with one backend"
+    );
+    let mut r = router("/ws/chat");
+    r["backends"] = json!([
+        { "host": "ws://a", "port": 1 },
+        { "host": "ws://b", "port": 2 }
+    ]);
+    let two = ok_value(&config(vec![r.clone()])).config;
+    assert_eq!(two.routes[0].circuit, CircuitBreaker::default());
+    assert_eq!(two.routes[0].circuit.failure_threshold, 5);
+    assert_eq!(two.routes[0].circuit.open, Duration::from_millis(30_000));
+    let mut lone = router("/ws/chat");
+    lone["circuit_breaker"] = json!({ "failure_threshold": 2, "open_ms": 500 });
+    let c = ok_value(&config(vec![lone])).config;
+    assert_eq!(
+        c.routes[0].circuit,
+        CircuitBreaker {
+            failure_threshold: 2,
+            open: Duration::from_millis(500)
+        },
+        "an explicit block applies to a lone backend too"
+    );
+    for (block, says) in [
+        (
+            json!({ "open_ms": 0 }),
+            "circuit_breaker.open_ms: must be an integer from 10",
+        ),
+        (
+            json!({ "failure_threshold": -1 }),
+            "circuit_breaker.failure_threshold: must be",
+        ),
+        (json!(true), "circuit_breaker: must be a JSON object"),
+    ] {
+        r["circuit_breaker"] = block;
+        let e = one_error(&config(vec![r.clone()]));
+        assert!(e.contains(says), "{e}");
+    }
+}
+
+#[test]
+fn health_check_defaults_and_fields() {
+    use super::HealthCheck;
+    use std::time::Duration;
+    let off = ok_value(&config(vec![router("/ws/chat")])).config;
+    assert_eq!(off.routes[0].health, None);
+    let mut r = router("/ws/chat");
+    r["health_check"] = json!({});
+    let c = ok_value(&config(vec![r])).config;
+    assert_eq!(c.routes[0].health, Some(HealthCheck::default()));
+    let mut r = router("/ws/chat");
+    r["backends"][0]["health_check_path"] = json!("/healthz?full=1");
+    let c = ok_value(&config(vec![r])).config;
+    assert_eq!(
+        c.routes[0].health,
+        Some(HealthCheck::default()),
+        "a path turns checks on"
+    );
+    assert_eq!(
+        c.routes[0].backends[0].health_check_path.as_deref(),
+        Some("/healthz?full=1")
+    );
+    let mut r = router("/ws/chat");
+    r["health_check"] = json!({ "interval_ms": 500, "unhealthy_threshold": 1,
+        "healthy_threshold": 4 });
+    let h = ok_value(&config(vec![r])).config.routes[0].health.unwrap();
+    assert_eq!(h.interval, Duration::from_millis(500));
+    assert_eq!(
+        h.timeout,
+        Duration::from_millis(500),
+        "timeout defaults to min(2000, interval)"
+    );
+    assert_eq!((h.unhealthy_threshold, h.healthy_threshold), (1, 4));
+}
+
+#[test]
+fn health_check_errors() {
+    let cases = [
+        (
+            json!({ "interval_ms": 100, "timeout_ms": 200 }),
+            None,
+            "/ws",
+            "health_check.timeout_ms: 200 is longer than interval_ms (100)",
+        ),
+        (
+            json!({ "healthy_threshold": 0 }),
+            None,
+            "/ws",
+            "health_check.healthy_threshold: must be an integer from 1 to 1000",
+        ),
+        (
+            json!({ "interval_ms": 5 }),
+            None,
+            "/ws",
+            "health_check.interval_ms: must be an integer from 10",
+        ),
+        (
+            json!({}),
+            Some(json!("health")),
+            "/ws",
+            "backends[0].health_check_path: \"health\" must start with /",
+        ),
+        (
+            json!({}),
+            Some(json!("/a b")),
+            "/ws",
+            "contains ' '; use only visible ASCII",
+        ),
+        (
+            json!({}),
+            None,
+            "/rooms/{id}",
+            "health_check: internal_path /rooms/{id} has {name} parameters",
+        ),
+    ];
+    for (block, path, internal, says) in cases {
+        let mut r = router("/ws/{id}");
+        r["internal_path"] = json!(internal);
+        r["health_check"] = block;
+        if let Some(p) = path {
+            r["backends"][0]["health_check_path"] = p;
+        }
+        let e = one_error(&config(vec![r]));
+        assert!(e.contains(says), "want {says:?} in {e}");
+    }
+    // With a health_check_path on every backend, a parameterised internal_path is fine.
+    let mut r = router("/ws/{id}");
+    r["internal_path"] = json!("/rooms/{id}");
+    r["health_check"] = json!({});
+    r["backends"][0]["health_check_path"] = json!("/health");
+    ok_value(&config(vec![r]));
 }
 
 #[test]

@@ -307,7 +307,7 @@ pub async fn write_error<S: AsyncWrite + Unpin>(stream: &mut S, err: &Error) -> 
     if let Some((name, value)) = err.headers() {
         head.push_str(name);
         head.push_str(": ");
-        head.push_str(value);
+        head.push_str(&value);
         head.push_str("\r\n");
     }
     head.push_str("\r\n");
