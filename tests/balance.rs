@@ -46,8 +46,8 @@ fn config(backends: &[(SocketAddr, u32)], route_extra: &str, limits: &str) -> St
     )
 }
 
-/// Three counting backends with weights 3:2:1 behind a gateway using `strategy`.
-fn weighted(strategy: &str) -> (SocketAddr, Vec<Arc<AtomicUsize>>) {
+/// A config for three counting backends with weights 3:2:1 and `strategy`, and their counts.
+fn weighted_config(strategy: &str) -> (String, Vec<Arc<AtomicUsize>>) {
     let backends: Vec<_> = (0..3).map(|_| counting_backend()).collect();
     let list: Vec<(SocketAddr, u32)> = backends
         .iter()
@@ -55,8 +55,14 @@ fn weighted(strategy: &str) -> (SocketAddr, Vec<Arc<AtomicUsize>>) {
         .map(|(b, w)| (b.0, w))
         .collect();
     let extra = format!(r#""load_balancing_strategy": "{strategy}","#);
-    let gw = start_gateway(&config(&list, &extra, ""));
-    (gw, backends.into_iter().map(|b| b.1).collect())
+    let json = config(&list, &extra, "");
+    (json, backends.into_iter().map(|b| b.1).collect())
+}
+
+/// Three counting backends with weights 3:2:1 behind a gateway using `strategy`.
+fn weighted(strategy: &str) -> (SocketAddr, Vec<Arc<AtomicUsize>>) {
+    let (json, counts) = weighted_config(strategy);
+    (start_gateway(&json), counts)
 }
 
 /// Opens `n` connections, `batch` at a time; each is closed at once, or kept when `hold`.
@@ -141,20 +147,9 @@ fn least_connections_spreads_6000_held_connections_by_weight() {
         limit >= 13_000,
         "this test needs ulimit -n >= 13000 (hard limit), have {limit}"
     );
-    let backends: Vec<_> = (0..3).map(|_| counting_backend()).collect();
-    let list: Vec<(SocketAddr, u32)> = backends
-        .iter()
-        .zip([3, 2, 1])
-        .map(|(b, w)| (b.0, w))
-        .collect();
-    let json = config(
-        &list,
-        r#""load_balancing_strategy": "least_connections","#,
-        "",
-    );
+    let (json, counts) = weighted_config("least_connections");
     let gw = GatewayProcess::start(&json, None);
     let addr = gw.addr();
-    let counts: Vec<_> = backends.into_iter().map(|b| b.1).collect();
     run_for(Duration::from_secs(600), async {
         let held = open_many(addr, 6000, 20, true).await;
         let got = shares(&counts, 6000).await;
@@ -321,6 +316,10 @@ fn sticky_keys_always_reach_the_same_backend_and_removal_moves_only_its_keys() {
             }
         }
         assert_eq!(moved, on(3));
+        eprintln!(
+            "sticky: 1000 keys x 5 all on one backend; spread {:?}; removing backend 3 moved {moved}",
+            (0..4).map(on).collect::<Vec<_>>()
+        );
     });
 }
 

@@ -798,21 +798,10 @@ fn tls_echo_backend() -> TlsBackend {
     }
 }
 
-/// A gateway in front of `backend` as `wss://localhost`, with `extra` top-level members.
-fn wss_gateway(backend: &TlsBackend, extra: &str) -> SocketAddr {
-    start_gateway(&route_json(
-        "wss://localhost",
-        backend.addr.port(),
-        "/ws/chat",
-        "/ws",
-        extra,
-    ))
-}
-
-#[test]
-fn wss_backend_with_ca_file_echoes() {
+/// Starts a gateway for `json` after writing `backend`'s CA to a file that its
+/// `"tls": {"ca_file": ...}` member (given for `CA` in `json`) names.
+fn with_ca_file(backend: &TlsBackend, json: &str) -> SocketAddr {
     static N: AtomicU64 = AtomicU64::new(0);
-    let backend = tls_echo_backend();
     let ca_path = std::env::temp_dir().join(format!(
         "kairos-upstream-test-{}-{}-ca.pem",
         std::process::id(),
@@ -820,9 +809,30 @@ fn wss_backend_with_ca_file_echoes() {
     ));
     std::fs::write(&ca_path, &backend.ca_pem).unwrap();
     let path_json = serde_json::to_string(ca_path.to_str().unwrap()).unwrap();
-    let gw = wss_gateway(&backend, &format!(r#""tls": {{"ca_file": {path_json}}},"#));
+    let gw = start_gateway(&json.replace("CA", &format!(r#""tls": {{"ca_file": {path_json}}},"#)));
     // The CA is loaded with the config; the file is not needed any more.
     let _ = std::fs::remove_file(&ca_path);
+    gw
+}
+
+fn wss_route(backend: &TlsBackend, route_extra: &str) -> String {
+    route_json(
+        "wss://localhost",
+        backend.addr.port(),
+        "/ws/chat",
+        "/ws",
+        "CA",
+    )
+    .replace(
+        r#""methods": ["GET"] }"#,
+        &format!(r#""methods": ["GET"] {route_extra} }}"#),
+    )
+}
+
+#[test]
+fn wss_backend_with_ca_file_echoes() {
+    let backend = tls_echo_backend();
+    let gw = with_ca_file(&backend, &wss_route(&backend, ""));
     run(async {
         let mut ws = connect(gw, "/ws/chat").await;
         let tls = within(STEP, backend.handshakes.recv()).await.unwrap();
@@ -837,7 +847,7 @@ fn wss_backend_with_ca_file_echoes() {
 #[test]
 fn wss_backend_with_unknown_ca_is_502() {
     let backend = tls_echo_backend();
-    let gw = wss_gateway(&backend, "");
+    let gw = start_gateway(&wss_route(&backend, "").replace("CA", ""));
     run(async {
         assert_refused(gw, "/ws/chat", 502).await;
         // The refusal came from the TLS handshake, which the gateway broke off.
@@ -847,6 +857,33 @@ fn wss_backend_with_unknown_ca_is_502() {
                 .expect("the backend saw no TLS handshake")
                 .unwrap();
             assert!(tls.is_err(), "TLS handshake unexpectedly succeeded");
+        }
+    });
+}
+
+#[test]
+fn wss_backends_are_health_checked_over_tls() {
+    let checks = r#", "health_check": { "interval_ms": 100, "timeout_ms": 100,
+        "unhealthy_threshold": 1, "healthy_threshold": 1 }"#;
+    let trusted = tls_echo_backend();
+    let gw = with_ca_file(&trusted, &wss_route(&trusted, checks));
+    let untrusted = tls_echo_backend();
+    let gw_untrusted = start_gateway(&wss_route(&untrusted, checks).replace("CA", ""));
+    run(async {
+        // With no client at all, the probes' TLS handshakes reach the backends.
+        for _ in 0..2 {
+            let tls = within(STEP, trusted.handshakes.recv()).await;
+            assert_eq!(tls, Some(Ok(Ok(()))), "a probe's TLS handshake failed");
+        }
+        let mut ws = connect(gw, "/ws/chat").await;
+        ws.send(Message::text("checked")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("checked"));
+        // A backend whose certificate the gateway does not trust fails its check: 503.
+        let tls = within(STEP, untrusted.handshakes.recv()).await;
+        assert!(matches!(tls, Some(Ok(Err(_)))), "{tls:?}");
+        let deadline = std::time::Instant::now() + STEP;
+        while refused_status(gw_untrusted, "/ws/chat", &[]).await != 503 {
+            assert!(std::time::Instant::now() < deadline, "never marked down");
         }
     });
 }
