@@ -67,6 +67,8 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
+    /// The gateway is shutting down (graceful shutdown under way).
+    ShuttingDown,
     /// Every backend of the route is marked down by its health check or has an open circuit
     /// breaker.
     NoBackend {
@@ -91,7 +93,7 @@ impl Error {
             Error::Unauthorized(_) => 401,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
-            Error::NoBackend { .. } => 503,
+            Error::NoBackend { .. } | Error::ShuttingDown => 503,
             Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
             Error::BackendStatus { .. } => 502,
         })
@@ -205,6 +207,7 @@ impl fmt::Display for Error {
             Error::BackendFailed { url, reason } => {
                 write!(f, "backend {url} handshake failed: {reason}")
             }
+            Error::ShuttingDown => write!(f, "the gateway is shutting down; retry shortly"),
             Error::NoBackend { route, retry_after } => write!(
                 f,
                 "no backend of route {route} is available (each is marked down by its health \
@@ -221,6 +224,7 @@ impl std::error::Error for Error {}
 pub fn reason_phrase(status: u16) -> &'static str {
     match status {
         101 => "Switching Protocols",
+        200 => "OK",
         400 => "Bad Request",
         401 => "Unauthorized",
         403 => "Forbidden",

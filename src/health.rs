@@ -94,7 +94,7 @@ async fn watch(
             Ok(None) => Ok(()),
             Err(why) => Err(why),
         };
-        let Some(balancers) = balancers.upgrade() else {
+        let Some(balancers) = balancers.upgrade().filter(|b| !b.is_retired()) else {
             return;
         };
         match verdict {

@@ -10,14 +10,18 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod config;
+pub mod control;
+pub mod drain;
 pub mod echo;
 pub mod error;
 pub mod frame;
 pub mod handshake;
 pub mod health;
+pub mod metrics;
 pub mod net;
 pub mod reactor;
 pub mod relay;

@@ -8,8 +8,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kairos_gateway::config::{self, Config};
+use kairos_gateway::config::Config;
 use kairos_gateway::server::Gateway;
+use kairos_gateway::{admin, control};
 
 const HELP: &str = "\
 kairos-gateway: a WebSocket reverse proxy
@@ -91,7 +92,7 @@ fn main() -> ExitCode {
                 .map(PathBuf::from)
         })
         .unwrap_or_else(|| PathBuf::from("config.json"));
-    let config = match load(&path) {
+    let config = match control::load(&path) {
         Ok(c) => c,
         Err(problems) => {
             // A config can be wrong in a million places; the first ones say enough.
@@ -113,8 +114,8 @@ fn main() -> ExitCode {
         println!("config OK: {} routes", config.routes.len());
         return ExitCode::SUCCESS;
     }
-    match run(Arc::new(config), args.demo) {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(Arc::new(config), path, args.demo) {
+        Ok(status) => ExitCode::from(status),
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
@@ -122,33 +123,26 @@ fn main() -> ExitCode {
     }
 }
 
-/// Loads and validates the config, logs its warnings, applies the listen environment.
-fn load(path: &std::path::Path) -> Result<Config, Vec<String>> {
-    let loaded = config::load_file(path).map_err(|e| e.problems)?;
-    for w in &loaded.warnings {
-        log::warn!("{}: {w}", path.display());
-    }
-    let mut config = loaded.config;
-    config
-        .apply_listen_env(
-            std::env::var("KAIROS_HOST").ok(),
-            std::env::var("KAIROS_PORT").ok(),
-        )
-        .map_err(|e| e.problems)?;
-    Ok(config)
-}
-
-fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
+/// Serves until a shutdown; returns the exit status.
+fn run(config: Arc<Config>, path: PathBuf, demo: bool) -> Result<u8, String> {
     raise_open_files_limit();
     if demo {
         start_demo_backend(&config)?;
     }
+    // Before listening: a SIGTERM from now on is a graceful shutdown, never a kill.
+    let signals = control::signals().map_err(|e| format!("cannot handle signals: {e}"))?;
     let gateway = smol::block_on(Gateway::bind(config.clone())).map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "kairos-gateway {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
+    if let Some((host, port)) = &config.admin {
+        let g = gateway.clone();
+        let admin =
+            admin::start(host, *port, Arc::new(move || g.status())).map_err(|e| e.to_string())?;
+        log::info!("admin listening on {admin} (/metrics, /healthz, /readyz)");
+    }
     for r in &config.routes {
         let backends: Vec<String> = r
             .backends
@@ -175,15 +169,14 @@ fn run(config: Arc<Config>, demo: bool) -> Result<(), String> {
         .start_health_checks()
         .map_err(|e| format!("cannot start the health check thread: {e}"))?;
     log::info!("{} worker thread(s)", config.workers);
-    for i in 1..config.workers {
+    for i in 0..config.workers {
         let gateway = gateway.clone();
         std::thread::Builder::new()
             .name(format!("kairos-{i}"))
             .spawn(move || gateway.run_worker())
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
-    gateway.run_worker();
-    Ok(())
+    Ok(control::run(gateway, path, signals))
 }
 
 /// Each proxied connection holds two sockets: the soft open-files limit (often 1024) would cap

@@ -1,16 +1,21 @@
 //! The connection type every stage uses: a plain socket on the worker thread's edge-triggered
-//! driver ([`crate::reactor`]), on async-io outside a worker thread, or a TLS backend.
+//! driver ([`crate::reactor`]), on async-io outside a worker thread, a TLS backend, or a client
+//! of the TLS listener.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite};
+use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use futures_rustls::client::TlsStream;
+use futures_rustls::{rustls, server, TlsAcceptor};
 use smol::Async;
 
-use crate::reactor::{current, Socket};
+use crate::reactor::{current, Socket, Timer};
 
 /// A connection (client or backend).
 pub enum Stream {
@@ -20,6 +25,46 @@ pub enum Stream {
     Async(Async<TcpStream>),
     /// `wss://` backend.
     Tls(Box<TlsStream<Async<TcpStream>>>),
+    /// A client of the TLS listener (`server.tls`), over the accepted plain stream.
+    TlsServer(Box<server::TlsStream<Stream>>),
+}
+
+/// TLS handshakes on the listener that failed (or timed out), process wide.
+static TLS_HANDSHAKE_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+/// How many TLS handshakes on the listener failed or timed out since the process started.
+pub fn tls_handshake_failures() -> u64 {
+    TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
+}
+
+/// Runs the server side of a TLS handshake on an accepted connection (no time limit: the
+/// caller bounds it).
+pub async fn accept_tls(config: Arc<rustls::ServerConfig>, stream: Stream) -> io::Result<Stream> {
+    let tls = TlsAcceptor::from(config).accept(stream).await?;
+    Ok(Stream::TlsServer(Box::new(tls)))
+}
+
+/// [`accept_tls`] bounded by `limit` (a client that never completes the TLS handshake holds
+/// the socket no longer than one that never completes its request head). A failure or a
+/// timeout is counted in [`tls_handshake_failures`].
+pub async fn accept_tls_within(
+    config: Arc<rustls::ServerConfig>,
+    stream: Stream,
+    limit: Duration,
+) -> io::Result<Stream> {
+    let accepted = accept_tls(config, stream)
+        .or(async {
+            Timer::after(limit).await;
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("not done within {limit:?}"),
+            ))
+        })
+        .await;
+    if accepted.is_err() {
+        TLS_HANDSHAKE_FAILURES.fetch_add(1, Ordering::Relaxed);
+    }
+    accepted
 }
 
 impl Stream {
@@ -47,6 +92,7 @@ impl Stream {
             Stream::Driver(s) => s.get_ref(),
             Stream::Async(s) => s.get_ref(),
             Stream::Tls(s) => s.get_ref().0.get_ref(),
+            Stream::TlsServer(s) => s.get_ref().0.tcp(),
         }
     }
 
@@ -55,7 +101,7 @@ impl Stream {
         match self {
             Stream::Driver(s) => s.into_async(),
             Stream::Async(s) => Ok(s),
-            Stream::Tls(_) => Err(io::Error::other("already a TLS stream")),
+            Stream::Tls(_) | Stream::TlsServer(_) => Err(io::Error::other("already a TLS stream")),
         }
     }
 
@@ -65,12 +111,24 @@ impl Stream {
         match self {
             Stream::Driver(s) => s.poll_readable(cx),
             Stream::Async(s) => s.poll_readable(cx),
-            Stream::Tls(_) => Poll::Ready(Ok(())),
+            Stream::Tls(_) | Stream::TlsServer(_) => Poll::Ready(Ok(())),
         }
     }
 
-    /// Sends FIN (no more writes).
-    pub fn shutdown_write(&self) {
+    /// Sends FIN (no more writes). A client of the TLS listener first gets a TLS
+    /// close_notify, written as far as the socket takes it without waiting.
+    pub fn shutdown_write(&mut self) {
+        if let Stream::TlsServer(s) = self {
+            let (inner, session) = s.get_mut();
+            session.send_close_notify();
+            let mut tcp = inner.tcp();
+            // The socket is non-blocking: a full send buffer ends this at once.
+            for _ in 0..4 {
+                if !session.wants_write() || session.write_tls(&mut tcp).is_err() {
+                    break;
+                }
+            }
+        }
         let _ = self.tcp().shutdown(Shutdown::Write);
     }
 }
@@ -85,6 +143,7 @@ impl AsyncRead for Stream {
             Stream::Driver(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Async(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -99,6 +158,7 @@ impl AsyncWrite for Stream {
             Stream::Driver(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Async(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -106,6 +166,7 @@ impl AsyncWrite for Stream {
             Stream::Driver(s) => Pin::new(s).poll_flush(cx),
             Stream::Async(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -113,6 +174,7 @@ impl AsyncWrite for Stream {
             Stream::Driver(s) => Pin::new(s).poll_close(cx),
             Stream::Async(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }
 }

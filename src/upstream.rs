@@ -17,6 +17,7 @@ use crate::balance::{Lease, Plan};
 use crate::config::{Backend, Config, Route};
 use crate::error::Error;
 use crate::handshake::{read_response, Head, Request, Upgrade};
+use crate::metrics::RouteStats;
 use crate::net::Stream;
 use crate::reactor::Timer;
 
@@ -105,6 +106,7 @@ pub async fn connect_any(
     plan: &mut Plan,
     path_and_query: &str,
     client: &ClientSide<'_>,
+    stats: &RouteStats,
 ) -> Result<(usize, Upgraded, Option<Lease>), Error> {
     let attempts = 1 + route.max_retries as usize;
     let mut failure = None;
@@ -118,8 +120,12 @@ pub async fn connect_any(
         let Some(backend) = route.backends.get(i) else {
             continue;
         };
+        let started = std::time::Instant::now();
         match connect(config, backend, path_and_query, client).await {
-            Ok(up) => return Ok((i, up, attempt.succeeded())),
+            Ok(up) => {
+                stats.connected(&backend.origin(), started.elapsed());
+                return Ok((i, up, attempt.succeeded()));
+            }
             Err(
                 e @ Error::BackendStatus {
                     status: 400..=499, ..

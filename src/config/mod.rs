@@ -6,6 +6,7 @@ mod backends;
 mod fields;
 mod resilience;
 mod routers;
+mod server;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -33,6 +34,20 @@ pub struct Config {
     pub port: u16,
     /// `server.workers`: executor threads (default: the available CPUs).
     pub workers: usize,
+    /// `server.shutdown_timeout_ms` (10000, 0 to 3600000): on SIGTERM or SIGINT every open
+    /// connection gets 1001 on both legs, and the gateway waits this long for the close
+    /// handshakes before it exits.
+    pub shutdown_timeout: Duration,
+    /// `server.reload_poll_ms` (2000; 0 = `None`, off): how often the config file's contents
+    /// are checked for a change to reload. Off, only SIGHUP reloads.
+    pub reload_poll: Option<Duration>,
+    /// `server.tls` (`cert_file`, `key_file`): when present, the listener serves `wss://`
+    /// with this certificate (TLS 1.2 and 1.3, ALPN `http/1.1`).
+    pub listener_tls: Option<Arc<rustls::ServerConfig>>,
+    /// The `admin` block's `host` (default `127.0.0.1`) and `port` (default 9900; 0 picks a
+    /// free port): the plain-HTTP listener of `/metrics`, `/healthz` and `/readyz`. `None`
+    /// (no admin listener) when the block is absent; never the public listener's address.
+    pub admin: Option<(String, u16)>,
     /// The routes served, in file order (routers with another protocol are skipped).
     pub routes: Vec<Route>,
     /// The `jwt` block, when present.
@@ -191,7 +206,8 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     if version != 1 {
         root.error(report, "version", format!("must be 1, found {version}"));
     }
-    let (host, port, workers) = read_server(&mut root, report);
+    let server = server::read_server(&mut root, base, report);
+    let admin = server::read_admin(&mut root, report);
     let limits = read_limits(&mut root, report);
     let jwt = read_jwt(&mut root, base, report);
     let ca_file = read_tls(&mut root, base, report);
@@ -211,33 +227,21 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     } else {
         None
     };
-    Some(Config {
-        host,
-        port,
-        workers,
+    let config = Config {
+        host: server.host,
+        port: server.port,
+        workers: server.workers,
+        shutdown_timeout: server.shutdown_timeout,
+        reload_poll: server.reload_poll,
+        listener_tls: server.tls,
+        admin,
         routes,
         jwt,
         backend_tls,
         limits,
-    })
-}
-
-fn read_server(root: &mut Fields, report: &mut Report) -> (String, u16, usize) {
-    let mut host = "0.0.0.0".to_string();
-    let mut port = 5900;
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut workers = cpus;
-    if let Some(v) = root.raw("server") {
-        if let Some(mut s) = Fields::new("", "server.", v, report) {
-            if let Some(h) = s.string(report, "host") {
-                host = h.to_string();
-            }
-            port = s.int(report, "port", 0, 65535, 5900) as u16;
-            workers = s.int(report, "workers", 1, 1024, cpus as u64) as usize;
-            s.finish(report);
-        }
-    }
-    (host, port, workers)
+    };
+    report.errors.extend(server::admin_clash(&config));
+    Some(config)
 }
 
 fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
@@ -424,25 +428,6 @@ fn build_backend_tls(
     let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Some(Arc::new(cfg))
-}
-
-impl Config {
-    /// Applies `KAIROS_HOST` / `KAIROS_PORT` (they win over the `server` block).
-    pub fn apply_listen_env(
-        &mut self,
-        host: Option<String>,
-        port: Option<String>,
-    ) -> Result<(), ConfigError> {
-        if let Some(h) = host.filter(|h| !h.is_empty()) {
-            self.host = h;
-        }
-        if let Some(p) = port.filter(|p| !p.is_empty()) {
-            self.port = p.parse().map_err(|_| {
-                ConfigError::one(format!("KAIROS_PORT: {p:?} is not a port number (0-65535)"))
-            })?;
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1104,3 +1104,327 @@ fn messages_stay_on_one_line() {
         vec![r"routers[0] (/ws/chat): retry\nx: unknown field, ignored"]
     );
 }
+
+#[test]
+fn server_shutdown_and_reload_poll() {
+    let c = example();
+    assert_eq!(c.shutdown_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.reload_poll, Some(Duration::from_millis(2000)));
+    assert!(c.listener_tls.is_none());
+    assert!(c.admin.is_none());
+
+    let server = |s: Value| ok_value(&config_with(json!({ "server": s }))).config;
+    let c = server(json!({ "shutdown_timeout_ms": 0, "reload_poll_ms": 0 }));
+    assert_eq!(c.shutdown_timeout, Duration::ZERO);
+    assert_eq!(c.reload_poll, None, "0 turns polling off");
+    let c = server(json!({ "shutdown_timeout_ms": 3_600_000, "reload_poll_ms": 86_400_000 }));
+    assert_eq!(c.shutdown_timeout, Duration::from_secs(3600));
+    assert_eq!(c.reload_poll, Some(Duration::from_secs(86_400)));
+    let c = server(json!({ "shutdown_timeout_ms": 1500, "reload_poll_ms": 250 }));
+    assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
+    assert_eq!(c.reload_poll, Some(Duration::from_millis(250)));
+
+    let cases = [
+        (
+            json!({ "shutdown_timeout_ms": 3_600_001 }),
+            "server.shutdown_timeout_ms: must be an integer from 0 to 3600000, found 3600001",
+        ),
+        (
+            json!({ "shutdown_timeout_ms": "10s" }),
+            r#"server.shutdown_timeout_ms: must be an integer from 0 to 3600000, found "10s""#,
+        ),
+        (
+            json!({ "reload_poll_ms": 86_400_001 }),
+            "server.reload_poll_ms: must be an integer from 0 to 86400000, found 86400001",
+        ),
+        (
+            json!({ "reload_poll_ms": -1 }),
+            "server.reload_poll_ms: must be an integer from 0 to 86400000, found -1",
+        ),
+    ];
+    for (s, want) in cases {
+        assert_eq!(one_error(&config_with(json!({ "server": s }))), want);
+    }
+}
+
+#[test]
+fn admin_block() {
+    let admin = |a: Value, s: Value| config_with(json!({ "admin": a, "server": s }));
+    let c = ok_value(&admin(json!({}), json!({}))).config;
+    assert_eq!(c.admin, Some(("127.0.0.1".to_string(), 9900)));
+    let c = ok_value(&admin(json!({ "host": "0.0.0.0", "port": 0 }), json!({}))).config;
+    assert_eq!(c.admin, Some(("0.0.0.0".to_string(), 0)));
+    // Same port on another host, or port 0 for both, is no clash.
+    let c = ok_value(&admin(
+        json!({ "host": "127.0.0.1", "port": 5900 }),
+        json!({ "host": "10.0.0.1" }),
+    ))
+    .config;
+    assert_eq!(c.admin, Some(("127.0.0.1".to_string(), 5900)));
+    ok_value(&admin(
+        json!({ "port": 0 }),
+        json!({ "host": "127.0.0.1", "port": 0 }),
+    ));
+
+    let clash = "admin: must not be the public listener's address";
+    let cases = [
+        (
+            admin(json!({ "port": 5900 }), json!({ "host": "127.0.0.1" })),
+            clash,
+        ),
+        (
+            admin(
+                json!({ "host": "0.0.0.0", "port": 8080 }),
+                json!({ "port": 8080 }),
+            ),
+            clash,
+        ),
+        (
+            admin(json!({ "port": 70000 }), json!({})),
+            "admin.port: must be an integer from 0 to 65535, found 70000",
+        ),
+        (
+            admin(json!({ "host": 1 }), json!({})),
+            "admin.host: must be a string, found a number",
+        ),
+        (
+            admin(json!("127.0.0.1:9900"), json!({})),
+            "admin: must be a JSON object, found a string",
+        ),
+    ];
+    for (c, want) in cases {
+        assert_eq!(one_error(&c), want, "{c}");
+    }
+    let loaded = ok_value(&admin(json!({ "prot": 1 }), json!({})));
+    assert_eq!(loaded.warnings, vec!["admin.prot: unknown field, ignored"]);
+}
+
+#[test]
+fn admin_clash_through_the_environment() {
+    let mut c = ok_value(&config_with(
+        json!({ "admin": { "host": "127.0.0.1", "port": 9900 } }),
+    ))
+    .config;
+    c.apply_listen_env(Some("127.0.0.1".into()), None).unwrap();
+    let e = c.apply_listen_env(None, Some("9900".into())).unwrap_err();
+    assert_eq!(
+        e.problems,
+        vec![
+            "admin: must not be the public listener's address (as KAIROS_HOST/KAIROS_PORT set it)"
+        ]
+    );
+}
+
+/// A certificate for `localhost` and its key, as PEM.
+fn cert_and_key() -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    (c.cert.pem(), c.signing_key.serialize_pem())
+}
+
+fn listener_tls(tls: Value) -> Value {
+    config_with(json!({ "server": { "tls": tls } }))
+}
+
+#[test]
+fn listener_tls_loads_with_http11_alpn() {
+    let (cert, key) = cert_and_key();
+    let cert = TempFile::new("cert.pem", cert.as_bytes());
+    let key = TempFile::new("key.pem", key.as_bytes());
+    let c = ok_value(&listener_tls(
+        json!({ "cert_file": cert.json(), "key_file": key.json() }),
+    ))
+    .config;
+    let tls = c.listener_tls.expect("a TLS listener config");
+    assert_eq!(tls.alpn_protocols, vec![b"http/1.1".to_vec()]);
+
+    // Relative paths are from the config file's directory (`base()` here).
+    let name = |f: &TempFile| f.path().file_name().unwrap().to_str().unwrap().to_string();
+    let c = ok_value(&listener_tls(
+        json!({ "cert_file": name(&cert), "key_file": name(&key) }),
+    ))
+    .config;
+    assert!(c.listener_tls.is_some());
+
+    // A chain (leaf, then more) and a key file that also holds the certificate are fine.
+    let (ca, _) = cert_and_key();
+    let chain = TempFile::new("chain.pem", format!("{}{ca}", cert_pem(&cert)).as_bytes());
+    let both = TempFile::new(
+        "both.pem",
+        format!("{}{}", cert_pem(&cert), cert_pem(&key)).as_bytes(),
+    );
+    ok_value(&listener_tls(
+        json!({ "cert_file": chain.json(), "key_file": both.json() }),
+    ));
+}
+
+fn cert_pem(f: &TempFile) -> String {
+    std::fs::read_to_string(f.path()).unwrap()
+}
+
+#[test]
+fn listener_tls_errors_name_field_file_and_problem() {
+    let (cert_text, key_text) = cert_and_key();
+    let cert = TempFile::new("cert.pem", cert_text.as_bytes());
+    let key = TempFile::new("key.pem", key_text.as_bytes());
+    let (_, other_key_text) = cert_and_key();
+    let other_key = TempFile::new("other-key.pem", other_key_text.as_bytes());
+    let junk = TempFile::new("junk.pem", b"not PEM at all\n");
+    let bad_der = TempFile::new(
+        "bad-der.pem",
+        b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+    );
+    let encrypted = TempFile::new(
+        "enc.pem",
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n",
+    );
+    let missing = cert.path().with_extension("missing");
+    let shown = |p: &Path| p.display().to_string();
+    let (c, k) = (shown(cert.path()), shown(key.path()));
+    type Case = (String, String, Vec<String>);
+    let cases: Vec<Case> = vec![
+        (
+            shown(&missing),
+            k.clone(),
+            vec![format!(
+                "server.tls.cert_file: {}: cannot read it: No such file or directory (os error 2)",
+                shown(&missing)
+            )],
+        ),
+        (
+            shown(&base()),
+            k.clone(),
+            vec![format!(
+                "server.tls.cert_file: {}: cannot read it: Is a directory (os error 21)",
+                shown(&base())
+            )],
+        ),
+        (
+            shown(junk.path()),
+            k.clone(),
+            vec![format!(
+                "server.tls.cert_file: {}: no certificate in it (want PEM -----BEGIN CERTIFICATE-----)",
+                shown(junk.path())
+            )],
+        ),
+        (
+            k.clone(),
+            k.clone(),
+            vec![format!(
+                "server.tls.cert_file: {k}: no certificate in it (want PEM -----BEGIN CERTIFICATE-----) (it holds a private key: is it the key file?)"
+            )],
+        ),
+        (
+            c.clone(),
+            c.clone(),
+            vec![format!(
+                "server.tls.key_file: {c}: no private key in it (want PEM -----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY)"
+            )],
+        ),
+        (
+            c.clone(),
+            shown(encrypted.path()),
+            vec![format!(
+                "server.tls.key_file: {}: the private key is encrypted: give it unencrypted (openssl pkey -in KEY -out PLAIN.pem)",
+                shown(encrypted.path())
+            )],
+        ),
+        (
+            c.clone(),
+            shown(other_key.path()),
+            vec![format!(
+                "server.tls.key_file: {}: does not match the certificate in {c} (the first certificate there must be the server's own, followed by its chain)",
+                shown(other_key.path())
+            )],
+        ),
+        // Both files wrong: both reported.
+        (
+            shown(&missing),
+            shown(junk.path()),
+            vec![
+                format!(
+                    "server.tls.cert_file: {}: cannot read it: No such file or directory (os error 2)",
+                    shown(&missing)
+                ),
+                format!(
+                    "server.tls.key_file: {}: no private key in it (want PEM -----BEGIN PRIVATE KEY-----, RSA PRIVATE KEY or EC PRIVATE KEY)",
+                    shown(junk.path())
+                ),
+            ],
+        ),
+    ];
+    for (cert_file, key_file, want) in cases {
+        let v = listener_tls(json!({ "cert_file": cert_file, "key_file": key_file }));
+        assert_eq!(errors_value(&v), want, "{v}");
+    }
+
+    // A key block that is not a usable key.
+    let bad_key = TempFile::new(
+        "bad-key.pem",
+        b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+    );
+    let e = one_error(&listener_tls(
+        json!({ "cert_file": c, "key_file": bad_key.json() }),
+    ));
+    assert!(
+        e.starts_with(&format!(
+            "server.tls.key_file: {}: unusable private key (",
+            shown(bad_key.path())
+        )),
+        "{e}"
+    );
+
+    // A certificate block that is not a certificate.
+    let e = one_error(&listener_tls(
+        json!({ "cert_file": bad_der.json(), "key_file": k }),
+    ));
+    assert!(
+        e.starts_with(&format!(
+            "server.tls.cert_file: {}: the first certificate cannot be parsed: ",
+            shown(bad_der.path())
+        )),
+        "{e}"
+    );
+}
+
+#[test]
+fn listener_tls_block_shape() {
+    let (cert, _) = cert_and_key();
+    let cert = TempFile::new("cert.pem", cert.as_bytes());
+    let cases = [
+        (
+            json!({}),
+            vec![
+                "server.tls.cert_file: is required",
+                "server.tls.key_file: is required",
+            ],
+        ),
+        (
+            json!({ "cert_file": cert.json() }),
+            vec!["server.tls.key_file: is required"],
+        ),
+        (
+            json!({ "cert_file": 1, "key_file": [] }),
+            vec![
+                "server.tls.cert_file: must be a string, found a number",
+                "server.tls.key_file: must be a string, found an array",
+            ],
+        ),
+        (
+            json!(true),
+            vec!["server.tls: must be a JSON object, found a boolean"],
+        ),
+    ];
+    for (tls, want) in cases {
+        assert_eq!(errors_value(&listener_tls(tls.clone())), want, "{tls}");
+    }
+    let (cert_text, key_text) = cert_and_key();
+    let cert = TempFile::new("cert.pem", cert_text.as_bytes());
+    let key = TempFile::new("key.pem", key_text.as_bytes());
+    let loaded = ok_value(&listener_tls(
+        json!({ "cert_file": cert.json(), "key_file": key.json(), "ca_file": "x" }),
+    ));
+    assert_eq!(
+        loaded.warnings,
+        vec!["server.tls.ca_file: unknown field, ignored"]
+    );
+}

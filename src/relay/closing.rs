@@ -69,10 +69,13 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     }
 
     pub(super) fn queue_close(&mut self, leg: usize, code: u16, reason: &'static str) {
-        let l = &mut self.legs[leg];
-        if l.close_out || l.dead {
+        if self.legs[leg].close_out || self.legs[leg].dead {
             return;
         }
+        self.summary
+            .closes
+            .push((crate::metrics::Side::Gateway, code));
+        let l = &mut self.legs[leg];
         let mask = (leg == BACKEND).then(rand::random::<[u8; 4]>);
         let mut frame = close_frame(code, reason, mask);
         // A keepalive ping partly written goes out whole first; one not started is dropped.

@@ -86,8 +86,15 @@ pub struct Direction {
     frame: Option<Payload>,
     message: Option<Message>,
     utf8: Utf8Check,
-    /// Data messages passed (completed) so far.
-    pub messages: u64,
+    /// Messages passed so far by type (data messages when complete, control frames each),
+    /// in [`crate::metrics::TYPES`] order: text, binary, ping, pong, close.
+    pub counts: [u64; 5],
+    /// Type of the data message under way (0: text, 1: binary).
+    kind: usize,
+    /// Wire bytes written on.
+    pub bytes: u64,
+    /// The code of the close frame this direction's source sent (1005 when it had none).
+    pub close_code: Option<u16>,
     /// The last read did not fill the buffer: wait for readiness before reading again.
     pub drained: bool,
     /// A read filled the buffer since the direction was last idle: use [`BUF`] bytes.
@@ -110,7 +117,10 @@ impl Direction {
             frame: None,
             message: None,
             utf8: Utf8Check::default(),
-            messages: 0,
+            counts: [0; 5],
+            kind: 0,
+            bytes: 0,
+            close_code: None,
             drained: false,
             busy: false,
             last_frame: None,
@@ -165,6 +175,7 @@ impl Direction {
     /// withdrawn.
     pub fn written(&mut self, n: usize) {
         self.start += n;
+        self.bytes += n as u64;
         if let Some(p) = self.frame.as_mut() {
             if p.start.is_some_and(|s| s < self.start) {
                 p.start = None;
@@ -241,7 +252,7 @@ impl Direction {
                     if fin && data {
                         self.message = None;
                         self.utf8.reset();
-                        self.messages += 1;
+                        self.counts[self.kind] += 1;
                     }
                 }
                 continue;
@@ -273,6 +284,13 @@ impl Direction {
             }
             if self.last_frame.is_some() {
                 self.last_frame = Some(Instant::now());
+            }
+            match h.opcode {
+                op::TEXT => self.kind = 0,
+                op::BINARY => self.kind = 1,
+                op::PING => self.counts[2] += 1,
+                op::PONG => self.counts[3] += 1,
+                _ => {}
             }
             self.message = message;
             let remask = h.mask.map(|_| rand::random::<[u8; 4]>());
@@ -318,6 +336,11 @@ impl Direction {
             apply_mask(&mut copy[..len], k, 0);
         }
         check_close_payload(&copy[..len])?;
+        self.counts[4] += 1;
+        self.close_code = Some(match copy[..len] {
+            [a, b, ..] => u16::from_be_bytes([a, b]),
+            _ => 1005,
+        });
         if let (Some(k), Some(r)) = (p.unmask, p.remask) {
             apply_mask(&mut buf[payload_at..payload_at + len], xor(k, r), 0);
         }

@@ -9,6 +9,7 @@ use std::task::Context;
 use std::time::Instant;
 
 use super::{Conn, Transport, BACKEND, CLIENT};
+use crate::drain::Watcher;
 use crate::frame::{apply_mask, Header};
 use crate::reactor::Timer;
 
@@ -37,6 +38,8 @@ pub(super) struct Watch {
     unanswered: u32,
     /// Answers counted so far.
     pongs: u64,
+    /// The gateway's shutdown: when it begins, both legs get 1001.
+    pub(super) drain: Option<Watcher>,
 }
 
 impl<C: Transport, B: Transport> Conn<C, B> {
@@ -56,13 +59,19 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     /// Runs the timers: re-arms the idle timer while frames arrive, sends pings, and closes
     /// the connection when it is idle or the client stopped answering.
     pub(super) fn poll_watch(&mut self, cx: &mut Context<'_>) {
+        if let Some(w) = self.watch.drain.as_mut() {
+            if w.poll_begun(cx) {
+                self.watch.drain = None;
+                self.close_both("gateway shutting down");
+            }
+        }
         if let (Some(idle), Some(t)) = (self.rules.idle_timeout, self.watch.idle.as_mut()) {
             if Pin::new(t).poll(cx).is_ready() {
                 let last = self.dirs.iter().filter_map(|d| d.last_frame).max();
                 let quiet = last.map_or(idle, |l| l.elapsed());
                 if quiet >= idle {
                     self.watch.idle = None;
-                    self.keepalive_close("idle timeout");
+                    self.close_both("idle timeout");
                 } else {
                     let mut next = Timer::after(idle - quiet);
                     let _ = Pin::new(&mut next).poll(cx);
@@ -79,7 +88,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 }
                 if self.watch.unanswered >= 2 {
                     self.watch.ping = None;
-                    self.keepalive_close("ping timeout");
+                    self.close_both("ping timeout");
                     // The client is presumed gone: its close is not waited for.
                     self.legs[CLIENT].done_reading = true;
                     return;
@@ -98,7 +107,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         }
     }
 
-    fn keepalive_close(&mut self, why: &'static str) {
+    /// Closes both legs with 1001 `why`, through the normal close handshake.
+    pub(super) fn close_both(&mut self, why: &'static str) {
         log::debug!("closing: {why}");
         self.summary.errors.push(why.to_string());
         self.start_grace();

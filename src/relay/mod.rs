@@ -49,6 +49,10 @@ pub struct Summary {
     pub to_client: u64,
     /// What ended a leg, if it was not a clean close.
     pub errors: Vec<String>,
+    /// Messages and bytes each way, for the metrics.
+    pub traffic: crate::metrics::Traffic,
+    /// The close frames each side sent (the gateway's own included): who, and the code.
+    pub closes: Vec<(crate::metrics::Side, u16)>,
 }
 
 #[derive(Debug, Default)]
@@ -93,6 +97,18 @@ pub async fn run<C: Transport, B: Transport>(
     backend_early: Vec<u8>,
     rules: Rules,
 ) -> Summary {
+    run_until_drained(client, client_early, backend, backend_early, rules, None).await
+}
+
+/// [`run`], closing both legs with 1001 once `drain` says the gateway is shutting down.
+pub async fn run_until_drained<C: Transport, B: Transport>(
+    client: C,
+    client_early: Vec<u8>,
+    backend: B,
+    backend_early: Vec<u8>,
+    rules: Rules,
+    drain: Option<crate::drain::Watcher>,
+) -> Summary {
     let mut conn = Conn {
         client,
         backend,
@@ -103,6 +119,7 @@ pub async fn run<C: Transport, B: Transport>(
         watch: keepalive::Watch::default(),
         summary: Summary::default(),
     };
+    conn.watch.drain = drain;
     conn.start_watch();
     for (i, early) in [client_early, backend_early].into_iter().enumerate() {
         if !early.is_empty() {
@@ -115,8 +132,18 @@ pub async fn run<C: Transport, B: Transport>(
     }
     poll_fn(|cx| conn.poll(cx)).await;
     conn.finish().await;
-    conn.summary.to_backend = conn.dirs[CLIENT].messages;
-    conn.summary.to_client = conn.dirs[BACKEND].messages;
+    let [up, down] = &conn.dirs;
+    let s = &mut conn.summary;
+    s.to_backend = up.counts[0] + up.counts[1];
+    s.to_client = down.counts[0] + down.counts[1];
+    s.traffic.messages = [up.counts, down.counts];
+    s.traffic.bytes = [up.bytes, down.bytes];
+    use crate::metrics::Side;
+    for (side, d) in [(Side::Client, up), (Side::Backend, down)] {
+        if let Some(code) = d.close_code {
+            s.closes.push((side, code));
+        }
+    }
     conn.summary
 }
 

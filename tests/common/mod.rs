@@ -290,7 +290,7 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Runs the binary on `json` (its `server` block replaced by 127.0.0.1:0 and one worker),
+    /// Runs the binary on `json` (listening on 127.0.0.1:0 with one worker),
     /// under `ulimit -n LIMIT` when given, with `RUST_LOG=info`.
     pub fn start(json: &str, nofile: Option<u32>) -> GatewayProcess {
         use std::io::BufRead;
@@ -300,12 +300,7 @@ impl GatewayProcess {
         let n = N.fetch_add(1, Ordering::Relaxed);
         let config =
             std::env::temp_dir().join(format!("kairos-gw-{}-{n}.json", std::process::id()));
-        let json = json.replacen(
-            "{ ",
-            r#"{ "server": { "host": "127.0.0.1", "port": 0, "workers": 1 }, "#,
-            1,
-        );
-        std::fs::write(&config, json).expect("write config");
+        std::fs::write(&config, Self::with_server(json)).expect("write config");
         let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
         let mut child = Command::new("sh")
             .arg("-c")
@@ -342,6 +337,50 @@ impl GatewayProcess {
         self.wait_for("listening on ", Duration::from_secs(20))
             .and_then(|l| l.split_once("listening on ")?.1.trim().parse().ok())
             .expect("gateway did not start listening")
+    }
+
+    /// Waits for the `admin listening on ADDR` line (20 s at most).
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.wait_for("admin listening on ", Duration::from_secs(20))
+            .and_then(|l| {
+                let rest = l.split_once("admin listening on ")?.1;
+                rest.split_whitespace().next()?.parse().ok()
+            })
+            .expect("gateway did not start its admin listener")
+    }
+
+    /// Replaces the config file's contents (with the same `server` block as at start).
+    pub fn rewrite(&self, json: &str) {
+        std::fs::write(&self.config, Self::with_server(json)).expect("rewrite config");
+    }
+
+    /// `json` listening on 127.0.0.1:0 with one worker: those fields go into its `server`
+    /// block when it has one (with at least one field), else into a new one.
+    fn with_server(json: &str) -> String {
+        let ours = r#""host": "127.0.0.1", "port": 0, "workers": 1"#;
+        if json.contains(r#""server": {"#) {
+            json.replacen(r#""server": {"#, &format!(r#""server": {{ {ours},"#), 1)
+        } else {
+            json.replacen("{ ", &format!(r#"{{ "server": {{ {ours} }}, "#), 1)
+        }
+    }
+
+    /// Sends `signal` to the process.
+    pub fn signal(&self, signal: rustix::process::Signal) {
+        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).expect("pid");
+        rustix::process::kill_process(pid, signal).expect("kill");
+    }
+
+    /// The exit status, once the process has exited (within `limit`).
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        None
     }
 
     /// The next stderr line containing `what`, within `limit`.
@@ -405,4 +444,51 @@ pub fn raise_open_files(want: u64) -> u64 {
         let _ = setrlimit(Resource::Nofile, new);
     }
     getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
+}
+
+/// Close codes a backend received, in order.
+pub type Closes = Arc<std::sync::Mutex<Vec<u16>>>;
+
+/// A backend that sends `id` as its first message, then echoes text and binary; it records the
+/// code of each close frame it receives.
+pub fn id_backend(id: usize) -> (SocketAddr, Closes) {
+    let closes: Closes = Arc::default();
+    let seen = closes.clone();
+    let addr = spawn_backend(move |mut s| {
+        let seen = seen.clone();
+        async move {
+            let head = read_head(&mut s).await;
+            let mut ws = accept_after_head(s, &head, "").await;
+            if ws.send(Message::text(id.to_string())).await.is_err() {
+                return;
+            }
+            while let Some(Ok(m)) = ws.next().await {
+                if let Message::Close(c) = &m {
+                    let code = c.as_ref().map_or(1005, |c| u16::from(c.code));
+                    seen.lock().unwrap().push(code);
+                } else if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    (addr, closes)
+}
+
+/// Connects to `path`; returns the connection and the id the backend sent first.
+pub async fn connect_id(addr: SocketAddr, path: &str) -> (Ws, usize) {
+    let mut ws = connect(addr, path).await;
+    match next_data(&mut ws).await {
+        Message::Text(id) => {
+            let id = id.parse().expect("backend id");
+            (ws, id)
+        }
+        other => panic!("expected the backend's id, got {other:?}"),
+    }
+}
+
+/// `GET path` on a plain HTTP server (the admin listener); the whole answer.
+pub async fn http_get(addr: SocketAddr, path: &str) -> RawResponse {
+    let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n");
+    raw_http(addr, req.as_bytes()).await
 }

@@ -1,0 +1,383 @@
+//! Counters behind `GET /metrics` (Prometheus text format 0.0.4). Nothing here runs per frame:
+//! a connection counts its frames in plain integers of its own and folds them in here once,
+//! when it ends; the rest is counted once per handshake, close or connect.
+//!
+//! Counters live in one process-wide registry and are keyed by route (`external_path`), so they
+//! survive config reloads: a route that stays keeps counting, one that goes keeps its totals.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+/// The route label of requests that matched no route.
+pub const NO_ROUTE: &str = "none";
+
+/// Message types, in label order.
+pub const TYPES: [&str; 5] = ["text", "binary", "ping", "pong", "close"];
+
+/// Directions, in label order (index 0: client to backend).
+pub const DIRECTIONS: [&str; 2] = ["client_to_backend", "backend_to_client"];
+
+/// Who sent a close frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Side {
+    /// The client.
+    Client,
+    /// The backend.
+    Backend,
+    /// The gateway itself (a violation, a timeout, a shutdown).
+    Gateway,
+}
+
+impl Side {
+    fn label(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+            Side::Gateway => "gateway",
+        }
+    }
+}
+
+/// Upper bounds of the backend connect time histogram, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// One route's counters.
+#[derive(Default)]
+pub struct RouteStats {
+    active: AtomicI64,
+    total: AtomicU64,
+    messages: [[AtomicU64; 5]; 2],
+    bytes: [AtomicU64; 2],
+    handshakes: Mutex<BTreeMap<u16, u64>>,
+    closes: Mutex<BTreeMap<(Side, u16), u64>>,
+    auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    /// Connect time histograms by backend (`ws://host:port`).
+    connects: Mutex<BTreeMap<String, Histogram>>,
+}
+
+#[derive(Default, Clone)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// What one relayed connection counted, folded in when it ends.
+#[derive(Debug, Default, Clone)]
+pub struct Traffic {
+    /// Messages (data messages, and each control frame) by direction and type.
+    pub messages: [[u64; 5]; 2],
+    /// Wire bytes written by direction.
+    pub bytes: [u64; 2],
+}
+
+/// The process-wide counters.
+pub struct Registry {
+    routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
+    reloads: [AtomicU64; 2],
+}
+
+static REGISTRY: LazyLock<Registry> = LazyLock::new(|| Registry {
+    routes: Mutex::default(),
+    reloads: Default::default(),
+});
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The counters of route `name` (its `external_path`, or [`NO_ROUTE`]).
+pub fn route(name: &str) -> Arc<RouteStats> {
+    let mut routes = lock(&REGISTRY.routes);
+    match routes.get(name) {
+        Some(r) => r.clone(),
+        None => {
+            let r = Arc::new(RouteStats::default());
+            routes.insert(name.to_string(), r.clone());
+            r
+        }
+    }
+}
+
+/// Counts a config reload that applied (`ok`) or was rejected.
+pub fn reloaded(ok: bool) {
+    REGISTRY.reloads[usize::from(!ok)].fetch_add(1, Relaxed);
+}
+
+impl RouteStats {
+    /// The gateway answered a handshake with `status` (101 included).
+    pub fn handshake(&self, status: u16) {
+        *lock(&self.handshakes).entry(status).or_default() += 1;
+    }
+
+    /// A token was refused for `reason`.
+    pub fn auth_failed(&self, reason: &'static str) {
+        *lock(&self.auth_failures).entry(reason).or_default() += 1;
+    }
+
+    /// A backend completed its handshake in `took`.
+    pub fn connected(&self, backend: &str, took: Duration) {
+        let mut connects = lock(&self.connects);
+        let h = match connects.get_mut(backend) {
+            Some(h) => h,
+            None => connects.entry(backend.to_string()).or_default(),
+        };
+        let secs = took.as_secs_f64();
+        for (i, le) in BUCKETS.iter().enumerate() {
+            if secs <= *le {
+                h.counts[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    /// A relayed connection starts.
+    pub fn opened(&self) {
+        self.active.fetch_add(1, Relaxed);
+        self.total.fetch_add(1, Relaxed);
+    }
+
+    /// A relayed connection ended: its traffic and the close frames each side sent.
+    pub fn closed(&self, traffic: &Traffic, closes: &[(Side, u16)]) {
+        self.active.fetch_sub(1, Relaxed);
+        for (d, types) in traffic.messages.iter().enumerate() {
+            for (t, &n) in types.iter().enumerate() {
+                if n > 0 {
+                    self.messages[d][t].fetch_add(n, Relaxed);
+                }
+            }
+            self.bytes[d].fetch_add(traffic.bytes[d], Relaxed);
+        }
+        if !closes.is_empty() {
+            let mut map = lock(&self.closes);
+            for &key in closes {
+                *map.entry(key).or_default() += 1;
+            }
+        }
+    }
+}
+
+/// `name{labels} value` lines of a metric family, with its HELP and TYPE.
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn start<'o>(out: &'o mut String, name: &str, kind: &str, help: &str) -> Family<'o> {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        Family { out }
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+}
+
+/// A label value escaped for the text format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The whole exposition; `backends_up` lists (route, backend, usable) for the config in force.
+pub fn render(version: &str, backends_up: &[(String, String, bool)]) -> String {
+    let routes: Vec<(String, Arc<RouteStats>)> = lock(&REGISTRY.routes)
+        .iter()
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    let mut out = String::with_capacity(4096);
+    let mut f = Family::start(&mut out, "kairos_build_info", "gauge", "Build information.");
+    f.sample("kairos_build_info", &[("version", version)], 1);
+    render_connections(&mut out, &routes);
+    render_events(&mut out, &routes);
+    render_traffic(&mut out, &routes);
+    render_connects(&mut out, &routes);
+    let name = "kairos_backend_up";
+    let help = "1 while a backend takes new connections (health check up, breaker not open).";
+    let mut f = Family::start(&mut out, name, "gauge", help);
+    for (route, backend, up) in backends_up {
+        let labels = [("route", route.as_str()), ("backend", backend.as_str())];
+        f.sample(name, &labels, u8::from(*up));
+    }
+    let name = "kairos_config_reloads_total";
+    let mut f = Family::start(&mut out, name, "counter", "Config reloads by result.");
+    for (i, result) in ["success", "failure"].into_iter().enumerate() {
+        f.sample(
+            name,
+            &[("result", result)],
+            REGISTRY.reloads[i].load(Relaxed),
+        );
+    }
+    let name = "kairos_tls_handshake_failures_total";
+    let help = "Client connections whose TLS handshake failed.";
+    let mut f = Family::start(&mut out, name, "counter", help);
+    f.sample(name, &[], crate::net::tls_handshake_failures());
+    out
+}
+
+fn render_connections(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
+    let name = "kairos_connections_active";
+    let mut f = Family::start(out, name, "gauge", "Relayed connections open now.");
+    for (route, s) in routes {
+        f.sample(name, &[("route", route)], s.active.load(Relaxed));
+    }
+    let name = "kairos_connections_total";
+    let mut f = Family::start(out, name, "counter", "Relayed connections opened.");
+    for (route, s) in routes {
+        f.sample(name, &[("route", route)], s.total.load(Relaxed));
+    }
+}
+
+fn render_events(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
+    let name = "kairos_handshakes_total";
+    let help = "Handshakes by the HTTP status the gateway answered (101 included).";
+    let mut f = Family::start(out, name, "counter", help);
+    for (route, s) in routes {
+        for (status, n) in lock(&s.handshakes).iter() {
+            f.sample(
+                name,
+                &[("route", route), ("status", &status.to_string())],
+                n,
+            );
+        }
+    }
+    let name = "kairos_closes_total";
+    let help = "Close frames by the side that sent them and their code (1005: no code).";
+    let mut f = Family::start(out, name, "counter", help);
+    for (route, s) in routes {
+        for ((side, code), n) in lock(&s.closes).iter() {
+            let labels = [
+                ("route", route.as_str()),
+                ("side", side.label()),
+                ("code", &code.to_string()),
+            ];
+            f.sample(name, &labels, n);
+        }
+    }
+    let name = "kairos_auth_failures_total";
+    let mut f = Family::start(out, name, "counter", "Refused tokens by reason.");
+    for (route, s) in routes {
+        for (reason, n) in lock(&s.auth_failures).iter() {
+            f.sample(name, &[("route", route.as_str()), ("reason", reason)], n);
+        }
+    }
+}
+
+fn render_traffic(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
+    let name = "kairos_messages_total";
+    let help =
+        "Relayed messages (data messages and control frames), counted when a connection ends.";
+    let mut f = Family::start(out, name, "counter", help);
+    for (route, s) in routes {
+        for (d, dir) in DIRECTIONS.iter().enumerate() {
+            for (t, kind) in TYPES.iter().enumerate() {
+                let labels = [
+                    ("route", route.as_str()),
+                    ("direction", dir),
+                    ("type", kind),
+                ];
+                f.sample(name, &labels, s.messages[d][t].load(Relaxed));
+            }
+        }
+    }
+    let name = "kairos_bytes_total";
+    let help = "Relayed wire bytes, counted when a connection ends.";
+    let mut f = Family::start(out, name, "counter", help);
+    for (route, s) in routes {
+        for (d, dir) in DIRECTIONS.iter().enumerate() {
+            let labels = [("route", route.as_str()), ("direction", dir)];
+            f.sample(name, &labels, s.bytes[d].load(Relaxed));
+        }
+    }
+}
+
+fn render_connects(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
+    let name = "kairos_backend_connect_seconds";
+    let help = "Backend TCP + TLS + WebSocket handshake time of successful connects.";
+    let mut f = Family::start(out, name, "histogram", help);
+    for (route, s) in routes {
+        for (backend, h) in lock(&s.connects).iter() {
+            let base = [("route", route.as_str()), ("backend", backend.as_str())];
+            for (i, le) in BUCKETS.iter().enumerate() {
+                let le = le.to_string();
+                let labels = [base[0], base[1], ("le", le.as_str())];
+                f.sample(&format!("{name}_bucket"), &labels, h.counts[i]);
+            }
+            let labels = [base[0], base[1], ("le", "+Inf")];
+            f.sample(&format!("{name}_bucket"), &labels, h.count);
+            f.sample(&format!("{name}_sum"), &base, h.sum);
+            f.sample(&format!("{name}_count"), &base, h.count);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_render_as_prometheus_text() {
+        let r = route("/metrics-unit-test");
+        r.handshake(101);
+        r.handshake(101);
+        r.handshake(404);
+        r.opened();
+        let mut t = Traffic::default();
+        t.messages[0][0] = 3;
+        t.bytes = [30, 40];
+        r.closed(&t, &[(Side::Client, 1000), (Side::Gateway, 1001)]);
+        r.connected("ws://b:1", Duration::from_millis(3));
+        r.auth_failed("expired");
+        let up = [(
+            "/metrics-unit-test".to_string(),
+            "ws://b:1".to_string(),
+            true,
+        )];
+        let text = render("9.9.9", &up);
+        let route = "route=\"/metrics-unit-test\"";
+        for want in [
+            "kairos_build_info{version=\"9.9.9\"} 1".to_string(),
+            format!("kairos_handshakes_total{{{route},status=\"101\"}} 2"),
+            format!("kairos_connections_active{{{route}}} 0"),
+            format!("kairos_connections_total{{{route}}} 1"),
+            format!(
+                "kairos_messages_total{{{route},direction=\"client_to_backend\",type=\"text\"}} 3"
+            ),
+            format!("kairos_bytes_total{{{route},direction=\"backend_to_client\"}} 40"),
+            format!("kairos_closes_total{{{route},side=\"gateway\",code=\"1001\"}} 1"),
+            format!("kairos_auth_failures_total{{{route},reason=\"expired\"}} 1"),
+            format!(
+                "kairos_backend_connect_seconds_bucket{{{route},backend=\"ws://b:1\",le=\"0.0025\"}} 0"
+            ),
+            format!(
+                "kairos_backend_connect_seconds_bucket{{{route},backend=\"ws://b:1\",le=\"0.005\"}} 1"
+            ),
+            format!("kairos_backend_up{{{route},backend=\"ws://b:1\"}} 1"),
+        ] {
+            assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+}

@@ -1,0 +1,287 @@
+//! One connection's life: TLS (when the listener has it), request head, route, token,
+//! backend, 101, relay; and its counters.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::handshake::derive_accept_key;
+use futures_lite::FutureExt;
+
+use super::Generation;
+use crate::auth::{extract_token, AuthError};
+use crate::balance::{self, Lease};
+use crate::config::{Config, Route};
+use crate::drain::Drain;
+use crate::error::Error;
+use crate::handshake::{self, Head, Request, Upgrade};
+use crate::metrics::RouteStats;
+use crate::net::Stream;
+use crate::reactor::Timer;
+use crate::relay::{self, Rules};
+use crate::route;
+use crate::upstream::{self, ClientSide};
+
+/// Runs the stages of one connection.
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gen: Arc<Generation>,
+    drain: Arc<Drain>,
+    id: u64,
+) {
+    let _ = stream.set_nodelay(true);
+    log::debug!("conn {id} {peer}: accepted");
+    // On this worker thread's edge-triggered driver for the connection's whole life.
+    let mut stream = match Stream::accepted(stream) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("conn {id} {peer}: cannot register the connection: {e}");
+            return;
+        }
+    };
+    let config = &gen.config;
+    if let Some(tls) = &config.listener_tls {
+        let limit = config.limits.handshake_timeout;
+        let accept = crate::net::accept_tls_within(tls.clone(), stream, limit);
+        stream = match Box::pin(accept).await {
+            Ok(s) => s,
+            Err(e) => {
+                log::debug!("conn {id} {peer}: TLS handshake failed: {e}");
+                return;
+            }
+        };
+    }
+    // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
+    // gone before the relay starts: an idle relayed connection keeps only what it needs. A
+    // shutdown during the handshake answers 503.
+    let mut watch = drain.watch();
+    let opened = Box::pin(open(&mut stream, peer, &gen, id))
+        .or(async {
+            (&mut watch).await;
+            Err(Refused(Error::ShuttingDown, None))
+        })
+        .await;
+    let o = match opened {
+        Ok(o) => o,
+        Err(Refused(e, at)) => {
+            let stats = at.and_then(|i| gen.stats.get(i)).unwrap_or(&gen.unrouted);
+            return refuse(&mut stream, peer, id, &e, stats).await;
+        }
+    };
+    let stats = &gen.stats[o.at];
+    stats.opened();
+    let limits = &config.limits;
+    let rules = Rules {
+        max_frame: limits.max_frame_bytes as u64,
+        max_message: limits.max_message_bytes as u64,
+        deflate: o.deflate,
+        idle_timeout: limits.idle_timeout,
+        ping_interval: limits.ping_interval,
+    };
+    let (client_early, backend, backend_early) = (o.client_early, o.backend, o.backend_early);
+    let summary = relay::run_until_drained(
+        stream,
+        client_early,
+        backend,
+        backend_early,
+        rules,
+        Some(watch),
+    )
+    .await;
+    stats.closed(&summary.traffic, &summary.closes);
+    log::debug!(
+        "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
+        summary.to_backend,
+        summary.to_client,
+        if summary.errors.is_empty() {
+            String::new()
+        } else {
+            format!("; {}", summary.errors.join("; "))
+        }
+    );
+}
+
+/// What the handshake hands to the relay.
+struct Opened {
+    /// The route's position in `config.routes`.
+    at: usize,
+    client_early: Vec<u8>,
+    backend: Stream,
+    backend_early: Vec<u8>,
+    deflate: bool,
+    /// Counts the connection on its backend while it lives.
+    _lease: Option<Lease>,
+}
+
+/// Why a connection is refused, and on which route (`None`: before one matched).
+struct Refused(Error, Option<usize>);
+
+/// Everything before the relay: request, route, token, backend, 101. `Err` when the
+/// connection is to be refused; `ClientGone` when the client left after its 101 was due.
+async fn open(
+    stream: &mut Stream,
+    peer: SocketAddr,
+    gen: &Generation,
+    id: u64,
+) -> Result<Opened, Refused> {
+    let config = &gen.config;
+    let limits = &config.limits;
+    let timeout = limits.handshake_timeout;
+    let read = handshake::read_request(stream, limits.max_request_head_bytes)
+        .or(async {
+            Timer::after(timeout).await;
+            Err(Error::HandshakeTimeout(timeout))
+        })
+        .await;
+    let (request, early) = read.map_err(|e| Refused(e, None))?;
+    let Admitted {
+        at,
+        route,
+        target,
+        query,
+        upgrade,
+        claims,
+    } = admit(config, &request)?;
+    let sticky = route.sticky.as_ref().and_then(|s| {
+        balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
+    });
+    let mut plan = gen.balancers.plan(at, peer.ip(), sticky.as_deref());
+    let client = ClientSide {
+        request: &request,
+        upgrade: &upgrade,
+        peer,
+        proto: if config.listener_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+    };
+    let stats = &gen.stats[at];
+    let connected = upstream::connect_any(config, route, &mut plan, &target, &client, stats);
+    let (chosen, upgraded, lease) = connected.await.map_err(|e| Refused(e, Some(at)))?;
+    log::debug!(
+        "conn {id} {peer}: {} -> routers[{}] -> {}{target}",
+        route::split_target(&request.target).0,
+        route.index,
+        route.backends[chosen].origin()
+    );
+    let accept = derive_accept_key(upgrade.key.as_bytes());
+    if let Err(e) = handshake::write_switching(stream, &accept, &upgraded.headers).await {
+        let gone = Error::ClientGone(format!("before the 101 was sent: {e}"));
+        return Err(Refused(gone, Some(at)));
+    }
+    stats.handshake(101);
+    log::debug!("conn {id} {peer}: upgraded");
+    Ok(Opened {
+        at,
+        client_early: early,
+        backend: upgraded.stream,
+        backend_early: upgraded.leftover,
+        deflate: upgraded.deflate,
+        _lease: lease,
+    })
+}
+
+/// Logs why a connection was refused, counts it, and answers it.
+async fn refuse(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error, stats: &RouteStats) {
+    match err.status() {
+        Some(status) if err.is_operator_problem() => {
+            log::warn!("conn {id} {peer}: {status}: {err}")
+        }
+        Some(status) => log::debug!("conn {id} {peer}: {status}: {err}"),
+        None => log::debug!("conn {id} {peer}: closed: {err}"),
+    }
+    if let Some(status) = err.status() {
+        stats.handshake(status);
+    }
+    if let Error::Unauthorized(why) = err {
+        stats.auth_failed(why.reason());
+    }
+    if handshake::write_error(stream, err).await {
+        stream.shutdown_write();
+        handshake::drain(stream, Duration::from_millis(500), 64 * 1024).await;
+    }
+}
+
+/// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
+/// and the upgrade fields.
+/// What an admitted request is: its route (and position in `config.routes`), the backend's
+/// target, the upgrade fields, and the verified token's claims.
+struct Admitted<'c> {
+    at: usize,
+    route: &'c Route,
+    target: String,
+    /// The client's query (for a `query:` sticky key).
+    query: Option<String>,
+    upgrade: Upgrade,
+    claims: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Refused> {
+    let mut at = None;
+    checks(config, req, &mut at).map_err(|e| Refused(e, at))
+}
+
+/// [`admit`]'s checks; `at` is set once the route is known.
+fn checks<'c>(
+    config: &'c Config,
+    req: &Request,
+    at: &mut Option<usize>,
+) -> Result<Admitted<'c>, Error> {
+    let target = route::origin_form(&req.target);
+    let (path, query) = route::split_target(&target);
+    if !path.starts_with('/') {
+        return Err(Error::BadRequest(
+            "the request target must be a path starting with /".to_string(),
+        ));
+    }
+    let (index, captures) = route::find(config.routes.iter().map(|r| &r.external), path)
+        .ok_or_else(|| Error::NotFound(path.to_string()))?;
+    *at = Some(index);
+    let route = &config.routes[index];
+    if req.method != "GET" {
+        return Err(Error::MethodNotAllowed(req.method.clone()));
+    }
+    let upgrade = handshake::check_upgrade(req)?;
+    let client_query = query.map(str::to_string);
+    let mut query = client_query.clone();
+    let mut claims = None;
+    if route.auth_required {
+        let Some(jwt) = config.jwt.as_ref() else {
+            return Err(Error::Unauthorized(AuthError::Missing));
+        };
+        let raw_auth = req
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"));
+        if raw_auth
+            .clone()
+            .any(|(_, v)| std::str::from_utf8(v).is_err())
+        {
+            return Err(Error::Unauthorized(AuthError::Malformed(
+                "Authorization header is not valid text".to_string(),
+            )));
+        }
+        let auth: Vec<&str> = req.header_all("Authorization").collect();
+        let token = extract_token(&auth, query.as_deref(), jwt.query_param.as_deref())
+            .map_err(Error::Unauthorized)?;
+        claims = Some(jwt.verify(&token).map_err(Error::Unauthorized)?);
+        if let (Some(q), Some(name)) = (&query, &jwt.query_param) {
+            query = route::strip_query_param(q, name);
+        }
+    }
+    let mut target = route.internal.render(&captures);
+    if let Some(q) = query {
+        target.push('?');
+        target.push_str(&q);
+    }
+    Ok(Admitted {
+        at: index,
+        route,
+        target,
+        query: client_query,
+        upgrade,
+        claims,
+    })
+}

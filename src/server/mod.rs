@@ -1,0 +1,277 @@
+//! Stage 1: the listener and the accept loop; one task per connection, which walks the stages
+//! handshake -> route -> auth -> upstream -> relay ([`connection`]). A panic in one
+//! connection's task is caught and logged; the other connections never notice.
+//!
+//! The config in force is a [`Generation`]: the config, its balancers (health and breaker
+//! state) and its route counters. A connection takes the generation in force when it is
+//! accepted and keeps it to its end, so a reload changes only what new connections see.
+
+mod connection;
+
+use std::io;
+use std::net::SocketAddr;
+use std::net::TcpListener;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+use smol::LocalExecutor;
+
+use crate::admin::Status;
+use crate::balance::Balancers;
+use crate::config::Config;
+use crate::drain::Drain;
+use crate::metrics::{self, RouteStats};
+use crate::reactor::{self, Listener, Timer};
+
+/// Pending connections the kernel queues before `accept` (nginx uses 511).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// One config's worth of state, kept by each connection for its whole life.
+pub struct Generation {
+    /// The config.
+    pub config: Arc<Config>,
+    /// Its balancers (strategy counters, health verdicts, breakers).
+    pub balancers: Arc<Balancers>,
+    /// Each route's counters, by position in `config.routes`.
+    pub stats: Vec<Arc<RouteStats>>,
+    /// The counters of requests that matched no route.
+    pub unrouted: Arc<RouteStats>,
+}
+
+impl Generation {
+    fn new(config: Arc<Config>) -> Arc<Generation> {
+        Arc::new(Generation {
+            balancers: Balancers::new(&config),
+            stats: config
+                .routes
+                .iter()
+                .map(|r| metrics::route(r.external.as_str()))
+                .collect(),
+            unrouted: metrics::route(metrics::NO_ROUTE),
+            config,
+        })
+    }
+}
+
+/// A bound gateway, ready to serve. Cloned into each worker thread.
+#[derive(Clone)]
+pub struct Gateway {
+    listener: Arc<TcpListener>,
+    current: Arc<RwLock<Arc<Generation>>>,
+    drain: Arc<Drain>,
+}
+
+/// Connection numbers for the logs, unique across worker threads.
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Connection tasks alive, process wide.
+static OPEN: AtomicUsize = AtomicUsize::new(0);
+
+/// How many connection tasks are alive (accepted and not yet ended), process wide.
+pub fn open_connections() -> usize {
+    OPEN.load(Ordering::Relaxed)
+}
+
+/// Counts a connection task from its start to its end, however it ends (panics included).
+struct Alive;
+
+impl Alive {
+    fn new() -> Alive {
+        OPEN.fetch_add(1, Ordering::Relaxed);
+        Alive
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Gateway {
+    /// Binds `config.host:config.port`.
+    pub async fn bind(config: Arc<Config>) -> io::Result<Gateway> {
+        let shown = format!("{}:{}", config.host, config.port);
+        let named =
+            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {shown}: {e}"));
+        let addr = smol::net::resolve((config.host.as_str(), config.port))
+            .await
+            .map_err(named)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| named(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
+        let listener = TcpListener::bind(addr).map_err(named)?;
+        // std listens with a backlog of 128: a burst of connects overflows it and costs the
+        // clients a 1 s SYN retry. Listening again on the bound socket raises it (the kernel
+        // caps it at net.core.somaxconn).
+        rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
+        listener.set_nonblocking(true).map_err(named)?;
+        Ok(Gateway {
+            listener: Arc::new(listener),
+            current: Arc::new(RwLock::new(Generation::new(config))),
+            drain: Drain::new(),
+        })
+    }
+
+    /// The generation in force.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.current
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        self.generation().config.clone()
+    }
+
+    /// Puts `config` in force for new connections (open ones keep theirs) and starts its
+    /// health checks; the previous generation's checks stop.
+    pub fn swap(&self, config: Config) -> io::Result<()> {
+        let next = Generation::new(Arc::new(config));
+        crate::health::start(next.config.clone(), &next.balancers)?;
+        let old = std::mem::replace(
+            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
+            next,
+        );
+        old.balancers.retire();
+        Ok(())
+    }
+
+    /// Starts the active health checks of the routes that have them (on a thread of their
+    /// own); they stop when their generation is replaced.
+    pub fn start_health_checks(&self) -> io::Result<()> {
+        let g = self.generation();
+        crate::health::start(g.config.clone(), &g.balancers)
+    }
+
+    /// Begins a graceful shutdown: the listening socket stops listening (new connects are
+    /// refused), and every connection is told to close (1001 on both legs once relayed, 503
+    /// before its 101).
+    pub fn begin_shutdown(&self) {
+        self.drain.begin();
+        // On Linux, shutting down a listening socket's read side stops it listening.
+        if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
+            log::warn!("shutdown: cannot stop the listener: {e}");
+        }
+    }
+
+    /// What the admin endpoints report.
+    pub fn status(&self) -> Status {
+        let g = self.generation();
+        let mut backends = Vec::new();
+        for (at, route) in g.config.routes.iter().enumerate() {
+            for (i, b) in route.backends.iter().enumerate() {
+                let up = g.balancers.usable(at, i);
+                backends.push((route.external.as_str().to_string(), b.origin(), up));
+            }
+        }
+        Status {
+            backends,
+            shutting_down: self.drain.is_on(),
+        }
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Runs one worker on this thread until a shutdown has closed every connection it
+    /// accepted: its own executor and I/O driver. It accepts on the shared listener (the kernel
+    /// wakes one idle worker per new connection) and runs every connection it accepted to its
+    /// end, so a connection never changes threads.
+    pub fn run_worker(&self) {
+        let ex = Rc::new(LocalExecutor::new());
+        let gateway = self.clone();
+        reactor::block_on(async move {
+            // The accept loop is a task of its own: a run future is polled on every wake-up
+            // of its thread, a task only when it is woken.
+            ex.spawn(gateway.serve(ex.clone())).detach();
+            ex.run(std::future::pending::<()>()).await
+        })
+    }
+
+    /// Accepts connections until the shutdown begins, spawning one task per connection on
+    /// `ex`.
+    async fn serve(self, ex: Rc<LocalExecutor<'static>>) {
+        let mut last_error_log: Option<Instant> = None;
+        let listener = match Listener::new(self.listener.clone()) {
+            Ok(l) => l,
+            Err(e) => {
+                log::error!("cannot register the listener: {e}; this worker accepts nothing");
+                return;
+            }
+        };
+        let mut draining = self.drain.watch();
+        loop {
+            let accepted = async { Some(listener.accept().await) }
+                .or(async {
+                    (&mut draining).await;
+                    None
+                })
+                .await;
+            let Some(accepted) = accepted else {
+                return;
+            };
+            match accepted {
+                Ok((stream, peer)) => self.spawn_connection(&ex, stream, peer),
+                Err(_) if self.drain.is_on() => return,
+                Err(e) => {
+                    // Out of file descriptors and the like: log at most once a second, back
+                    // off a little, and keep serving the connections already open.
+                    if last_error_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                        log::error!("accept failed: {e} (will keep retrying)");
+                        last_error_log = Some(Instant::now());
+                    }
+                    Timer::after(Duration::from_millis(20)).await;
+                }
+            }
+        }
+    }
+
+    fn spawn_connection(
+        &self,
+        ex: &LocalExecutor<'static>,
+        stream: std::net::TcpStream,
+        peer: SocketAddr,
+    ) {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let generation = self.generation();
+        let task = connection::serve(stream, peer, generation, self.drain.clone(), id);
+        let task = AssertUnwindSafe(task).catch_unwind();
+        let alive = Alive::new();
+        ex.spawn(async move {
+            let _alive = alive;
+            if let Err(panic) = task.await {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                log::error!("conn {id} {peer}: bug: the connection task panicked: {what}");
+            }
+        })
+        .detach();
+    }
+}
+
+/// Starts a gateway on `threads` background worker threads and returns the address it listens
+/// on. Used by the tests and by `--demo`; the threads live as long as the process.
+pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
+    let gateway = smol::block_on(Gateway::bind(config))?;
+    let addr = gateway.local_addr()?;
+    gateway.start_health_checks()?;
+    for i in 0..threads.max(1) {
+        let gateway = gateway.clone();
+        std::thread::Builder::new()
+            .name(format!("kairos-{i}"))
+            .spawn(move || gateway.run_worker())?;
+    }
+    Ok(addr)
+}

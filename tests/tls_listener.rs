@@ -1,0 +1,519 @@
+//! TLS on the listener (`server.tls`), end to end: `wss://` clients through the gateway to
+//! `ws://` and `wss://` backends, the TLS versions and ALPN it offers, what happens to clients
+//! that do not speak TLS, and the start-up errors for bad certificate and key files. Real
+//! gateway, real backends, real rustls clients, all on 127.0.0.1:0.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_tungstenite::tungstenite::{Error as WsError, Message};
+use async_tungstenite::WebSocketStream;
+use common::{
+    accept_after_head, config_json, read_head, spawn_backend, start_echo, start_gateway,
+    wait_until, within, STEP,
+};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
+use futures_rustls::client::TlsStream;
+use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use futures_rustls::rustls::{self, ProtocolVersion, SupportedProtocolVersion};
+use futures_rustls::{TlsAcceptor, TlsConnector};
+use kairos_gateway::net::tls_handshake_failures;
+use smol::net::TcpStream;
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A test CA and a leaf certificate for `localhost` signed by it, as PEM, and the leaf as DER.
+struct Pki {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+    cert_der: CertificateDer<'static>,
+    key_der: Vec<u8>,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kairos listener test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf_params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ServerAuth);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+        cert_der: leaf.der().clone(),
+        key_der: leaf_key.serialize_der(),
+    }
+}
+
+/// A file under the temp dir with a unique name, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(name: &str, contents: &str) -> TempFile {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "kairos-tls-listener-{}-{}-{name}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, contents).unwrap();
+        TempFile(path)
+    }
+
+    /// The path as a JSON string.
+    fn json(&self) -> String {
+        json_path(&self.0)
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn json_path(p: &Path) -> String {
+    serde_json::to_string(p.to_str().unwrap()).unwrap()
+}
+
+/// A `"server": {"tls": ...}` member for `pki`'s leaf, with the files it names (keep them
+/// alive until the gateway has loaded its config).
+fn server_tls(pki: &Pki) -> (String, [TempFile; 2]) {
+    let cert = TempFile::new("cert.pem", &pki.cert_pem);
+    let key = TempFile::new("key.pem", &pki.key_pem);
+    let member = format!(
+        r#""server": {{ "tls": {{ "cert_file": {}, "key_file": {} }} }},"#,
+        cert.json(),
+        key.json()
+    );
+    (member, [cert, key])
+}
+
+/// A gateway with a TLS listener for a fresh `localhost` certificate and one route `/ws/chat`
+/// to `backend`; `extra` top-level members. Returns the address and the CA to trust.
+fn tls_gateway(backend: SocketAddr, extra: &str) -> (SocketAddr, String) {
+    let pki = pki();
+    let (member, _files) = server_tls(&pki);
+    let gw = start_gateway(&config_json(backend, &format!("{member} {extra}"), ""));
+    (gw, pki.ca_pem)
+}
+
+/// A rustls client trusting `ca_pem`, speaking only `versions`, offering `alpn`.
+fn client_config(
+    ca_pem: &str,
+    versions: &[&'static SupportedProtocolVersion],
+    alpn: &[&str],
+) -> Arc<rustls::ClientConfig> {
+    use futures_rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
+    Arc::new(cfg)
+}
+
+fn default_client(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    client_config(ca_pem, rustls::ALL_VERSIONS, &["http/1.1"])
+}
+
+type Tls = TlsStream<TcpStream>;
+type Wss = WebSocketStream<Tls>;
+
+/// A TLS connection to the gateway, for the name `localhost`.
+async fn tls_connect(gw: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<Tls> {
+    let tcp = TcpStream::connect(gw).await?;
+    let name = ServerName::try_from("localhost").unwrap();
+    TlsConnector::from(cfg).connect(name, tcp).await
+}
+
+/// A `wss://localhost:PORT{path}` WebSocket through the gateway.
+async fn wss_connect(gw: SocketAddr, cfg: Arc<rustls::ClientConfig>, path: &str) -> Wss {
+    let tls = within(STEP, tls_connect(gw, cfg))
+        .await
+        .expect("no TLS handshake in time")
+        .expect("TLS handshake with the gateway");
+    let url = format!("wss://localhost:{}{path}", gw.port());
+    match within(STEP, async_tungstenite::client_async(url, tls)).await {
+        Some(Ok((ws, _))) => ws,
+        Some(Err(e)) => panic!("WebSocket handshake over TLS failed: {e}"),
+        None => panic!("no WebSocket handshake within {STEP:?}"),
+    }
+}
+
+/// The next data message (pings and pongs skipped), within [`STEP`].
+async fn next_data<S: AsyncRead + AsyncWrite + Unpin>(ws: &mut WebSocketStream<S>) -> Message {
+    loop {
+        match within(STEP, ws.next()).await {
+            Some(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            Some(Some(Ok(m))) => return m,
+            other => panic!("no data message: {other:?}"),
+        }
+    }
+}
+
+/// Text and binary echo, then a clean close.
+async fn echo_round_trip(mut ws: Wss) {
+    ws.send(Message::text("hello over wss")).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::text("hello over wss"));
+    let blob: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(blob.clone())).await.unwrap();
+    assert_eq!(next_data(&mut ws).await, Message::binary(blob));
+    ws.close(None).await.unwrap();
+    assert!(
+        matches!(next_data(&mut ws).await, Message::Close(_)),
+        "no close frame back"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// a) and b): wss:// clients to ws:// and wss:// backends
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn wss_client_through_tls_listener_to_ws_backend() {
+    let (gw, ca) = tls_gateway(start_echo(), "");
+    common::run(async {
+        let ws = wss_connect(gw, default_client(&ca), "/ws/chat").await;
+        echo_round_trip(ws).await;
+    });
+}
+
+/// A TLS echo backend for `localhost` with a CA of its own.
+fn tls_echo_backend() -> (SocketAddr, String) {
+    let pki = pki();
+    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key_der.clone()));
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![pki.cert_der.clone()], key)
+    .unwrap();
+    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let addr = spawn_backend(move |tcp| {
+        let acceptor = acceptor.clone();
+        async move {
+            if let Ok(tls) = acceptor.accept(tcp).await {
+                kairos_gateway::echo::handle(tls).await;
+            }
+        }
+    });
+    (addr, pki.ca_pem)
+}
+
+#[test]
+fn wss_client_through_tls_listener_to_wss_backend() {
+    let (backend, backend_ca) = tls_echo_backend();
+    let ca_file = TempFile::new("backend-ca.pem", &backend_ca);
+    let pki = pki();
+    let (member, _files) = server_tls(&pki);
+    let json = config_json(
+        backend,
+        &format!(r#"{member} "tls": {{ "ca_file": {} }},"#, ca_file.json()),
+        "",
+    )
+    .replace("ws://127.0.0.1", "wss://localhost");
+    let gw = start_gateway(&json);
+    common::run(async {
+        let ws = wss_connect(gw, default_client(&pki.ca_pem), "/ws/chat").await;
+        echo_round_trip(ws).await;
+    });
+}
+
+#[test]
+fn refusals_are_answered_over_tls() {
+    let (gw, ca) = tls_gateway(start_echo(), "");
+    common::run(async {
+        let tls = tls_connect(gw, default_client(&ca)).await.unwrap();
+        let url = format!("wss://localhost:{}/no/such/route", gw.port());
+        match within(STEP, async_tungstenite::client_async(url, tls)).await {
+            Some(Err(WsError::Http(res))) => assert_eq!(res.status().as_u16(), 404),
+            other => panic!("want a 404 over TLS, got {other:?}"),
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// c) versions and ALPN
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn tls12_and_tls13_clients_connect_and_alpn_is_http11() {
+    let (gw, ca) = tls_gateway(start_echo(), "");
+    let cases: [(&'static SupportedProtocolVersion, ProtocolVersion); 2] = [
+        (&rustls::version::TLS12, ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, ProtocolVersion::TLSv1_3),
+    ];
+    common::run(async {
+        for (version, want) in cases {
+            // The client prefers h2; the gateway only speaks HTTP/1.1 and says so.
+            let cfg = client_config(&ca, &[version], &["h2", "http/1.1"]);
+            let tls = tls_connect(gw, cfg.clone()).await.expect("TLS handshake");
+            let (_, session) = tls.get_ref();
+            assert_eq!(session.protocol_version(), Some(want));
+            assert_eq!(session.alpn_protocol(), Some(&b"http/1.1"[..]));
+            drop(tls);
+            let mut ws = wss_connect(gw, cfg, "/ws/chat").await;
+            ws.send(Message::text(format!("{want:?}"))).await.unwrap();
+            assert_eq!(next_data(&mut ws).await, Message::text(format!("{want:?}")));
+        }
+        // A client offering no ALPN at all is served too.
+        let mut ws = wss_connect(
+            gw,
+            client_config(&ca, rustls::ALL_VERSIONS, &[]),
+            "/ws/chat",
+        )
+        .await;
+        ws.send(Message::text("no alpn")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("no alpn"));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// d) clients that do not speak TLS
+// ---------------------------------------------------------------------------------------------
+
+/// Reads until the gateway closes the connection; panics if it does not within [`STEP`].
+async fn read_until_closed(s: &mut TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read_all = async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    within(STEP, read_all)
+        .await
+        .expect("the gateway did not close the connection");
+    got
+}
+
+#[test]
+fn plain_and_garbage_clients_get_no_websocket_and_are_counted() {
+    let (gw, ca) = tls_gateway(start_echo(), "");
+    common::run(async {
+        let before = tls_handshake_failures();
+        // A plain ws:// client.
+        match common::try_connect(gw, "/ws/chat", &[]).await {
+            Err(WsError::Http(res)) => panic!("a plain client got an HTTP answer: {res:?}"),
+            Err(_) => {}
+            Ok(_) => panic!("a plain ws:// client got a WebSocket from the TLS listener"),
+        }
+        // Garbage, then the gateway closes. It may answer with a TLS alert, never with HTTP.
+        let mut s = TcpStream::connect(gw).await.unwrap();
+        s.write_all(b"\x00\x01garbage\r\n\r\nnot a TLS record at all\r\n")
+            .await
+            .unwrap();
+        let got = read_until_closed(&mut s).await;
+        assert!(
+            !got.windows(4).any(|w| w == b"HTTP"),
+            "garbage got an HTTP answer: {got:?}"
+        );
+        assert!(
+            wait_until(STEP, || tls_handshake_failures() >= before + 2).await,
+            "failures counted: {} before, {} now",
+            before,
+            tls_handshake_failures()
+        );
+        // The gateway still serves a good client.
+        let mut ws = wss_connect(gw, default_client(&ca), "/ws/chat").await;
+        ws.send(Message::text("still here")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("still here"));
+    });
+}
+
+#[test]
+fn silent_client_is_dropped_after_handshake_timeout() {
+    let limits = r#""limits": { "handshake_timeout_ms": 300 },"#;
+    let (gw, ca) = tls_gateway(start_echo(), limits);
+    common::run(async {
+        let before = tls_handshake_failures();
+        let start = Instant::now();
+        let mut s = TcpStream::connect(gw).await.unwrap();
+        let got = read_until_closed(&mut s).await;
+        assert!(got.is_empty(), "{got:?}");
+        assert!(
+            start.elapsed() >= Duration::from_millis(250),
+            "closed after {:?}, before the handshake timeout",
+            start.elapsed()
+        );
+        assert!(wait_until(STEP, || tls_handshake_failures() > before).await);
+        // A client that does its handshake in time is unaffected.
+        let mut ws = wss_connect(gw, default_client(&ca), "/ws/chat").await;
+        ws.send(Message::text("in time")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("in time"));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// e) what the backend sees
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn backend_sees_x_forwarded_proto_https() {
+    let (tx, heads) = smol::channel::unbounded::<String>();
+    let backend = spawn_backend(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let head = read_head(&mut s).await;
+            let _ = tx.send(head.clone()).await;
+            let mut ws = accept_after_head(s, &head, "").await;
+            while let Some(Ok(m)) = ws.next().await {
+                if m.is_close() || ws.send(m).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let (gw, ca) = tls_gateway(backend, "");
+    common::run(async {
+        let mut ws = wss_connect(gw, default_client(&ca), "/ws/chat").await;
+        let head = within(STEP, heads.recv()).await.unwrap().unwrap();
+        let protos: Vec<&str> = head
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(n, _)| n.eq_ignore_ascii_case("X-Forwarded-Proto"))
+            .map(|(_, v)| v.trim())
+            .collect();
+        assert_eq!(protos, ["https"], "{head}");
+        ws.send(Message::text("proto")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("proto"));
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// f) start-up errors
+// ---------------------------------------------------------------------------------------------
+
+/// Runs the binary on `json` (with `args`), expecting it to exit within [`STEP`]; returns the
+/// exit code and stderr.
+fn run_binary(json: &str, args: &[&str]) -> (i32, String) {
+    let config = TempFile::new("config.json", json);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kairos-gateway"))
+        .args(args)
+        .arg("--config")
+        .arg(&config.0)
+        .env_remove("KAIROS_HOST")
+        .env_remove("KAIROS_PORT")
+        .env_remove("KAIROS_CONFIG_PATH")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the gateway");
+    let deadline = Instant::now() + STEP;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the gateway did not exit within {STEP:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let mut err = String::new();
+    use std::io::Read;
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status.code().expect("exited, not killed"), err)
+}
+
+/// A config for the binary: 127.0.0.1:0, one route, and this `server.tls` block.
+fn binary_config(cert: &str, key: &str) -> String {
+    format!(
+        r#"{{ "version": 1,
+             "server": {{ "host": "127.0.0.1", "port": 0, "workers": 1,
+                          "tls": {{ "cert_file": {cert}, "key_file": {key} }} }},
+             "routers": [{{ "protocol": "websocket", "external_path": "/ws/chat",
+               "internal_path": "/ws", "methods": ["GET"],
+               "backends": [{{ "host": "ws://127.0.0.1", "port": 3000 }}] }}] }}"#
+    )
+}
+
+#[test]
+fn startup_fails_on_missing_cert_file() {
+    let pki = pki();
+    let key = TempFile::new("key.pem", &pki.key_pem);
+    let missing = std::env::temp_dir().join(format!(
+        "kairos-tls-listener-{}-no-such-cert.pem",
+        std::process::id()
+    ));
+    let json = binary_config(&json_path(&missing), &key.json());
+    for args in [&[][..], &["--check"][..]] {
+        let (code, err) = run_binary(&json, args);
+        assert_ne!(code, 0, "{args:?}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("server.tls.cert_file"))
+            .unwrap_or_else(|| panic!("{args:?}: no server.tls.cert_file line in:\n{err}"));
+        assert!(
+            line.contains(&format!(
+                "server.tls.cert_file: {}: cannot read it: No such file or directory",
+                missing.display()
+            )),
+            "{line}"
+        );
+        assert!(!err.contains("listening on"), "{err}");
+    }
+}
+
+#[test]
+fn startup_fails_on_key_file_without_a_key() {
+    let pki = pki();
+    let cert = TempFile::new("cert.pem", &pki.cert_pem);
+    // A common mistake: the certificate given twice.
+    let not_a_key = TempFile::new("not-a-key.pem", &pki.cert_pem);
+    let (code, err) = run_binary(&binary_config(&cert.json(), &not_a_key.json()), &[]);
+    assert_ne!(code, 0, "{err}");
+    let want = format!(
+        "server.tls.key_file: {}: no private key in it",
+        not_a_key.0.display()
+    );
+    assert!(
+        err.lines().any(|l| l.contains(&want)),
+        "no line with {want:?} in:\n{err}"
+    );
+    assert!(!err.contains("listening on"), "{err}");
+}
