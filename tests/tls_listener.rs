@@ -15,59 +15,20 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use common::{
-    accept_after_head, config_json, read_head, spawn_backend, start_echo, start_gateway,
-    wait_until, within, STEP,
+    accept_after_head, config_json, pki, read_head, run, spawn_backend, start_echo, start_gateway,
+    wait_until, within, GatewayProcess, Pki, STEP,
 };
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
 use futures_rustls::client::TlsStream;
-use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+use futures_rustls::pki_types::{CertificateDer, ServerName};
 use futures_rustls::rustls::{self, ProtocolVersion, SupportedProtocolVersion};
-use futures_rustls::{TlsAcceptor, TlsConnector};
+use futures_rustls::TlsConnector;
 use kairos_gateway::net::tls_handshake_failures;
 use smol::net::TcpStream;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
-
-/// A test CA and a leaf certificate for `localhost` signed by it, as PEM, and the leaf as DER.
-struct Pki {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-    cert_der: CertificateDer<'static>,
-    key_der: Vec<u8>,
-}
-
-fn pki() -> Pki {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "kairos listener test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf_params
-        .extended_key_usages
-        .push(ExtendedKeyUsagePurpose::ServerAuth);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-    Pki {
-        ca_pem: ca_cert.pem(),
-        cert_pem: leaf.pem(),
-        key_pem: leaf_key.serialize_pem(),
-        cert_der: leaf.der().clone(),
-        key_der: leaf_key.serialize_der(),
-    }
-}
 
 /// A file under the temp dir with a unique name, removed on drop.
 struct TempFile(PathBuf);
@@ -212,16 +173,7 @@ fn wss_client_through_tls_listener_to_ws_backend() {
 /// A TLS echo backend for `localhost` with a CA of its own.
 fn tls_echo_backend() -> (SocketAddr, String) {
     let pki = pki();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.key_der.clone()));
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(vec![pki.cert_der.clone()], key)
-    .unwrap();
-    let acceptor = TlsAcceptor::from(Arc::new(server));
+    let acceptor = pki.acceptor();
     let addr = spawn_backend(move |tcp| {
         let acceptor = acceptor.clone();
         async move {
@@ -516,4 +468,36 @@ fn startup_fails_on_key_file_without_a_key() {
         "no line with {want:?} in:\n{err}"
     );
     assert!(!err.contains("listening on"), "{err}");
+}
+
+#[test]
+fn a_reload_puts_a_new_certificate_in_force_and_open_connections_keep_theirs() {
+    let backend = start_echo();
+    let (old, new) = (pki(), pki());
+    let config = |pki: &Pki| {
+        let cert = TempFile::new("cert.pem", &pki.cert_pem);
+        let key = TempFile::new("key.pem", &pki.key_pem);
+        let member = format!(
+            r#""server": {{ "reload_poll_ms": 50, "tls": {{ "cert_file": {}, "key_file": {} }} }},"#,
+            cert.json(),
+            key.json()
+        );
+        (config_json(backend, &member, ""), [cert, key])
+    };
+    let (json, _old_files) = config(&old);
+    let gw = GatewayProcess::start(&json, None);
+    let addr = gw.addr();
+    run(async {
+        let mut open = wss_connect(addr, default_client(&old.ca_pem), "/ws/chat").await;
+        let (json, _new_files) = config(&new);
+        gw.rewrite(&json);
+        assert!(gw.wait_for("applied to new connections", STEP).is_some());
+        // New connections get the new certificate: a client trusting only the old CA fails.
+        let refused = tls_connect(addr, default_client(&old.ca_pem)).await;
+        assert!(refused.is_err(), "the old certificate is still served");
+        echo_round_trip(wss_connect(addr, default_client(&new.ca_pem), "/ws/chat").await).await;
+        // The connection opened before keeps going.
+        open.send(Message::text("still here")).await.unwrap();
+        assert_eq!(next_data(&mut open).await, Message::text("still here"));
+    });
 }

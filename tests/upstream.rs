@@ -6,15 +6,13 @@ mod common;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use futures_rustls::rustls;
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 
@@ -743,38 +741,8 @@ struct TlsBackend {
 }
 
 fn tls_echo_backend() -> TlsBackend {
-    use rcgen::{
-        BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-        KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "kairos test CA");
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    leaf_params
-        .extended_key_usages
-        .push(ExtendedKeyUsagePurpose::ServerAuth);
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
-
-    let chain: Vec<CertificateDer<'static>> = vec![leaf.der().clone()];
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der()));
-    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .unwrap();
-    let acceptor = futures_rustls::TlsAcceptor::from(Arc::new(server));
+    let pki = pki();
+    let acceptor = pki.acceptor();
     let (tx, handshakes) = smol::channel::unbounded();
     let addr = spawn_backend(move |tcp| {
         let acceptor = acceptor.clone();
@@ -793,7 +761,7 @@ fn tls_echo_backend() -> TlsBackend {
     });
     TlsBackend {
         addr,
-        ca_pem: ca_cert.pem(),
+        ca_pem: pki.ca_pem,
         handshakes,
     }
 }

@@ -7,9 +7,10 @@ mod fields;
 mod resilience;
 mod routers;
 mod server;
+mod tls;
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -210,7 +211,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     let admin = server::read_admin(&mut root, report);
     let limits = read_limits(&mut root, report);
     let jwt = read_jwt(&mut root, base, report);
-    let ca_file = read_tls(&mut root, base, report);
+    let ca_file = tls::read_tls(&mut root, base, report);
     let routes = match root.raw("routers") {
         None => {
             root.error(report, "routers", "is required (an array of routes)");
@@ -223,7 +224,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     // path shows up in `--check` before a wss:// backend is added.
     let backend_tls = if ca_file.is_some() || routes.iter().flat_map(|r| &r.backends).any(|b| b.tls)
     {
-        build_backend_tls(ca_file.as_deref(), report)
+        tls::build_backend_tls(ca_file.as_deref(), report)
     } else {
         None
     };
@@ -295,7 +296,7 @@ fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVe
         }
         (Some(s), None) => Some(KeySource::Secret(s.to_string())),
         (None, Some(f)) => {
-            let path = resolve(base, f);
+            let path = tls::resolve(base, f);
             match std::fs::read(&path) {
                 // jsonwebtoken would take an RSA private key as the key, and then fail every
                 // token's signature: refuse it here, where `--check` shows it.
@@ -371,63 +372,6 @@ fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVe
     JwtVerifier::new(&settings)
         .map_err(|errs| report.errors.extend(errs))
         .ok()
-}
-
-fn read_tls(root: &mut Fields, base: &Path, report: &mut Report) -> Option<PathBuf> {
-    let v = root.raw("tls")?;
-    let mut t = Fields::new("", "tls.", v, report)?;
-    let ca = t.string(report, "ca_file").map(|f| resolve(base, f));
-    t.finish(report);
-    ca
-}
-
-fn resolve(base: &Path, file: &str) -> PathBuf {
-    let p = Path::new(file);
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
-}
-
-fn build_backend_tls(
-    ca_file: Option<&Path>,
-    report: &mut Report,
-) -> Option<Arc<rustls::ClientConfig>> {
-    use futures_rustls::pki_types::{pem::PemObject, CertificateDer};
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        let shown = path.display();
-        match CertificateDer::pem_file_iter(path) {
-            Err(e) => report.errors.push(format!("tls.ca_file: {shown}: {e}")),
-            Ok(iter) => {
-                let certs: Result<Vec<_>, _> = iter.collect();
-                match certs {
-                    Err(e) => report.errors.push(format!("tls.ca_file: {shown}: {e}")),
-                    Ok(certs) if certs.is_empty() => report
-                        .errors
-                        .push(format!("tls.ca_file: {shown}: no PEM certificate in it")),
-                    Ok(certs) => {
-                        let (_, bad) = roots.add_parsable_certificates(certs);
-                        if bad > 0 {
-                            report.errors.push(format!(
-                                "tls.ca_file: {shown}: {bad} certificate(s) could not be parsed"
-                            ));
-                        }
-                    }
-                }
-            }
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| report.errors.push(format!("tls: {e}")))
-        .ok()?;
-    let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Some(Arc::new(cfg))
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use futures_rustls::rustls;
 use serde_json::Value;
 
 use super::fields::{Fields, Report};
-use super::{off_or_ms, resolve, Config, ConfigError, MAX_CONFIG_BYTES};
+use super::tls::resolve;
+use super::{off_or_ms, Config, ConfigError, MAX_CONFIG_BYTES};
 
 /// What the `server` block says, with its defaults.
 pub(super) struct Server {

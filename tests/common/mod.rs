@@ -492,3 +492,59 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> RawResponse {
     let req = format!("GET {path} HTTP/1.1\r\nHost: admin\r\n\r\n");
     raw_http(addr, req.as_bytes()).await
 }
+
+/// A test CA and a leaf certificate for `localhost` signed by it, as PEM, and the leaf as DER.
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+    pub cert_der: futures_rustls::pki_types::CertificateDer<'static>,
+    pub key_der: Vec<u8>,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "kairos listener test CA");
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+
+    let mut leaf_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    leaf_params
+        .extended_key_usages
+        .push(ExtendedKeyUsagePurpose::ServerAuth);
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    Pki {
+        ca_pem: ca_cert.pem(),
+        cert_pem: leaf.pem(),
+        key_pem: leaf_key.serialize_pem(),
+        cert_der: leaf.der().clone(),
+        key_der: leaf_key.serialize_der(),
+    }
+}
+
+impl Pki {
+    /// A TLS acceptor serving the leaf certificate (what a `wss://` backend runs).
+    pub fn acceptor(&self) -> futures_rustls::TlsAcceptor {
+        use futures_rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};
+        use futures_rustls::rustls;
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key_der.clone()));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let server = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_no_client_auth()
+            .with_single_cert(vec![self.cert_der.clone()], key)
+            .expect("test certificate");
+        futures_rustls::TlsAcceptor::from(Arc::new(server))
+    }
+}
