@@ -13,7 +13,7 @@ use std::time::Duration;
 use futures_lite::{AsyncWriteExt, FutureExt};
 use smol::LocalExecutor;
 
-use crate::handshake;
+use crate::handshake::{self, Head, Request};
 use crate::net::Stream;
 use crate::reactor::{self, Listener, Timer};
 
@@ -101,39 +101,84 @@ async fn answer(mut stream: Stream, peer: SocketAddr, status: &StatusFn) {
         Err(e) => {
             log::debug!("admin {peer}: {e}");
             if e.status().is_some() {
-                respond(&mut stream, 400, "text/plain", "bad request\n", false).await;
+                let bad = Reply::text(400, "bad request\n");
+                respond(&mut stream, &bad).await;
             }
             return;
         }
     };
+    let reply = reply(&request, || status());
+    log::debug!(
+        "admin {peer}: {} {} -> {}",
+        request.method,
+        request.target,
+        reply.code
+    );
+    respond(&mut stream, &reply).await;
+}
+
+/// An admin answer.
+pub struct Reply {
+    code: u16,
+    kind: &'static str,
+    body: String,
+    /// A HEAD request: the head only.
+    head_only: bool,
+}
+
+impl Reply {
+    fn text(code: u16, body: &str) -> Reply {
+        Reply {
+            code,
+            kind: "text/plain; charset=utf-8",
+            body: body.to_string(),
+            head_only: false,
+        }
+    }
+}
+
+/// Whether `request` is for the admin endpoints when they share the public listener: a plain
+/// (not upgrade) request for one of their paths.
+pub fn is_admin_request(request: &Request) -> bool {
+    let path = crate::route::split_target(&request.target).0;
+    let upgrade = request
+        .header("Upgrade")
+        .is_some_and(|u| u.to_ascii_lowercase().contains("websocket"));
+    !upgrade && ["/metrics", "/healthz", "/readyz"].contains(&path)
+}
+
+/// The answer to an admin request; `status` is asked only when the endpoint needs it.
+pub fn reply(request: &Request, status: impl FnOnce() -> Status) -> Reply {
     let head_only = request.method == "HEAD";
     if request.method != "GET" && !head_only {
-        respond(&mut stream, 405, "text/plain", "use GET\n", false).await;
-        return;
+        return Reply::text(405, "use GET\n");
     }
     let path = crate::route::split_target(&request.target).0;
-    let (code, kind, body) = match path {
+    let mut reply = match path {
         "/metrics" => {
             let s = status();
-            let text = crate::metrics::render(env!("CARGO_PKG_VERSION"), &s.backends);
-            (200, "text/plain; version=0.0.4; charset=utf-8", text)
+            Reply {
+                code: 200,
+                kind: "text/plain; version=0.0.4; charset=utf-8",
+                body: crate::metrics::render(env!("CARGO_PKG_VERSION"), &s.backends),
+                head_only: false,
+            }
         }
-        "/healthz" => (200, "text/plain", "ok\n".to_string()),
+        "/healthz" => Reply::text(200, "ok\n"),
         "/readyz" => readiness(&status()),
-        _ => (
+        _ => Reply::text(
             404,
-            "text/plain",
-            "not found: the admin endpoints are /metrics, /healthz and /readyz\n".to_string(),
+            "not found: the admin endpoints are /metrics, /healthz and /readyz\n",
         ),
     };
-    log::debug!("admin {peer}: {} {path} -> {code}", request.method);
-    respond(&mut stream, code, kind, &body, head_only).await;
+    reply.head_only = head_only;
+    reply
 }
 
 /// `/readyz`: 200 when every route has a usable backend and no shutdown is under way.
-fn readiness(s: &Status) -> (u16, &'static str, String) {
+fn readiness(s: &Status) -> Reply {
     if s.shutting_down {
-        return (503, "text/plain", "not ready: shutting down\n".to_string());
+        return Reply::text(503, "not ready: shutting down\n");
     }
     let mut down: Vec<&str> = Vec::new();
     for (route, _, _) in &s.backends {
@@ -143,27 +188,32 @@ fn readiness(s: &Status) -> (u16, &'static str, String) {
         }
     }
     if down.is_empty() {
-        (200, "text/plain", "ready\n".to_string())
+        Reply::text(200, "ready\n")
     } else {
-        let body = format!(
-            "not ready: no usable backend (down or circuit open) for route {}\n",
-            down.join(", ")
-        );
-        (503, "text/plain", body)
+        Reply::text(
+            503,
+            &format!(
+                "not ready: no usable backend (down or circuit open) for route {}\n",
+                down.join(", ")
+            ),
+        )
     }
 }
 
-async fn respond(stream: &mut Stream, code: u16, kind: &str, body: &str, head_only: bool) {
-    let reason = crate::error::reason_phrase(code);
+/// Writes `reply` and closes the connection gracefully.
+pub async fn respond(stream: &mut Stream, reply: &Reply) {
+    let reason = crate::error::reason_phrase(reply.code);
     let head = format!(
-        "HTTP/1.1 {code} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
          Connection: close\r\n\r\n",
-        body.len()
+        reply.code,
+        reply.kind,
+        reply.body.len()
     );
     let sent = async {
         stream.write_all(head.as_bytes()).await?;
-        if !head_only {
-            stream.write_all(body.as_bytes()).await?;
+        if !reply.head_only {
+            stream.write_all(reply.body.as_bytes()).await?;
         }
         stream.flush().await
     };

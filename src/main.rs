@@ -137,7 +137,9 @@ fn run(config: Arc<Config>, path: PathBuf, demo: bool) -> Result<u8, String> {
         "kairos-gateway {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    if let Some((host, port)) = &config.admin {
+    if config.admin_on_public() {
+        log::warn!("admin endpoints (/metrics, /healthz, /readyz) are served on the public listener {addr}, as admin asks");
+    } else if let Some((host, port)) = &config.admin {
         let g = gateway.clone();
         let admin =
             admin::start(host, *port, Arc::new(move || g.status())).map_err(|e| e.to_string())?;

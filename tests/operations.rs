@@ -372,3 +372,42 @@ fn sighup_reloads_and_a_listen_change_asks_for_a_restart() {
         assert_eq!(connect_id(addr, "/ws/chat").await.1, 1);
     });
 }
+
+#[test]
+fn admin_endpoints_can_share_the_public_listener() {
+    use kairos_gateway::config;
+    let (backend, _) = id_backend(0);
+    // A free port from the OS, for both the public listener and `admin`.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let json = config_json(
+        backend,
+        &format!(r#""admin": {{ "host": "127.0.0.1", "port": {port} }},"#),
+        "",
+    );
+    let mut cfg = config::parse(&json, std::path::Path::new("."))
+        .expect("config")
+        .config;
+    cfg.host = "127.0.0.1".into();
+    cfg.port = port;
+    assert!(cfg.admin_on_public());
+    let addr = kairos_gateway::server::start(std::sync::Arc::new(cfg), 1).expect("start");
+    run(async {
+        // WebSocket upgrades still reach the route; plain GETs of the admin paths are answered.
+        let (mut ws, id) = connect_id(addr, "/ws/chat").await;
+        assert_eq!(id, 0);
+        ws.send(Message::text("shared")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("shared"));
+        let health = http_get(addr, "/healthz").await;
+        assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
+        let metrics = http_get(addr, "/metrics").await;
+        assert!(metrics.body.contains("kairos_build_info"), "{}", metrics.body);
+        assert_eq!(http_get(addr, "/readyz").await.status, 200);
+        // Other plain GETs are the WebSocket route's business: 426 on a route, 404 elsewhere.
+        assert_eq!(http_get(addr, "/ws/chat").await.status, 426);
+        assert_eq!(http_get(addr, "/other").await.status, 404);
+    });
+}

@@ -241,7 +241,6 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
         backend_tls,
         limits,
     };
-    report.errors.extend(server::admin_clash(&config));
     Some(config)
 }
 

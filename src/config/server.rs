@@ -56,6 +56,16 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
     server
 }
 
+impl Config {
+    /// Whether the admin endpoints share the public listener (`admin` names its address):
+    /// then a plain GET of `/metrics`, `/healthz` or `/readyz` there is answered by them.
+    pub fn admin_on_public(&self) -> bool {
+        self.admin
+            .as_ref()
+            .is_some_and(|(host, port)| *port != 0 && *port == self.port && *host == self.host)
+    }
+}
+
 /// Reads the `admin` block: `None` when it is absent.
 pub(super) fn read_admin(root: &mut Fields, report: &mut Report) -> Option<(String, u16)> {
     let v = root.raw("admin")?;
@@ -64,14 +74,6 @@ pub(super) fn read_admin(root: &mut Fields, report: &mut Report) -> Option<(Stri
     let port = a.int(report, "port", 0, 65535, 9900) as u16;
     a.finish(report);
     Some((host, port))
-}
-
-/// The problem when the admin listener would take the public listener's address (port 0
-/// means a free port for each, so it never clashes).
-pub(super) fn admin_clash(config: &Config) -> Option<String> {
-    let (host, port) = config.admin.as_ref()?;
-    (*port != 0 && *port == config.port && *host == config.host)
-        .then(|| "admin: must not be the public listener's address".to_string())
 }
 
 /// `server.tls`: the certificate chain and key, loaded and checked into a rustls server config
@@ -234,11 +236,6 @@ impl Config {
                 ConfigError::one(format!("KAIROS_PORT: {p:?} is not a port number (0-65535)"))
             })?;
         }
-        match admin_clash(self) {
-            Some(clash) => Err(ConfigError::one(format!(
-                "{clash} (as KAIROS_HOST/KAIROS_PORT set it)"
-            ))),
-            None => Ok(()),
-        }
+        Ok(())
     }
 }

@@ -1166,19 +1166,18 @@ fn admin_block() {
         json!({ "host": "127.0.0.1", "port": 0 }),
     ));
 
-    let clash = "admin: must not be the public listener's address";
+    // The public listener's own address: the admin endpoints share it.
+    let shared = ok_value(&admin(
+        json!({ "port": 5900 }),
+        json!({ "host": "127.0.0.1" }),
+    ));
+    assert!(shared.config.admin_on_public());
+    let apart = ok_value(&admin(
+        json!({ "port": 9900 }),
+        json!({ "host": "127.0.0.1" }),
+    ));
+    assert!(!apart.config.admin_on_public());
     let cases = [
-        (
-            admin(json!({ "port": 5900 }), json!({ "host": "127.0.0.1" })),
-            clash,
-        ),
-        (
-            admin(
-                json!({ "host": "0.0.0.0", "port": 8080 }),
-                json!({ "port": 8080 }),
-            ),
-            clash,
-        ),
         (
             admin(json!({ "port": 70000 }), json!({})),
             "admin.port: must be an integer from 0 to 65535, found 70000",
@@ -1200,19 +1199,15 @@ fn admin_block() {
 }
 
 #[test]
-fn admin_clash_through_the_environment() {
+fn admin_shares_the_public_port_when_the_environment_moves_it_there() {
     let mut c = ok_value(&config_with(
         json!({ "admin": { "host": "127.0.0.1", "port": 9900 } }),
     ))
     .config;
     c.apply_listen_env(Some("127.0.0.1".into()), None).unwrap();
-    let e = c.apply_listen_env(None, Some("9900".into())).unwrap_err();
-    assert_eq!(
-        e.problems,
-        vec![
-            "admin: must not be the public listener's address (as KAIROS_HOST/KAIROS_PORT set it)"
-        ]
-    );
+    assert!(!c.admin_on_public());
+    c.apply_listen_env(None, Some("9900".into())).unwrap();
+    assert!(c.admin_on_public());
 }
 
 /// A certificate for `localhost` and its key, as PEM.

@@ -63,7 +63,8 @@ pub(super) async fn serve(
         })
         .await;
     let o = match opened {
-        Ok(o) => o,
+        Ok(Opening::Relay(o)) => o,
+        Ok(Opening::Answered) => return,
         Err(Refused(e, at)) => {
             let stats = at.and_then(|i| gen.stats.get(i)).unwrap_or(&gen.unrouted);
             return refuse(&mut stream, peer, id, &e, stats).await;
@@ -114,6 +115,14 @@ struct Opened {
     _lease: Option<Lease>,
 }
 
+/// How the handshake stage ended well.
+enum Opening {
+    /// Upgraded: relay it.
+    Relay(Opened),
+    /// A plain request for the admin endpoints (sharing the public listener), answered.
+    Answered,
+}
+
 /// Why a connection is refused, and on which route (`None`: before one matched).
 struct Refused(Error, Option<usize>);
 
@@ -124,7 +133,7 @@ async fn open(
     peer: SocketAddr,
     gen: &Generation,
     id: u64,
-) -> Result<Opened, Refused> {
+) -> Result<Opening, Refused> {
     let config = &gen.config;
     let limits = &config.limits;
     let timeout = limits.handshake_timeout;
@@ -135,6 +144,12 @@ async fn open(
         })
         .await;
     let (request, early) = read.map_err(|e| Refused(e, None))?;
+    if config.admin_on_public() && crate::admin::is_admin_request(&request) {
+        let reply = crate::admin::reply(&request, || gen.status(false));
+        crate::admin::respond(stream, &reply).await;
+        log::debug!("conn {id} {peer}: admin {} answered", request.target);
+        return Ok(Opening::Answered);
+    }
     let Admitted {
         at,
         route,
@@ -173,14 +188,14 @@ async fn open(
     }
     stats.handshake(101);
     log::debug!("conn {id} {peer}: upgraded");
-    Ok(Opened {
+    Ok(Opening::Relay(Opened {
         at,
         client_early: early,
         backend: upgraded.stream,
         backend_early: upgraded.leftover,
         deflate: upgraded.deflate,
         _lease: lease,
-    })
+    }))
 }
 
 /// Logs why a connection was refused, counts it, and answers it.

@@ -57,6 +57,23 @@ impl Generation {
     }
 }
 
+impl Generation {
+    /// What the admin endpoints report about this generation.
+    pub fn status(&self, shutting_down: bool) -> Status {
+        let mut backends = Vec::new();
+        for (at, route) in self.config.routes.iter().enumerate() {
+            for (i, b) in route.backends.iter().enumerate() {
+                let up = self.balancers.usable(at, i);
+                backends.push((route.external.as_str().to_string(), b.origin(), up));
+            }
+        }
+        Status {
+            backends,
+            shutting_down,
+        }
+    }
+}
+
 /// A bound gateway, ready to serve. Cloned into each worker thread.
 #[derive(Clone)]
 pub struct Gateway {
@@ -163,18 +180,7 @@ impl Gateway {
 
     /// What the admin endpoints report.
     pub fn status(&self) -> Status {
-        let g = self.generation();
-        let mut backends = Vec::new();
-        for (at, route) in g.config.routes.iter().enumerate() {
-            for (i, b) in route.backends.iter().enumerate() {
-                let up = g.balancers.usable(at, i);
-                backends.push((route.external.as_str().to_string(), b.origin(), up));
-            }
-        }
-        Status {
-            backends,
-            shutting_down: self.drain.is_on(),
-        }
+        self.generation().status(self.drain.is_on())
     }
 
     /// The address actually bound (useful with port 0).
