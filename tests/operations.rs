@@ -404,10 +404,78 @@ fn admin_endpoints_can_share_the_public_listener() {
         let health = http_get(addr, "/healthz").await;
         assert_eq!((health.status, health.body.as_str()), (200, "ok\n"));
         let metrics = http_get(addr, "/metrics").await;
-        assert!(metrics.body.contains("kairos_build_info"), "{}", metrics.body);
+        assert!(
+            metrics.body.contains("kairos_build_info"),
+            "{}",
+            metrics.body
+        );
         assert_eq!(http_get(addr, "/readyz").await.status, 200);
         // Other plain GETs are the WebSocket route's business: 426 on a route, 404 elsewhere.
         assert_eq!(http_get(addr, "/ws/chat").await.status, 426);
         assert_eq!(http_get(addr, "/other").await.status, 404);
+    });
+}
+
+/// An HS256 token for `secret`, valid for an hour.
+fn token(secret: &str) -> String {
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let claims = serde_json::json!({ "sub": "ops", "exp": exp });
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+}
+
+#[test]
+fn reload_changes_jwt_settings_and_limits_for_new_connections_only() {
+    let (backend, _) = id_backend(0);
+    let config = |secret: &str, max: usize| {
+        format!(
+            r#"{{ "server": {{ "reload_poll_ms": 50 }}, "version": 1,
+                "jwt": {{ "secret": "{secret}" }},
+                "limits": {{ "max_message_bytes": {max} }},
+                "routers": [{{ "protocol": "websocket", "external_path": "/ws/chat",
+                  "internal_path": "/ws", "methods": ["GET"], "auth_required": true,
+                  "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}] }}] }}"#,
+            backend.port()
+        )
+    };
+    let gw = GatewayProcess::start(&config("first-secret", 1024), None);
+    let addr = gw.addr();
+    let with = |secret: &str| format!("Bearer {}", token(secret));
+    run(async {
+        let (mut old, _) = try_connect(
+            addr,
+            "/ws/chat",
+            &[("Authorization", &with("first-secret"))],
+        )
+        .await
+        .expect("connect with the first secret");
+        assert!(matches!(next_data(&mut old).await, Message::Text(_)));
+        gw.rewrite(&config("second-secret", 64));
+        assert!(gw.wait_for("applied to new connections", STEP).is_some());
+        // New connections: the new secret, the new limit.
+        let first = [("Authorization", with("first-secret"))];
+        let first: Vec<(&str, &str)> = first.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        assert_eq!(refused_status(addr, "/ws/chat", &first).await, 401);
+        let (mut new, _) = try_connect(
+            addr,
+            "/ws/chat",
+            &[("Authorization", &with("second-secret"))],
+        )
+        .await
+        .expect("connect with the second secret");
+        assert!(matches!(next_data(&mut new).await, Message::Text(_)));
+        let big = "x".repeat(100);
+        new.send(Message::text(big.clone())).await.unwrap();
+        match next_msg(&mut new).await {
+            Message::Close(Some(c)) => assert_eq!(u16::from(c.code), 1009),
+            other => panic!("expected 1009 for 100 bytes over a 64-byte limit, got {other:?}"),
+        }
+        // The connection opened before keeps its config: 100 bytes are under its 1024.
+        old.send(Message::text(big.clone())).await.unwrap();
+        assert_eq!(next_data(&mut old).await, Message::text(big));
     });
 }
