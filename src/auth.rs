@@ -93,6 +93,15 @@ pub struct JwtVerifier {
     required_claims: Vec<String>,
     /// Query parameter that may carry the token (`None`: header only).
     pub query_param: Option<String>,
+    /// `leeway_seconds`: clock skew allowed for `exp` and `nbf`.
+    pub leeway_seconds: u64,
+    /// `enforce_expiry` (true): a connection is closed with 1008 when its token expires.
+    pub enforce_expiry: bool,
+    /// `forward_claims`: (claim, header) pairs set on the backend request.
+    pub forward_claims: Vec<(String, String)>,
+    /// `strip_authorization` (false): the backend gets neither the `Authorization` header nor
+    /// the token parameter.
+    pub strip_authorization: bool,
 }
 
 impl fmt::Debug for JwtVerifier {
@@ -195,6 +204,10 @@ impl JwtVerifier {
             validation,
             required_claims: s.required_claims.clone(),
             query_param: s.query_param.clone(),
+            leeway_seconds: s.leeway_seconds,
+            enforce_expiry: true,
+            forward_claims: Vec::new(),
+            strip_authorization: false,
         })
     }
 

@@ -276,11 +276,18 @@ fn shutdown_stops_accepting_and_ends_at_its_timeout_or_a_second_signal() {
         "",
     );
     let mut gw = GatewayProcess::start(&json, None);
-    let addr = gw.addr();
+    let (addr, admin) = (gw.addr(), gw.admin_addr());
     let _held = run(stubborn_client(addr));
+    assert_eq!(run(http_get(admin, "/readyz")).status, 200);
     gw.signal(Signal::TERM);
     assert!(gw.wait_for("shutting down", STEP).is_some());
     let started = std::time::Instant::now();
+    // Not ready any more, and it says why.
+    let ready = run(http_get(admin, "/readyz"));
+    assert_eq!(
+        (ready.status, ready.body.as_str()),
+        (503, "not ready: shutting down\n")
+    );
     // No new connections while draining.
     let refused = run(async {
         let deadline = std::time::Instant::now() + STEP;

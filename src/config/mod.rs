@@ -4,6 +4,8 @@
 
 mod backends;
 mod fields;
+mod jwt;
+mod policies;
 mod resilience;
 mod routers;
 mod server;
@@ -17,11 +19,11 @@ use std::time::Duration;
 use futures_rustls::rustls;
 use serde_json::Value;
 
-use crate::auth::{JwtSettings, JwtVerifier, KeySource};
+use crate::auth::JwtVerifier;
 pub use backends::Backend;
 use fields::{Fields, Report};
 pub use resilience::{CircuitBreaker, HealthCheck};
-pub use routers::{Route, Sticky, Strategy};
+pub use routers::{Bucket, Cidr, MessageFilter, OnExceed, RateLimit, Route, Sticky, Strategy};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
@@ -49,6 +51,9 @@ pub struct Config {
     /// free port): the plain-HTTP listener of `/metrics`, `/healthz` and `/readyz`. `None`
     /// (no admin listener) when the block is absent; never the public listener's address.
     pub admin: Option<(String, u16)>,
+    /// `server.trusted_proxies` (none): peers whose `X-Forwarded-For` names the client for the
+    /// per-address rate limits.
+    pub trusted_proxies: Vec<Cidr>,
     /// The routes served, in file order (routers with another protocol are skipped).
     pub routes: Vec<Route>,
     /// The `jwt` block, when present.
@@ -81,6 +86,9 @@ pub struct Limits {
     /// `ping_interval_ms` (0 = off): the gateway pings the client this often and closes both
     /// legs with 1001 when two pings in a row go unanswered.
     pub ping_interval: Option<Duration>,
+    /// `max_connections` (unlimited when absent): open connections, all routes together.
+    /// Past it: 503 with `Retry-After`.
+    pub max_connections: Option<usize>,
 }
 
 impl Default for Limits {
@@ -93,6 +101,7 @@ impl Default for Limits {
             max_request_head_bytes: 8192,
             idle_timeout: None,
             ping_interval: None,
+            max_connections: None,
         }
     }
 }
@@ -210,7 +219,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     let server = server::read_server(&mut root, base, report);
     let admin = server::read_admin(&mut root, report);
     let limits = read_limits(&mut root, report);
-    let jwt = read_jwt(&mut root, base, report);
+    let jwt = jwt::read_jwt(&mut root, base, report);
     let ca_file = tls::read_tls(&mut root, base, report);
     let routes = match root.raw("routers") {
         None => {
@@ -235,6 +244,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
         shutdown_timeout: server.shutdown_timeout,
         reload_poll: server.reload_poll,
         listener_tls: server.tls,
+        trusted_proxies: server.trusted_proxies,
         admin,
         routes,
         jwt,
@@ -269,6 +279,9 @@ fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
             as usize,
         idle_timeout: off_or_ms(l.int(report, "idle_timeout_ms", 0, 86_400_000, 0)),
         ping_interval: off_or_ms(l.int(report, "ping_interval_ms", 0, 86_400_000, 0)),
+        max_connections: l
+            .raw("max_connections")
+            .map(|_| l.int(report, "max_connections", 1, 100_000_000, 1) as usize),
     };
     l.finish(report);
     limits
@@ -277,100 +290,6 @@ fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
 /// 0 turns a timer off.
 fn off_or_ms(ms: u64) -> Option<Duration> {
     (ms > 0).then(|| Duration::from_millis(ms))
-}
-
-fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVerifier> {
-    let v = root.raw("jwt")?;
-    let mut j = Fields::new("", "jwt.", v, report)?;
-    let secret = j.string(report, "secret");
-    let key_file = j.string(report, "public_key_file");
-    let key = match (secret, key_file) {
-        (Some(_), Some(_)) => {
-            j.error(
-                report,
-                "secret",
-                "give either secret or public_key_file, not both",
-            );
-            None
-        }
-        (Some(s), None) => Some(KeySource::Secret(s.to_string())),
-        (None, Some(f)) => {
-            let path = tls::resolve(base, f);
-            match std::fs::read(&path) {
-                // jsonwebtoken would take an RSA private key as the key, and then fail every
-                // token's signature: refuse it here, where `--check` shows it.
-                Ok(pem) if pem.windows(16).any(|w| w == b"PRIVATE KEY-----") => {
-                    j.error(
-                        report,
-                        "public_key_file",
-                        format!(
-                            "{}: is a private key; give the public key \
-                             (openssl pkey -in KEY -pubout)",
-                            path.display()
-                        ),
-                    );
-                    None
-                }
-                Ok(pem) => Some(KeySource::PublicKeyPem {
-                    path: path.display().to_string(),
-                    pem,
-                }),
-                Err(e) => {
-                    j.error(
-                        report,
-                        "public_key_file",
-                        format!("{}: {e}", path.display()),
-                    );
-                    None
-                }
-            }
-        }
-        (None, None) => {
-            j.error(
-                report,
-                "secret",
-                "the jwt block needs secret or public_key_file",
-            );
-            None
-        }
-    };
-    let algorithms = j
-        .strings(report, "algorithms")
-        .map(|v| v.iter().map(|s| s.to_string()).collect())
-        .unwrap_or_else(|| vec!["HS256".to_string()]);
-    let issuer = j.string(report, "issuer").map(str::to_string);
-    let audience = j.string(report, "audience").map(str::to_string);
-    let required_claims = j
-        .strings(report, "required_claims")
-        .map(|v| v.iter().map(|s| s.to_string()).collect())
-        .unwrap_or_default();
-    let leeway_seconds = j.int(report, "leeway_seconds", 0, 86_400, 30);
-    let query_param = match j.raw("query_param") {
-        None => Some("access_token".to_string()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && !s.contains(['&', '=', ' ']) => Some(s.clone()),
-        Some(other) => {
-            j.error(
-                report,
-                "query_param",
-                format!("must be a parameter name or null, found {other}"),
-            );
-            None
-        }
-    };
-    j.finish(report);
-    let settings = JwtSettings {
-        key: key?,
-        algorithms,
-        issuer,
-        audience,
-        required_claims,
-        leeway_seconds,
-        query_param,
-    };
-    JwtVerifier::new(&settings)
-        .map_err(|errs| report.errors.extend(errs))
-        .ok()
 }
 
 #[cfg(test)]

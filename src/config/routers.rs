@@ -4,6 +4,8 @@ use serde_json::Value;
 
 use super::backends::{read_backends, Backend};
 use super::fields::{kind, Fields, Report};
+use super::policies::{read_message_filter, read_origins, read_rate_limit};
+pub use super::policies::{Bucket, Cidr, MessageFilter, OnExceed, RateLimit};
 use super::resilience::{read_circuit, read_health, CircuitBreaker, HealthCheck};
 use crate::route::PathPattern;
 
@@ -31,6 +33,16 @@ pub struct Route {
     pub circuit: CircuitBreaker,
     /// `health_check` (off unless configured, or a backend has a `health_check_path`).
     pub health: Option<HealthCheck>,
+    /// `max_connections`: open connections on this route (unlimited when absent).
+    pub max_connections: Option<usize>,
+    /// `rate_limit` (nothing limited by default).
+    pub rate_limit: RateLimit,
+    /// `allowed_origins` in lowercase (`None`: any origin).
+    pub origins: Option<Vec<String>>,
+    /// `require_origin` (false): refuse requests without an `Origin`.
+    pub require_origin: bool,
+    /// `message_filter` (none: every message passes, on the fast path).
+    pub filter: Option<MessageFilter>,
 }
 
 /// `sticky.key`: where a connection's stickiness key comes from.
@@ -193,6 +205,12 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
             );
         }
     }
+    let max_connections = f
+        .raw("max_connections")
+        .map(|_| f.int(report, "max_connections", 1, 100_000_000, 1) as usize);
+    let rate_limit = read_rate_limit(&mut f, report);
+    let (origins, require_origin) = read_origins(&mut f, report);
+    let filter = read_message_filter(&mut f, report);
     f.finish(report);
     if report.errors.len() > errors_before {
         return None;
@@ -208,6 +226,11 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         sticky,
         circuit,
         health,
+        max_connections,
+        rate_limit,
+        origins,
+        require_origin,
+        filter,
     })
 }
 

@@ -11,6 +11,7 @@ use futures_rustls::rustls;
 use serde_json::Value;
 
 use super::fields::{Fields, Report};
+use super::policies::Cidr;
 use super::tls::resolve;
 use super::{off_or_ms, Config, ConfigError, MAX_CONFIG_BYTES};
 
@@ -22,6 +23,7 @@ pub(super) struct Server {
     pub shutdown_timeout: Duration,
     pub reload_poll: Option<Duration>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// Reads the `server` block; relative TLS file paths are from `base`.
@@ -34,6 +36,7 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
         shutdown_timeout: Duration::from_millis(10_000),
         reload_poll: Some(Duration::from_millis(2000)),
         tls: None,
+        trusted_proxies: Vec::new(),
     };
     let Some(v) = root.raw("server") else {
         return server;
@@ -52,6 +55,7 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
     if let Some(t) = s.raw("tls") {
         server.tls = read_listener_tls(t, base, report);
     }
+    server.trusted_proxies = super::policies::read_trusted_proxies(&mut s, report);
     s.finish(report);
     server
 }

@@ -1423,3 +1423,154 @@ fn listener_tls_block_shape() {
         vec!["server.tls.ca_file: unknown field, ignored"]
     );
 }
+
+#[test]
+fn policy_fields_default_to_nothing_limited() {
+    let c = ok_value(&config(vec![router("/ws/chat")])).config;
+    let r = &c.routes[0];
+    assert_eq!(c.limits.max_connections, None);
+    assert_eq!(r.max_connections, None);
+    assert_eq!(r.rate_limit, super::RateLimit::default());
+    assert_eq!((r.origins.clone(), r.require_origin), (None, false));
+    assert_eq!(r.filter, None);
+    assert!(c.trusted_proxies.is_empty());
+}
+
+#[test]
+fn policy_fields_are_read() {
+    use super::{Bucket, OnExceed};
+    let mut r = router("/ws/chat");
+    r["max_connections"] = json!(100);
+    r["rate_limit"] = json!({
+        "connections_per_ip": 4,
+        "handshakes_per_second_per_ip": { "rate": 2, "burst": 5 },
+        "messages_per_second": 50,
+        "bytes_per_second": { "rate": 1024 },
+        "on_exceed": "close"
+    });
+    r["allowed_origins"] = json!(["https://App.example.com", "http://localhost:8080"]);
+    r["require_origin"] = json!(true);
+    r["message_filter"] = json!({
+        "allow_types": ["text"],
+        "max_message_bytes": { "client_to_backend": 4096 },
+        "require_json": true
+    });
+    let c = ok_value(&json!({
+        "version": 1, "routers": [r],
+        "limits": { "max_connections": 1000 },
+        "server": { "trusted_proxies": ["10.0.0.0/8", "::1"] }
+    }))
+    .config;
+    let r = &c.routes[0];
+    assert_eq!(c.limits.max_connections, Some(1000));
+    assert_eq!(r.max_connections, Some(100));
+    let rl = &r.rate_limit;
+    assert_eq!(rl.connections_per_ip, Some(4));
+    assert_eq!(
+        rl.handshakes_per_ip,
+        Some(Bucket {
+            rate: 2.0,
+            burst: 5.0
+        })
+    );
+    assert_eq!(
+        rl.messages,
+        Some(Bucket {
+            rate: 50.0,
+            burst: 50.0
+        })
+    );
+    assert_eq!(
+        rl.bytes,
+        Some(Bucket {
+            rate: 1024.0,
+            burst: 1024.0
+        })
+    );
+    assert_eq!(rl.on_exceed, OnExceed::Close);
+    assert_eq!(
+        r.origins.as_deref(),
+        Some(
+            &[
+                "https://app.example.com".to_string(),
+                "http://localhost:8080".to_string()
+            ][..]
+        )
+    );
+    assert!(r.require_origin);
+    let f = r.filter.as_ref().unwrap();
+    assert_eq!(
+        (f.allow_text, f.allow_binary, f.require_json),
+        (true, false, true)
+    );
+    assert_eq!((f.max_up, f.max_down), (Some(4096), None));
+    assert_eq!(c.trusted_proxies.len(), 2);
+    let mut any = router("/ws/chat");
+    any["allowed_origins"] = json!(["*"]);
+    assert_eq!(ok_value(&config(vec![any])).config.routes[0].origins, None);
+}
+
+#[test]
+fn policy_field_errors_name_the_field() {
+    let cases: Vec<(&str, Value, &str)> = vec![
+        ("max_connections", json!(0), "max_connections: must be an integer from 1"),
+        ("rate_limit", json!({ "messages_per_second": -1 }), "rate_limit.messages_per_second: must be a positive number"),
+        ("rate_limit", json!({ "bytes_per_second": { "rate": 10, "burst": 0.5 } }), "rate_limit.bytes_per_second: must be a positive number, or {\"rate\": N, \"burst\": M} with M >= 1"),
+        ("rate_limit", json!({ "on_exceed": "drop" }), "rate_limit.on_exceed: \"drop\" is not \"throttle\" or \"close\""),
+        ("rate_limit", json!({ "connections_per_ip": 0 }), "rate_limit.connections_per_ip: must be an integer from 1"),
+        ("allowed_origins", json!(["example.com"]), "allowed_origins: \"example.com\" is not an origin"),
+        ("allowed_origins", json!(["https://a.com/path"]), "is not an origin"),
+        ("message_filter", json!({ "allow_types": ["ping"] }), "message_filter.allow_types: \"ping\" is not \"text\" or \"binary\""),
+        ("message_filter", json!({ "max_message_bytes": 5 }), "message_filter.max_message_bytes: must be {"),
+        ("message_filter", json!({ "max_message_bytes": { "client_to_backend": 1 } }), "message_filter.max_message_bytes.client_to_backend: must be an integer from 16"),
+    ];
+    for (key, value, says) in cases {
+        let mut r = router("/ws/chat");
+        r[key] = value;
+        let e = one_error(&config(vec![r]));
+        assert!(e.contains(says), "{key}: want {says:?} in {e}");
+    }
+    let e = one_error(&json!({ "version": 1, "routers": [router("/ws/chat")],
+        "server": { "trusted_proxies": ["10.0.0.0/40"] } }));
+    assert!(
+        e.contains("server.trusted_proxies: \"10.0.0.0/40\": the prefix must be 0 to 32"),
+        "{e}"
+    );
+}
+
+#[test]
+fn jwt_policy_fields() {
+    let c = ok_value(&config_with(json!({ "jwt": { "secret": "s" } }))).config;
+    let j = c.jwt.as_ref().unwrap();
+    assert!(j.enforce_expiry && !j.strip_authorization && j.forward_claims.is_empty());
+    let c = ok_value(&config_with(json!({ "jwt": { "secret": "s", "enforce_expiry": false,
+        "strip_authorization": true, "forward_claims": { "sub": "X-User-Id", "tenant": "X-Tenant" } } })))
+    .config;
+    let j = c.jwt.as_ref().unwrap();
+    assert!(!j.enforce_expiry && j.strip_authorization);
+    assert_eq!(j.forward_claims.len(), 2);
+    assert!(j
+        .forward_claims
+        .contains(&("sub".into(), "X-User-Id".into())));
+    for (claims, says) in [
+        (
+            json!({ "sub": "Host" }),
+            "\"Host\" is a header the gateway sets itself",
+        ),
+        (
+            json!({ "sub": "Bad Name" }),
+            "\"Bad Name\" is not a valid header name",
+        ),
+        (
+            json!({ "sub": "X-A", "iss": "x-a" }),
+            "is used for two claims",
+        ),
+        (json!({ "sub": 1 }), "the header name must be a string"),
+        (json!(["sub"]), "jwt.forward_claims: must be an object"),
+    ] {
+        let e = one_error(&config_with(
+            json!({ "jwt": { "secret": "s", "forward_claims": claims } }),
+        ));
+        assert!(e.contains(says), "want {says:?} in {e}");
+    }
+}

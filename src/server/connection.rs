@@ -41,10 +41,16 @@ pub(super) async fn serve(
         }
     };
     let config = &gen.config;
+    let mut watch = drain.watch();
     if let Some(tls) = &config.listener_tls {
         let limit = config.limits.handshake_timeout;
-        let accept = crate::net::accept_tls_within(tls.clone(), stream, limit);
-        stream = match Box::pin(accept).await {
+        let accept = Box::pin(crate::net::accept_tls_within(tls.clone(), stream, limit));
+        // A shutdown drops a client still in its TLS handshake.
+        let draining = async {
+            (&mut watch).await;
+            Err(std::io::Error::other("the gateway is shutting down"))
+        };
+        stream = match accept.or(draining).await {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("conn {id} {peer}: TLS handshake failed: {e}");
@@ -55,7 +61,6 @@ pub(super) async fn serve(
     // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
     // gone before the relay starts: an idle relayed connection keeps only what it needs. A
     // shutdown during the handshake answers 503.
-    let mut watch = drain.watch();
     let opened = Box::pin(open(&mut stream, peer, &gen, id))
         .or(async {
             (&mut watch).await;

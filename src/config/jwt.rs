@@ -1,0 +1,177 @@
+//! The `jwt` block.
+
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::fields::{Fields, Report};
+use super::tls;
+use crate::auth::{JwtSettings, JwtVerifier, KeySource};
+
+/// The `jwt` block: key, accepted tokens, and what the gateway does with them.
+pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVerifier> {
+    let v = root.raw("jwt")?;
+    let mut j = Fields::new("", "jwt.", v, report)?;
+    let secret = j.string(report, "secret");
+    let key_file = j.string(report, "public_key_file");
+    let key = match (secret, key_file) {
+        (Some(_), Some(_)) => {
+            j.error(
+                report,
+                "secret",
+                "give either secret or public_key_file, not both",
+            );
+            None
+        }
+        (Some(s), None) => Some(KeySource::Secret(s.to_string())),
+        (None, Some(f)) => {
+            let path = tls::resolve(base, f);
+            match std::fs::read(&path) {
+                // jsonwebtoken would take an RSA private key as the key, and then fail every
+                // token's signature: refuse it here, where `--check` shows it.
+                Ok(pem) if pem.windows(16).any(|w| w == b"PRIVATE KEY-----") => {
+                    j.error(
+                        report,
+                        "public_key_file",
+                        format!(
+                            "{}: is a private key; give the public key \
+                             (openssl pkey -in KEY -pubout)",
+                            path.display()
+                        ),
+                    );
+                    None
+                }
+                Ok(pem) => Some(KeySource::PublicKeyPem {
+                    path: path.display().to_string(),
+                    pem,
+                }),
+                Err(e) => {
+                    j.error(
+                        report,
+                        "public_key_file",
+                        format!("{}: {e}", path.display()),
+                    );
+                    None
+                }
+            }
+        }
+        (None, None) => {
+            j.error(
+                report,
+                "secret",
+                "the jwt block needs secret or public_key_file",
+            );
+            None
+        }
+    };
+    let algorithms = j
+        .strings(report, "algorithms")
+        .map(|v| v.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_else(|| vec!["HS256".to_string()]);
+    let issuer = j.string(report, "issuer").map(str::to_string);
+    let audience = j.string(report, "audience").map(str::to_string);
+    let required_claims = j
+        .strings(report, "required_claims")
+        .map(|v| v.iter().map(|s| s.to_string()).collect())
+        .unwrap_or_default();
+    let leeway_seconds = j.int(report, "leeway_seconds", 0, 86_400, 30);
+    let query_param = match j.raw("query_param") {
+        None => Some("access_token".to_string()),
+        Some(Value::Null) => None,
+        Some(Value::String(s)) if !s.is_empty() && !s.contains(['&', '=', ' ']) => Some(s.clone()),
+        Some(other) => {
+            j.error(
+                report,
+                "query_param",
+                format!("must be a parameter name or null, found {other}"),
+            );
+            None
+        }
+    };
+    let enforce_expiry = j.bool(report, "enforce_expiry", true);
+    let strip_authorization = j.bool(report, "strip_authorization", false);
+    let forward_claims = read_forward_claims(&mut j, report);
+    j.finish(report);
+    let settings = JwtSettings {
+        key: key?,
+        algorithms,
+        issuer,
+        audience,
+        required_claims,
+        leeway_seconds,
+        query_param,
+    };
+    let mut verifier = JwtVerifier::new(&settings)
+        .map_err(|errs| report.errors.extend(errs))
+        .ok()?;
+    verifier.enforce_expiry = enforce_expiry;
+    verifier.strip_authorization = strip_authorization;
+    verifier.forward_claims = forward_claims;
+    Some(verifier)
+}
+
+/// Headers the gateway sets itself on the backend request: never a claim's.
+const RESERVED: &[&str] = &[
+    "host",
+    "upgrade",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-connection",
+    "sec-websocket-key",
+    "sec-websocket-version",
+    "sec-websocket-extensions",
+    "sec-websocket-protocol",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "authorization",
+];
+
+/// `forward_claims: {"claim": "Header-Name", ...}`.
+fn read_forward_claims(j: &mut Fields, report: &mut Report) -> Vec<(String, String)> {
+    let Some(v) = j.raw("forward_claims") else {
+        return Vec::new();
+    };
+    let Value::Object(map) = v else {
+        j.error(
+            report,
+            "forward_claims",
+            format!("must be an object of claim -> header name, found {v}"),
+        );
+        return Vec::new();
+    };
+    let mut out: Vec<(String, String)> = Vec::new();
+    for (claim, header) in map {
+        let Some(name) = header.as_str() else {
+            j.error(
+                report,
+                "forward_claims",
+                format!("{claim:?}: the header name must be a string, found {header}"),
+            );
+            continue;
+        };
+        let token = !name.is_empty()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        let lower = name.to_ascii_lowercase();
+        let problem = if !token {
+            Some("is not a valid header name".to_string())
+        } else if RESERVED.contains(&lower.as_str()) {
+            Some("is a header the gateway sets itself".to_string())
+        } else if out.iter().any(|(_, h)| h.eq_ignore_ascii_case(name)) {
+            Some("is used for two claims".to_string())
+        } else {
+            None
+        };
+        match problem {
+            Some(p) => j.error(report, "forward_claims", format!("{claim:?}: {name:?} {p}")),
+            None => out.push((claim.clone(), name.to_string())),
+        }
+    }
+    out
+}
