@@ -135,6 +135,8 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
 /// Graceful shutdown; returns the exit status.
 async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
     let timeout = gateway.config().shutdown_timeout;
+    // First stop, then say so: whoever reads the line sees the gateway draining.
+    gateway.begin_shutdown();
     log::info!(
         "{}: shutting down: no new connections; {} open connection(s) get 1001 \
          (waiting up to {} ms; a second signal exits at once)",
@@ -146,7 +148,6 @@ async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
         server::open_connections(),
         timeout.as_millis()
     );
-    gateway.begin_shutdown();
     let deadline = Instant::now() + timeout;
     let drained = async {
         while server::open_connections() > 0 && Instant::now() < deadline {

@@ -267,5 +267,8 @@ pub fn close_for_violation(v: crate::frame::Violation) -> (u16, &'static str) {
         Violation::Protocol(why) => (1002, why),
         Violation::Utf8 => (1007, "invalid UTF-8 in text"),
         Violation::TooBig(why) => (1009, why),
+        Violation::Unsupported(why) => (1003, why),
+        Violation::Invalid(why) => (1007, why),
+        Violation::Policy(why) => (1008, why),
     }
 }

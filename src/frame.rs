@@ -29,6 +29,12 @@ pub enum Violation {
     Utf8,
     /// A frame or message over the configured limits (1009).
     TooBig(&'static str),
+    /// A message of a type the route does not take (1003).
+    Unsupported(&'static str),
+    /// A message whose content the route refuses, such as text that is not JSON (1007).
+    Invalid(&'static str),
+    /// Over the route's message or byte rate (1008).
+    Policy(&'static str),
 }
 
 /// A parsed frame header.

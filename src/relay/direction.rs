@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use super::keepalive;
+use super::policy::{DirPolicy, Policy, Verdict};
 use crate::frame::{
     apply_mask, check_close_payload, op, parse_header, Header, Utf8Check, Violation,
 };
@@ -21,14 +22,18 @@ pub const SMALL_BUF: usize = 2 * 1024;
 pub struct Rules {
     /// Largest frame payload.
     pub max_frame: u64,
-    /// Largest message (sum of its frames' payloads).
-    pub max_message: u64,
+    /// Largest message (sum of its frames' payloads): client to backend, backend to client.
+    pub max_message: [u64; 2],
     /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
     pub deflate: bool,
     /// `limits.idle_timeout_ms`.
     pub idle_timeout: Option<Duration>,
     /// `limits.ping_interval_ms`.
     pub ping_interval: Option<Duration>,
+    /// The route's message policies (`None`: the fast path).
+    pub policy: Option<Policy>,
+    /// When the connection's token expires (it is then closed with 1008).
+    pub expires: Option<Instant>,
 }
 
 /// A frame whose payload is passing through.
@@ -103,6 +108,11 @@ pub struct Direction {
     pub last_frame: Option<Instant>,
     /// Answers to the gateway's own pings, taken out of the stream (client side only).
     pub keepalive_pongs: u64,
+    /// The route's policies for this direction (`None` on the fast path).
+    pub policy: Option<Box<DirPolicy>>,
+    /// Room a whole frame needs in the buffer (a JSON-checked text frame may be larger than
+    /// [`BUF`]).
+    want: usize,
 }
 
 impl Direction {
@@ -125,6 +135,8 @@ impl Direction {
             busy: false,
             last_frame: None,
             keepalive_pongs: 0,
+            policy: None,
+            want: 0,
         }
     }
 
@@ -163,10 +175,11 @@ impl Direction {
     /// the direction is busy.
     pub fn grow_if_full(&mut self) {
         let Some(old) = self.buf.as_ref() else { return };
-        if (self.end < old.len() && !self.busy) || old.len() >= BUF {
+        let size = BUF.max(self.want);
+        if (self.end < old.len() && !self.busy) || old.len() >= size {
             return;
         }
-        let mut new = vec![0u8; BUF].into_boxed_slice();
+        let mut new = vec![0u8; size].into_boxed_slice();
         new[..self.end].copy_from_slice(&old[..self.end]);
         self.buf = Some(new);
     }
@@ -267,9 +280,24 @@ impl Direction {
             let mut message = self.message;
             let text = check(&h, rules, self.from_client, &mut message)?;
             let total = h.header_len as u64 + h.len;
-            let whole = h.is_control() || text;
-            if whole && total <= BUF as u64 && ((self.end - at) as u64) < total {
+            let json = !h.is_control()
+                && message.is_some_and(|m| m.text)
+                && self.policy.as_ref().is_some_and(|p| p.wants_whole_text());
+            let whole = (h.is_control() || text) && total <= BUF as u64 || json;
+            if whole && ((self.end - at) as u64) < total {
+                if json {
+                    self.want = usize::try_from(total).unwrap_or(usize::MAX);
+                }
                 return Ok(Event::None); // wait for the whole frame before passing any of it
+            }
+            if let (false, Some(p)) = (h.is_control(), self.policy.as_mut()) {
+                if let Verdict::Wait = p.admit(&h, h.opcode != op::CONTINUATION, total)? {
+                    return Ok(Event::None); // throttled: the frame waits in the buffer
+                }
+                if json {
+                    let payload = &buf[at + h.header_len..at + total as usize];
+                    p.text_frame(payload, h.mask, h.fin)?;
+                }
             }
             if self.from_client
                 && h.opcode == op::PONG
@@ -410,7 +438,7 @@ fn check(
     let text = match (h.opcode, message.as_mut()) {
         (op::CONTINUATION, Some(m)) => {
             m.len += h.len;
-            if m.len > rules.max_message {
+            if m.len > rules.max_message[usize::from(!from_client)] {
                 return Err(Violation::TooBig("message too big"));
             }
             if m.invalid && h.fin {
@@ -422,7 +450,7 @@ fn check(
             return Err(Violation::Protocol("continuation frame without a message"))
         }
         (op::TEXT | op::BINARY, None) => {
-            if h.len > rules.max_message {
+            if h.len > rules.max_message[usize::from(!from_client)] {
                 return Err(Violation::TooBig("message too big"));
             }
             // A compressed text message is checked by the peer after inflating it.

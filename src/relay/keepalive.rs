@@ -40,6 +40,8 @@ pub(super) struct Watch {
     pongs: u64,
     /// The gateway's shutdown: when it begins, both legs get 1001.
     pub(super) drain: Option<Watcher>,
+    /// The token's expiry: then both legs get 1008.
+    expiry: Option<Timer>,
 }
 
 impl<C: Transport, B: Transport> Conn<C, B> {
@@ -54,6 +56,9 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         if let Some(every) = self.rules.ping_interval {
             self.watch.ping = Some(Timer::after(every));
         }
+        if let Some(at) = self.rules.expires {
+            self.watch.expiry = Some(Timer::after(at.saturating_duration_since(Instant::now())));
+        }
     }
 
     /// Runs the timers: re-arms the idle timer while frames arrive, sends pings, and closes
@@ -63,6 +68,12 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             if w.poll_begun(cx) {
                 self.watch.drain = None;
                 self.close_both("gateway shutting down");
+            }
+        }
+        if let Some(t) = self.watch.expiry.as_mut() {
+            if Pin::new(t).poll(cx).is_ready() {
+                self.watch.expiry = None;
+                self.close_both_with(1008, "token expired");
             }
         }
         if let (Some(idle), Some(t)) = (self.rules.idle_timeout, self.watch.idle.as_mut()) {
@@ -109,10 +120,15 @@ impl<C: Transport, B: Transport> Conn<C, B> {
 
     /// Closes both legs with 1001 `why`, through the normal close handshake.
     pub(super) fn close_both(&mut self, why: &'static str) {
+        self.close_both_with(1001, why);
+    }
+
+    /// Closes both legs with `code` and `why`, through the normal close handshake.
+    pub(super) fn close_both_with(&mut self, code: u16, why: &'static str) {
         log::debug!("closing: {why}");
         self.summary.errors.push(why.to_string());
         self.start_grace();
-        self.queue_close(CLIENT, 1001, why);
-        self.queue_close(BACKEND, 1001, why);
+        self.queue_close(CLIENT, code, why);
+        self.queue_close(BACKEND, code, why);
     }
 }

@@ -15,6 +15,7 @@
 mod closing;
 mod direction;
 mod keepalive;
+mod policy;
 mod transport;
 
 use std::future::poll_fn;
@@ -28,6 +29,7 @@ use futures_lite::{AsyncWrite, FutureExt};
 
 pub use direction::Rules;
 use direction::{Direction, Event, BUF, SMALL_BUF};
+pub use policy::Policy;
 pub use transport::Transport;
 
 /// How long the second leg may take to finish once the first is done.
@@ -85,6 +87,8 @@ struct Conn<C, B> {
     rules: Rules,
     grace: Option<Timer>,
     watch: keepalive::Watch,
+    /// Wakes a throttled direction when its tokens are back.
+    throttle: [Option<Timer>; 2],
     summary: Summary,
 }
 
@@ -117,8 +121,14 @@ pub async fn run_until_drained<C: Transport, B: Transport>(
         rules,
         grace: None,
         watch: keepalive::Watch::default(),
+        throttle: [None, None],
         summary: Summary::default(),
     };
+    if let Some(p) = rules.policy {
+        for (i, d) in conn.dirs.iter_mut().enumerate() {
+            d.policy = Some(policy::DirPolicy::new(p, i == CLIENT));
+        }
+    }
     conn.watch.drain = drain;
     conn.start_watch();
     for (i, early) in [client_early, backend_early].into_iter().enumerate() {
@@ -157,6 +167,9 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 return Poll::Ready(());
             }
             if !up && !down {
+                if self.rules.policy.is_some() && self.poll_throttle(cx) {
+                    continue;
+                }
                 if let Some(t) = self.grace.as_mut() {
                     if Pin::new(t).poll(cx).is_ready() {
                         return Poll::Ready(());

@@ -3,7 +3,7 @@
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
@@ -18,7 +18,7 @@ use crate::handshake::{self, Head, Request, Upgrade};
 use crate::metrics::RouteStats;
 use crate::net::Stream;
 use crate::reactor::Timer;
-use crate::relay::{self, Rules};
+use crate::relay::{self, Policy, Rules};
 use crate::route;
 use crate::upstream::{self, ClientSide};
 
@@ -77,14 +77,7 @@ pub(super) async fn serve(
     };
     let stats = &gen.stats[o.at];
     stats.opened();
-    let limits = &config.limits;
-    let rules = Rules {
-        max_frame: limits.max_frame_bytes as u64,
-        max_message: limits.max_message_bytes as u64,
-        deflate: o.deflate,
-        idle_timeout: limits.idle_timeout,
-        ping_interval: limits.ping_interval,
-    };
+    let rules = rules(config, &config.routes[o.at], o.deflate, o.expires);
     let (client_early, backend, backend_early) = (o.client_early, o.backend, o.backend_early);
     let summary = relay::run_until_drained(
         stream,
@@ -108,6 +101,42 @@ pub(super) async fn serve(
     );
 }
 
+/// The relay's rules for a connection on `route`.
+fn rules(config: &Config, route: &Route, deflate: bool, expires: Option<Instant>) -> Rules {
+    let limits = &config.limits;
+    let global = limits.max_message_bytes as u64;
+    let filter = route.filter.as_ref();
+    let max = |side: Option<usize>| side.map_or(global, |n| n as u64);
+    Rules {
+        max_frame: limits.max_frame_bytes as u64,
+        max_message: [
+            max(filter.and_then(|f| f.max_up)),
+            max(filter.and_then(|f| f.max_down)),
+        ],
+        deflate,
+        idle_timeout: limits.idle_timeout,
+        ping_interval: limits.ping_interval,
+        policy: Policy::of(&route.rate_limit, filter),
+        expires,
+    }
+}
+
+/// When a connection opened with `claims` must close: its token's `exp` (plus the leeway the
+/// token was accepted with), when `jwt.enforce_expiry`.
+fn expiry(
+    config: &Config,
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Option<Instant> {
+    let jwt = config.jwt.as_ref().filter(|j| j.enforce_expiry)?;
+    let exp = claims?.get("exp")?.as_f64()?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()?
+        .as_secs_f64();
+    let left = (exp + jwt.leeway_seconds as f64 - now).max(0.0);
+    Instant::now().checked_add(Duration::try_from_secs_f64(left).ok()?)
+}
+
 /// What the handshake hands to the relay.
 struct Opened {
     /// The route's position in `config.routes`.
@@ -116,6 +145,8 @@ struct Opened {
     backend: Stream,
     backend_early: Vec<u8>,
     deflate: bool,
+    /// When its token expires.
+    expires: Option<Instant>,
     /// Counts the connection on its backend while it lives.
     _lease: Option<Lease>,
 }
@@ -148,7 +179,7 @@ async fn open(
             Err(Error::HandshakeTimeout(timeout))
         })
         .await;
-    let (request, early) = read.map_err(|e| Refused(e, None))?;
+    let (mut request, early) = read.map_err(|e| Refused(e, None))?;
     if config.admin_on_public() && crate::admin::is_admin_request(&request) {
         let reply = crate::admin::reply(&request, || gen.status(false));
         crate::admin::respond(stream, &reply).await;
@@ -163,6 +194,13 @@ async fn open(
         upgrade,
         claims,
     } = admit(config, &request)?;
+    if route.filter.as_ref().is_some_and(|f| f.require_json) {
+        // Compressed text cannot be checked as JSON: permessage-deflate is not offered.
+        request
+            .headers
+            .retain(|(n, _)| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
+    }
+    let expires = expiry(config, claims.as_ref());
     let sticky = route.sticky.as_ref().and_then(|s| {
         balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
     });
@@ -199,6 +237,7 @@ async fn open(
         backend: upgraded.stream,
         backend_early: upgraded.leftover,
         deflate: upgraded.deflate,
+        expires,
         _lease: lease,
     }))
 }

@@ -1,0 +1,226 @@
+//! A route's message policies inside the relay: `rate_limit.messages_per_second` and
+//! `bytes_per_second` (token buckets per direction, throttling or closing), and
+//! `message_filter` (`allow_types`, `require_json`). A direction without policies holds none of
+//! this (`Option<Box<..>>` left `None`), so the fast path pays one branch per frame header.
+
+use std::pin::Pin;
+use std::task::Context;
+use std::time::{Duration, Instant};
+
+use futures_lite::FutureExt;
+
+use super::{Conn, Transport};
+use crate::config::{Bucket, MessageFilter, OnExceed, RateLimit};
+use crate::frame::{apply_mask, op, Header, Violation};
+use crate::reactor::Timer;
+
+/// The policies of one route, as the relay applies them (copied into each connection).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Policy {
+    /// Data messages per second, per direction.
+    pub messages: Option<Bucket>,
+    /// Wire bytes of data frames per second, per direction.
+    pub bytes: Option<Bucket>,
+    /// Close with 1008 instead of throttling.
+    pub close: bool,
+    /// Refuse text messages (1003).
+    pub deny_text: bool,
+    /// Refuse binary messages (1003).
+    pub deny_binary: bool,
+    /// Text messages from the client must be JSON (1007).
+    pub require_json: bool,
+}
+
+impl Policy {
+    /// The relay's view of a route's `rate_limit` and `message_filter`; `None` when neither
+    /// asks for anything (the fast path).
+    pub fn of(rate: &RateLimit, filter: Option<&MessageFilter>) -> Option<Policy> {
+        let p = Policy {
+            messages: rate.messages,
+            bytes: rate.bytes,
+            close: rate.on_exceed == OnExceed::Close,
+            deny_text: filter.is_some_and(|f| !f.allow_text),
+            deny_binary: filter.is_some_and(|f| !f.allow_binary),
+            require_json: filter.is_some_and(|f| f.require_json),
+        };
+        let active = p.messages.is_some()
+            || p.bytes.is_some()
+            || p.deny_text
+            || p.deny_binary
+            || p.require_json;
+        active.then_some(p)
+    }
+}
+
+/// A token bucket's state.
+#[derive(Debug)]
+struct Tokens {
+    bucket: Bucket,
+    tokens: f64,
+    last: Instant,
+}
+
+impl Tokens {
+    fn new(bucket: Bucket) -> Tokens {
+        Tokens {
+            bucket,
+            tokens: bucket.burst,
+            last: Instant::now(),
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        let gained = now.saturating_duration_since(self.last).as_secs_f64() * self.bucket.rate;
+        self.tokens = (self.tokens + gained).min(self.bucket.burst);
+        self.last = now;
+    }
+
+    /// When the balance reaches `need`, from now.
+    fn wait_for(&self, need: f64) -> Duration {
+        Duration::from_secs_f64(((need - self.tokens) / self.bucket.rate).max(0.0))
+    }
+}
+
+/// One direction's policy state.
+#[derive(Debug)]
+pub struct DirPolicy {
+    policy: Policy,
+    messages: Option<Tokens>,
+    bytes: Option<Tokens>,
+    /// Throttled: no new data frame starts before this.
+    pub paused_until: Option<Instant>,
+    /// The client's text message so far (unmasked), when it must be JSON.
+    json: Option<Vec<u8>>,
+    /// Checking this direction's text messages as JSON.
+    check_json: bool,
+}
+
+/// What a policy says about a data frame about to start.
+pub enum Verdict {
+    /// Pass it.
+    Pass,
+    /// Not yet: the direction is throttled.
+    Wait,
+}
+
+impl DirPolicy {
+    /// The state for one direction (`from_client`) of a connection under `policy`.
+    pub fn new(policy: Policy, from_client: bool) -> Box<DirPolicy> {
+        Box::new(DirPolicy {
+            policy,
+            messages: policy.messages.map(Tokens::new),
+            bytes: policy.bytes.map(Tokens::new),
+            paused_until: None,
+            json: None,
+            check_json: from_client && policy.require_json,
+        })
+    }
+
+    /// Whether this direction's text frames must be whole in the buffer before passing.
+    pub fn wants_whole_text(&self) -> bool {
+        self.check_json
+    }
+
+    /// Checks a data frame header at the start of its frame (`first`: it starts a message;
+    /// `text`: of a text message) before any of it passes.
+    pub fn admit(&mut self, h: &Header, first: bool, total: u64) -> Result<Verdict, Violation> {
+        if first && h.opcode == op::TEXT && self.policy.deny_text {
+            return Err(Violation::Unsupported("text messages are not allowed"));
+        }
+        if first && h.opcode == op::BINARY && self.policy.deny_binary {
+            return Err(Violation::Unsupported("binary messages are not allowed"));
+        }
+        if self.messages.is_none() && self.bytes.is_none() {
+            return Ok(Verdict::Pass);
+        }
+        let now = Instant::now();
+        if self.paused_until.is_some_and(|t| now < t) {
+            return Ok(Verdict::Wait);
+        }
+        self.paused_until = None;
+        let need_msg = if first { 1.0 } else { 0.0 };
+        let size = total as f64;
+        let mut wait = Duration::ZERO;
+        if let Some(m) = self.messages.as_mut() {
+            m.refill(now);
+            wait = wait.max(m.wait_for(need_msg));
+        }
+        if let Some(b) = self.bytes.as_mut() {
+            b.refill(now);
+            // Throttling lets a frame start once the byte balance is not in debt; closing
+            // needs the whole frame's worth.
+            let need = if self.policy.close { size } else { 0.0 };
+            wait = wait.max(b.wait_for(need));
+        }
+        if wait > Duration::ZERO {
+            if self.policy.close {
+                return Err(Violation::Policy("rate limit"));
+            }
+            self.paused_until = Some(now + wait);
+            return Ok(Verdict::Wait);
+        }
+        if let Some(m) = self.messages.as_mut() {
+            m.tokens -= need_msg;
+        }
+        if let Some(b) = self.bytes.as_mut() {
+            b.tokens -= size;
+        }
+        Ok(Verdict::Pass)
+    }
+
+    /// A whole text frame of the client's (`payload`, still masked with `mask`): kept, and
+    /// at the message's last frame checked as JSON.
+    pub fn text_frame(
+        &mut self,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+        fin: bool,
+    ) -> Result<(), Violation> {
+        if !self.check_json {
+            return Ok(());
+        }
+        let acc = self.json.get_or_insert_with(Vec::new);
+        let from = acc.len();
+        acc.extend_from_slice(payload);
+        if let Some(k) = mask {
+            apply_mask(&mut acc[from..], k, 0);
+        }
+        if !fin {
+            return Ok(());
+        }
+        let ok = serde_json::from_slice::<serde::de::IgnoredAny>(acc).is_ok();
+        // The message is done: its bytes go (an idle connection holds no buffer).
+        self.json = None;
+        if ok {
+            Ok(())
+        } else {
+            Err(Violation::Invalid("invalid JSON"))
+        }
+    }
+}
+
+impl<C: Transport, B: Transport> Conn<C, B> {
+    /// Arms a timer for each throttled direction (so that the task wakes when its tokens are
+    /// back), and resumes the ones whose time has come; true if one was resumed.
+    pub(super) fn poll_throttle(&mut self, cx: &mut Context<'_>) -> bool {
+        let mut resumed = false;
+        for i in 0..2 {
+            let Some(until) = self.dirs[i].policy.as_ref().and_then(|p| p.paused_until) else {
+                self.throttle[i] = None;
+                continue;
+            };
+            let timer = self.throttle[i].get_or_insert_with(|| {
+                Timer::after(until.saturating_duration_since(Instant::now()))
+            });
+            if Pin::new(timer).poll(cx).is_ready() {
+                self.throttle[i] = None;
+                if let Some(p) = self.dirs[i].policy.as_mut() {
+                    p.paused_until = None;
+                }
+                self.process(i);
+                resumed = true;
+            }
+        }
+        resumed
+    }
+}
