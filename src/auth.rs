@@ -245,6 +245,44 @@ impl JwtVerifier {
     }
 }
 
+impl JwtVerifier {
+    /// The headers `forward_claims` sets on the backend request from a verified token's
+    /// `claims`, as (header, value), in `forward_claims` order. A claim that is absent or
+    /// `null` sets nothing; one whose value would hold a control character is left out and
+    /// handed to `skipped` as (claim, header): see [`claim_header_value`].
+    pub fn claim_headers(
+        &self,
+        claims: &Map<String, Value>,
+        mut skipped: impl FnMut(&str, &str),
+    ) -> Vec<(&str, String)> {
+        let mut out = Vec::with_capacity(self.forward_claims.len());
+        for (claim, header) in &self.forward_claims {
+            let Some(value) = claims.get(claim).filter(|v| !v.is_null()) else {
+                continue;
+            };
+            match claim_header_value(value) {
+                Some(text) => out.push((header.as_str(), text)),
+                None => skipped(claim, header),
+            }
+        }
+        out
+    }
+}
+
+/// A claim's value as the text of a header: a string as it is, a number or boolean as its
+/// JSON text, an array or object as compact JSON. `None` when that text holds a control
+/// character (CR, LF, NUL, any other C0 but tab, or DEL): it would let a token's issuer, or
+/// whoever it lets pick a claim's value, write header lines of its own into the backend's
+/// request, so it never reaches the wire.
+pub fn claim_header_value(value: &Value) -> Option<String> {
+    let text = match value {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let control = |b: u8| (b < 0x20 && b != b'\t') || b == 0x7f;
+    (!text.bytes().any(control)).then_some(text)
+}
+
 fn load_public_key(
     path: &str,
     pem: &[u8],
@@ -379,6 +417,7 @@ pub fn extract_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn extract_table() {
@@ -479,6 +518,58 @@ mod tests {
                 ),
             }
         }
+    }
+
+    #[test]
+    fn claim_header_values() {
+        let cases = [
+            (json!("alice"), Some("alice")),
+            (json!("tab\tok é"), Some("tab\tok é")),
+            (json!(""), Some("")),
+            (json!(42), Some("42")),
+            (json!(-1.5), Some("-1.5")),
+            (json!(true), Some("true")),
+            (json!(["a", 1]), Some(r#"["a",1]"#)),
+            (json!({"k": {"n": [1, 2]}}), Some(r#"{"k":{"n":[1,2]}}"#)),
+            // JSON escapes C0 characters inside arrays and objects: safe.
+            (json!(["a\nb"]), Some(r#"["a\nb"]"#)),
+            (json!("a\r\nX-Admin: 1"), None),
+            (json!("a\nb"), None),
+            (json!("nul\u{0}"), None),
+            (json!("bell\u{7}"), None),
+            (json!("del\u{7f}"), None),
+            // serde_json does not escape DEL.
+            (json!(["del\u{7f}"]), None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(claim_header_value(&value).as_deref(), want, "{value}");
+        }
+    }
+
+    #[test]
+    fn claim_headers_follow_forward_claims() {
+        let settings = JwtSettings {
+            key: KeySource::Secret("s3cret".to_string()),
+            algorithms: vec!["HS256".to_string()],
+            issuer: None,
+            audience: None,
+            required_claims: Vec::new(),
+            leeway_seconds: 30,
+            query_param: None,
+        };
+        let mut v = JwtVerifier::new(&settings).unwrap();
+        v.forward_claims = [("sub", "X-User-Id"), ("n", "X-N"), ("bad", "X-Bad")]
+            .iter()
+            .chain(&[("gone", "X-Gone"), ("nil", "X-Nil")])
+            .map(|(c, h)| (c.to_string(), h.to_string()))
+            .collect();
+        let claims = json!({"sub": "alice", "n": 7, "bad": "x\ny", "nil": null});
+        let mut skipped = Vec::new();
+        let set = v.claim_headers(claims.as_object().unwrap(), |c, h| {
+            skipped.push(format!("{c}->{h}"))
+        });
+        assert_eq!(set, [("X-User-Id", "alice".into()), ("X-N", "7".into())]);
+        assert_eq!(skipped, ["bad->X-Bad"]);
     }
 
     #[test]

@@ -36,6 +36,9 @@ pub enum Error {
     BadVersion(String),
     /// The route needs a token and the request has none, or a bad one.
     Unauthorized(AuthError),
+    /// A route policy refuses the request (an `Origin` not in `allowed_origins`, or none where
+    /// `require_origin` wants one); the text says which.
+    Forbidden(String),
     /// The backend refused the TCP connection, or its name did not resolve.
     BackendUnreachable {
         /// `ws://host:port/path` of the attempt.
@@ -91,6 +94,7 @@ impl Error {
             Error::MethodNotAllowed(_) => 405,
             Error::NotUpgrade | Error::BadVersion(_) => 426,
             Error::Unauthorized(_) => 401,
+            Error::Forbidden(_) => 403,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
             Error::NoBackend { .. } | Error::ShuttingDown => 503,
@@ -192,6 +196,7 @@ impl fmt::Display for Error {
                 "Sec-WebSocket-Version {v:?} is not supported: use 13 (RFC 6455)"
             ),
             Error::Unauthorized(why) => write!(f, "unauthorized: {why}"),
+            Error::Forbidden(why) => write!(f, "forbidden: {why}"),
             Error::BackendUnreachable { url, reason } => {
                 write!(f, "backend {url} unreachable: {reason}")
             }

@@ -68,6 +68,27 @@ pub struct ClientSide<'a> {
     pub peer: SocketAddr,
     /// `http` or `https` (the listener's scheme).
     pub proto: &'a str,
+    /// `jwt.forward_claims` as (claim, header): the client's own headers of those names are
+    /// never passed on, on any route, so that it cannot pose as another user.
+    pub claim_headers: &'a [(String, String)],
+    /// The headers set from the verified token's claims, as (header, value): made once per
+    /// connection, checked free of control characters.
+    pub claims: &'a [(&'a str, String)],
+    /// The client's `Authorization` header is not passed on (`jwt.strip_authorization`, on a
+    /// route with `auth_required`).
+    pub strip_authorization: bool,
+}
+
+impl ClientSide<'_> {
+    /// Whether the client's header `lower` (lowercase) is left out of the backend request for
+    /// the `jwt` block's sake: a `forward_claims` header, or a stripped `Authorization`.
+    fn withheld(&self, lower: &str) -> bool {
+        (self.strip_authorization && lower == "authorization")
+            || self
+                .claim_headers
+                .iter()
+                .any(|(_, h)| h.eq_ignore_ascii_case(lower))
+    }
 }
 
 /// Connects to `backend`, asks for `path_and_query`, and waits for its 101, all within the
@@ -236,9 +257,15 @@ pub fn request_head(
     let named_by_connection = connection_options(req);
     for (name, value) in &req.headers {
         let lower = name.to_ascii_lowercase();
-        if !NOT_FORWARDED.contains(&lower.as_str()) && !named_by_connection.contains(&lower) {
+        if !NOT_FORWARDED.contains(&lower.as_str())
+            && !named_by_connection.contains(&lower)
+            && !client.withheld(&lower)
+        {
             line(name, value);
         }
+    }
+    for (name, value) in client.claims {
+        line(name, value.as_bytes());
     }
     if let Some(offers) = deflate_offers(req) {
         line("Sec-WebSocket-Extensions", offers.as_bytes());

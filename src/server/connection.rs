@@ -205,16 +205,8 @@ async fn open(
         balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
     });
     let mut plan = gen.balancers.plan(at, peer.ip(), sticky.as_deref());
-    let client = ClientSide {
-        request: &request,
-        upgrade: &upgrade,
-        peer,
-        proto: if config.listener_tls.is_some() {
-            "https"
-        } else {
-            "http"
-        },
-    };
+    let forwarded = claim_headers(config, claims.as_ref(), id, peer);
+    let client = client_side(config, route, &request, &upgrade, peer, &forwarded);
     let stats = &gen.stats[at];
     let connected = upstream::connect_any(config, route, &mut plan, &target, &client, stats);
     let (chosen, upgraded, lease) = connected.await.map_err(|e| Refused(e, Some(at)))?;
@@ -242,6 +234,52 @@ async fn open(
     }))
 }
 
+/// The headers `jwt.forward_claims` sets from the verified token's claims: made once per
+/// connection, whatever the number of attempts. A claim whose value holds a control character
+/// is left out (logged).
+fn claim_headers<'c>(
+    config: &'c Config,
+    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    id: u64,
+    peer: SocketAddr,
+) -> Vec<(&'c str, String)> {
+    match (config.jwt.as_ref(), claims) {
+        (Some(jwt), Some(claims)) => jwt.claim_headers(claims, |claim, header| {
+            log::debug!(
+                "conn {id} {peer}: claim {claim:?} not forwarded as {header}: \
+                 its value holds a control character"
+            )
+        }),
+        _ => Vec::new(),
+    }
+}
+
+/// What the backend request takes from the client's side: its request and upgrade fields,
+/// its address, the listener's scheme, and what the `jwt` block adds or withholds.
+fn client_side<'a>(
+    config: &'a Config,
+    route: &Route,
+    request: &'a Request,
+    upgrade: &'a Upgrade,
+    peer: SocketAddr,
+    claims: &'a [(&'a str, String)],
+) -> ClientSide<'a> {
+    let jwt = config.jwt.as_ref();
+    ClientSide {
+        request,
+        upgrade,
+        peer,
+        proto: if config.listener_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
+        claim_headers: jwt.map_or(&[], |j| j.forward_claims.as_slice()),
+        claims,
+        strip_authorization: route.auth_required && jwt.is_some_and(|j| j.strip_authorization),
+    }
+}
+
 /// Logs why a connection was refused, counts it, and answers it.
 async fn refuse(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error, stats: &RouteStats) {
     match err.status() {
@@ -263,8 +301,6 @@ async fn refuse(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error, sta
     }
 }
 
-/// Route, method, upgrade and token checks. Returns the route, the backend's path and query,
-/// and the upgrade fields.
 /// What an admitted request is: its route (and position in `config.routes`), the backend's
 /// target, the upgrade fields, and the verified token's claims.
 struct Admitted<'c> {
@@ -277,6 +313,9 @@ struct Admitted<'c> {
     claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// Route, method, upgrade, origin and token checks, in that order. Returns the route, the
+/// backend's path and query (the token parameter removed only with `jwt.strip_authorization`),
+/// the upgrade fields and the claims.
 fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Refused> {
     let mut at = None;
     checks(config, req, &mut at).map_err(|e| Refused(e, at))
@@ -303,6 +342,7 @@ fn checks<'c>(
         return Err(Error::MethodNotAllowed(req.method.clone()));
     }
     let upgrade = handshake::check_upgrade(req)?;
+    check_origin(route, req)?;
     let client_query = query.map(str::to_string);
     let mut query = client_query.clone();
     let mut claims = None;
@@ -326,7 +366,7 @@ fn checks<'c>(
         let token = extract_token(&auth, query.as_deref(), jwt.query_param.as_deref())
             .map_err(Error::Unauthorized)?;
         claims = Some(jwt.verify(&token).map_err(Error::Unauthorized)?);
-        if let (Some(q), Some(name)) = (&query, &jwt.query_param) {
+        if let (true, Some(q), Some(name)) = (jwt.strip_authorization, &query, &jwt.query_param) {
             query = route::strip_query_param(q, name);
         }
     }
@@ -343,4 +383,36 @@ fn checks<'c>(
         upgrade,
         claims,
     })
+}
+
+/// The route's origin policy (cross-site WebSocket hijacking protection): an `Origin` must be
+/// one of `allowed_origins` (compared exactly, case-insensitively; `null` is never listed, so
+/// it passes only where any origin does), and is needed at all only with `require_origin`.
+/// Two `Origin` headers are a bad request on every route (RFC 6454 7.3: one at most).
+fn check_origin(route: &Route, req: &Request) -> Result<(), Error> {
+    let mut sent = req.header_raw("Origin");
+    let origin = sent.next();
+    if sent.next().is_some() {
+        return Err(Error::BadRequest("more than one Origin header".to_string()));
+    }
+    let Some(raw) = origin else {
+        if route.require_origin {
+            return Err(Error::Forbidden(
+                "this route requires an Origin header (require_origin)".to_string(),
+            ));
+        }
+        return Ok(());
+    };
+    let Some(allowed) = &route.origins else {
+        return Ok(());
+    };
+    let origin = String::from_utf8_lossy(raw);
+    let origin = origin.trim();
+    if allowed.iter().any(|a| a.eq_ignore_ascii_case(origin)) {
+        return Ok(());
+    }
+    Err(Error::Forbidden(format!(
+        "origin {origin:?} is not allowed for this route (allowed_origins; cross-site \
+         WebSocket hijacking protection)"
+    )))
 }
