@@ -2,13 +2,13 @@
 //! checked, re-masked in place when they go to the backend, and written to the other leg.
 //! Nothing is reassembled: a frame's payload streams through the buffer in chunks.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use super::keepalive;
-use super::policy::{DirPolicy, Policy, Verdict};
-use crate::frame::{
-    apply_mask, check_close_payload, op, parse_header, Header, Utf8Check, Violation,
-};
+use super::policy::{DirPolicy, Verdict};
+pub use super::rules::Rules;
+use super::rules::{check, Message};
+use crate::frame::{apply_mask, check_close_payload, op, parse_header, Utf8Check, Violation};
 
 /// Largest buffer per direction while data flows (released when the direction is idle).
 pub const BUF: usize = 16 * 1024;
@@ -16,25 +16,6 @@ pub const BUF: usize = 16 * 1024;
 /// Buffer a direction starts with when data arrives: enough for small messages; it grows to
 /// [`BUF`] when a read fills it or a whole frame needs more room.
 pub const SMALL_BUF: usize = 2 * 1024;
-
-/// Limits and negotiated extensions that shape the checks.
-#[derive(Debug, Clone, Copy)]
-pub struct Rules {
-    /// Largest frame payload.
-    pub max_frame: u64,
-    /// Largest message (sum of its frames' payloads): client to backend, backend to client.
-    pub max_message: [u64; 2],
-    /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
-    pub deflate: bool,
-    /// `limits.idle_timeout_ms`.
-    pub idle_timeout: Option<Duration>,
-    /// `limits.ping_interval_ms`.
-    pub ping_interval: Option<Duration>,
-    /// The route's message policies (`None`: the fast path).
-    pub policy: Option<Policy>,
-    /// When the connection's token expires (it is then closed with 1008).
-    pub expires: Option<Instant>,
-}
 
 /// A frame whose payload is passing through.
 #[derive(Debug)]
@@ -51,15 +32,6 @@ struct Payload {
     text: bool,
     /// Index in the buffer where this frame's header starts, while no byte of it was written.
     start: Option<usize>,
-}
-
-/// A data message in progress.
-#[derive(Debug, Clone, Copy)]
-struct Message {
-    text: bool,
-    len: u64,
-    /// A fragment was found not to be UTF-8.
-    invalid: bool,
 }
 
 /// What processing the buffered bytes found, for the connection to act on.
@@ -401,71 +373,4 @@ fn pass_payload(chunk: &mut [u8], p: &mut Payload, utf8: &mut Utf8Check) -> bool
     };
     p.offset = (p.offset + chunk.len()) % 4;
     ok
-}
-
-/// Validates a header against the frame sequence and the rules; returns whether the payload
-/// must be checked as UTF-8.
-fn check(
-    h: &Header,
-    rules: &Rules,
-    from_client: bool,
-    message: &mut Option<Message>,
-) -> Result<bool, Violation> {
-    if from_client && h.mask.is_none() {
-        return Err(Violation::Protocol("unmasked frame from the client"));
-    }
-    if !from_client && h.mask.is_some() {
-        return Err(Violation::Protocol("masked frame from the backend"));
-    }
-    let rsv1_ok = rules.deflate && matches!(h.opcode, op::TEXT | op::BINARY);
-    if h.rsv & 0x30 != 0 || (h.rsv & 0x40 != 0 && !rsv1_ok) {
-        return Err(Violation::Protocol("reserved bits set"));
-    }
-    if h.len > rules.max_frame {
-        return Err(Violation::TooBig("frame too big"));
-    }
-    if h.is_control() {
-        if !matches!(h.opcode, op::CLOSE | op::PING | op::PONG) {
-            return Err(Violation::Protocol("unknown control opcode"));
-        }
-        if h.len > 125 || !h.fin {
-            return Err(Violation::Protocol(
-                "control frame over 125 bytes or fragmented",
-            ));
-        }
-        return Ok(false);
-    }
-    let text = match (h.opcode, message.as_mut()) {
-        (op::CONTINUATION, Some(m)) => {
-            m.len += h.len;
-            if m.len > rules.max_message[usize::from(!from_client)] {
-                return Err(Violation::TooBig("message too big"));
-            }
-            if m.invalid && h.fin {
-                return Err(Violation::Utf8);
-            }
-            m.text && !m.invalid
-        }
-        (op::CONTINUATION, None) => {
-            return Err(Violation::Protocol("continuation frame without a message"))
-        }
-        (op::TEXT | op::BINARY, None) => {
-            if h.len > rules.max_message[usize::from(!from_client)] {
-                return Err(Violation::TooBig("message too big"));
-            }
-            // A compressed text message is checked by the peer after inflating it.
-            let text = h.opcode == op::TEXT && h.rsv & 0x40 == 0;
-            *message = Some(Message {
-                text,
-                len: h.len,
-                invalid: false,
-            });
-            text
-        }
-        (op::TEXT | op::BINARY, Some(_)) => {
-            return Err(Violation::Protocol("new message inside a fragmented one"))
-        }
-        _ => return Err(Violation::Protocol("unknown data opcode")),
-    };
-    Ok(text)
 }

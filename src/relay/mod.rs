@@ -16,6 +16,7 @@ mod closing;
 mod direction;
 mod keepalive;
 mod policy;
+mod rules;
 mod transport;
 
 use std::future::poll_fn;
