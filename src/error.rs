@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
+use crate::admission::{Capacity, PerClient};
 use crate::auth::AuthError;
 
 /// Everything that can end a connection early. `Display` says what happened and, where it helps,
@@ -80,6 +81,21 @@ pub enum Error {
         /// When one may be usable again.
         retry_after: Duration,
     },
+    /// An open-connection limit is reached: `limits.max_connections` or the route's
+    /// `max_connections`.
+    Overloaded {
+        /// Which limit.
+        what: Capacity,
+        /// The `Retry-After` announced.
+        retry_after: Duration,
+    },
+    /// The client address is over a per-address limit of the route (`rate_limit`).
+    TooManyRequests {
+        /// Which limit, and the address.
+        what: PerClient,
+        /// The `Retry-After` announced (when a handshake token is back, for the rate).
+        retry_after: Duration,
+    },
 }
 
 impl Error {
@@ -97,7 +113,8 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
-            Error::NoBackend { .. } | Error::ShuttingDown => 503,
+            Error::NoBackend { .. } | Error::ShuttingDown | Error::Overloaded { .. } => 503,
+            Error::TooManyRequests { .. } => 429,
             Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
             Error::BackendStatus { .. } => 502,
         })
@@ -118,7 +135,9 @@ impl Error {
                 "WWW-Authenticate",
                 www_authenticate.as_deref().unwrap_or("Bearer").into(),
             ),
-            Error::NoBackend { retry_after, .. } => (
+            Error::NoBackend { retry_after, .. }
+            | Error::Overloaded { retry_after, .. }
+            | Error::TooManyRequests { retry_after, .. } => (
                 "Retry-After",
                 retry_seconds(*retry_after).to_string().into(),
             ),
@@ -145,6 +164,15 @@ impl Error {
                 "bad gateway: the backend's handshake failed (details in the gateway log)".into()
             }
             other => other.to_string(),
+        }
+    }
+
+    /// The `reason` label of `kairos_rejections_total` for a refusal by a connection limit.
+    pub fn rejection_reason(&self) -> Option<&'static str> {
+        match self {
+            Error::Overloaded { what, .. } => Some(what.reason()),
+            Error::TooManyRequests { what, .. } => Some(what.reason()),
+            _ => None,
         }
     }
 
@@ -219,6 +247,12 @@ impl fmt::Display for Error {
                  check or has an open circuit breaker); retry in {} s",
                 retry_seconds(*retry_after)
             ),
+            Error::Overloaded { what, retry_after } => {
+                write!(f, "{what}; retry in {} s", retry_seconds(*retry_after))
+            }
+            Error::TooManyRequests { what, retry_after } => {
+                write!(f, "{what}; retry in {} s", retry_seconds(*retry_after))
+            }
         }
     }
 }

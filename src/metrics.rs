@@ -56,6 +56,7 @@ pub struct RouteStats {
     handshakes: Mutex<BTreeMap<u16, u64>>,
     closes: Mutex<BTreeMap<(Side, u16), u64>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
+    rejections: Mutex<BTreeMap<&'static str, u64>>,
     /// Connect time histograms by backend (`ws://host:port`).
     connects: Mutex<BTreeMap<String, Histogram>>,
 }
@@ -118,6 +119,11 @@ impl RouteStats {
     /// A token was refused for `reason`.
     pub fn auth_failed(&self, reason: &'static str) {
         *lock(&self.auth_failures).entry(reason).or_default() += 1;
+    }
+
+    /// A connection limit refused a handshake, for `reason` (`max_connections`...).
+    pub fn rejected(&self, reason: &'static str) {
+        *lock(&self.rejections).entry(reason).or_default() += 1;
     }
 
     /// A backend completed its handshake in `took`.
@@ -279,6 +285,14 @@ fn render_events(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
             f.sample(name, &[("route", route.as_str()), ("reason", reason)], n);
         }
     }
+    let name = "kairos_rejections_total";
+    let help = "Handshakes refused by a connection limit, by the limit.";
+    let mut f = Family::start(out, name, "counter", help);
+    for (route, s) in routes {
+        for (reason, n) in lock(&s.rejections).iter() {
+            f.sample(name, &[("route", route.as_str()), ("reason", reason)], n);
+        }
+    }
 }
 
 fn render_traffic(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
@@ -346,6 +360,7 @@ mod tests {
         r.closed(&t, &[(Side::Client, 1000), (Side::Gateway, 1001)]);
         r.connected("ws://b:1", Duration::from_millis(3));
         r.auth_failed("expired");
+        r.rejected("connections_per_ip");
         let up = [(
             "/metrics-unit-test".to_string(),
             "ws://b:1".to_string(),
@@ -364,6 +379,7 @@ mod tests {
             format!("kairos_bytes_total{{{route},direction=\"backend_to_client\"}} 40"),
             format!("kairos_closes_total{{{route},side=\"gateway\",code=\"1001\"}} 1"),
             format!("kairos_auth_failures_total{{{route},reason=\"expired\"}} 1"),
+            format!("kairos_rejections_total{{{route},reason=\"connections_per_ip\"}} 1"),
             format!(
                 "kairos_backend_connect_seconds_bucket{{{route},backend=\"ws://b:1\",le=\"0.0025\"}} 0"
             ),

@@ -178,40 +178,6 @@ fn admin_endpoints_report_health_readiness_and_metrics() {
     });
 }
 
-/// `promtool check metrics` on `text`, where promtool is installed (`.ci/run` installs it).
-fn promtool_check(text: &str) {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
-    let child = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn();
-    let Ok(mut child) = child else {
-        let required = std::env::var_os("KAIROS_REQUIRE_PROMTOOL").is_some();
-        assert!(
-            !required,
-            "KAIROS_REQUIRE_PROMTOOL is set but promtool cannot run"
-        );
-        eprintln!("promtool is not installed: the exposition format was not checked by it");
-        return;
-    };
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(text.as_bytes())
-        .expect("write to promtool");
-    let out = child.wait_with_output().expect("promtool");
-    assert!(
-        out.status.success(),
-        "promtool check metrics failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[test]
 fn sigterm_closes_every_connection_with_1001_on_both_legs_and_exits_0() {
     let (backend, closes) = id_backend(0);

@@ -1,5 +1,5 @@
 //! One connection's life: TLS (when the listener has it), request head, route, token,
-//! backend, 101, relay; and its counters.
+//! connection limits, backend, 101, relay; and its counters.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -9,6 +9,7 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
 
 use super::Generation;
+use crate::admission::{self, Ticket};
 use crate::auth::{extract_token, AuthError};
 use crate::balance::{self, Lease};
 use crate::config::{Config, Route};
@@ -149,12 +150,14 @@ struct Opened {
     expires: Option<Instant>,
     /// Counts the connection on its backend while it lives.
     _lease: Option<Lease>,
+    /// Counts it for the connection limits while it lives.
+    _ticket: Ticket,
 }
 
 /// How the handshake stage ended well.
 enum Opening {
     /// Upgraded: relay it.
-    Relay(Opened),
+    Relay(Box<Opened>),
     /// A plain request for the admin endpoints (sharing the public listener), answered.
     Answered,
 }
@@ -162,8 +165,9 @@ enum Opening {
 /// Why a connection is refused, and on which route (`None`: before one matched).
 struct Refused(Error, Option<usize>);
 
-/// Everything before the relay: request, route, token, backend, 101. `Err` when the
-/// connection is to be refused; `ClientGone` when the client left after its 101 was due.
+/// Everything before the relay: request, route, token, connection limits, backend, 101.
+/// `Err` when the connection is to be refused; `ClientGone` when the client left after its
+/// 101 was due.
 async fn open(
     stream: &mut Stream,
     peer: SocketAddr,
@@ -201,6 +205,9 @@ async fn open(
             .retain(|(n, _)| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
     }
     let expires = expiry(config, claims.as_ref());
+    let client_ip = admission::client_ip(peer.ip(), &config.trusted_proxies, &request);
+    let entered = gen.gates.enter(config, at, client_ip);
+    let ticket = entered.map_err(|e| Refused(e, Some(at)))?;
     let sticky = route.sticky.as_ref().and_then(|s| {
         balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
     });
@@ -223,7 +230,7 @@ async fn open(
     }
     stats.handshake(101);
     log::debug!("conn {id} {peer}: upgraded");
-    Ok(Opening::Relay(Opened {
+    Ok(Opening::Relay(Box::new(Opened {
         at,
         client_early: early,
         backend: upgraded.stream,
@@ -231,7 +238,8 @@ async fn open(
         deflate: upgraded.deflate,
         expires,
         _lease: lease,
-    }))
+        _ticket: ticket,
+    })))
 }
 
 /// The headers `jwt.forward_claims` sets from the verified token's claims: made once per
@@ -294,6 +302,9 @@ async fn refuse(stream: &mut Stream, peer: SocketAddr, id: u64, err: &Error, sta
     }
     if let Error::Unauthorized(why) = err {
         stats.auth_failed(why.reason());
+    }
+    if let Some(reason) = err.rejection_reason() {
+        stats.rejected(reason);
     }
     if handshake::write_error(stream, err).await {
         stream.shutdown_write();

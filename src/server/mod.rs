@@ -1,10 +1,12 @@
 //! Stage 1: the listener and the accept loop; one task per connection, which walks the stages
-//! handshake -> route -> auth -> upstream -> relay ([`connection`]). A panic in one
+//! handshake -> route -> auth -> admission -> upstream -> relay ([`connection`]). A panic in one
 //! connection's task is caught and logged; the other connections never notice.
 //!
 //! The config in force is a [`Generation`]: the config, its balancers (health and breaker
 //! state) and its route counters. A connection takes the generation in force when it is
-//! accepted and keeps it to its end, so a reload changes only what new connections see.
+//! accepted and keeps it to its end, so a reload changes only what new connections see. The
+//! connection counts behind the connection limits are the gateway's, not a generation's: a
+//! reload never resets them.
 
 mod connection;
 
@@ -21,6 +23,7 @@ use futures_lite::FutureExt;
 use smol::LocalExecutor;
 
 use crate::admin::Status;
+use crate::admission::{Admission, Gates};
 use crate::balance::Balancers;
 use crate::config::Config;
 use crate::drain::Drain;
@@ -40,12 +43,15 @@ pub struct Generation {
     pub stats: Vec<Arc<RouteStats>>,
     /// The counters of requests that matched no route.
     pub unrouted: Arc<RouteStats>,
+    /// Its routes' connection counts (kept by the gateway across generations).
+    pub gates: Gates,
 }
 
 impl Generation {
-    fn new(config: Arc<Config>) -> Arc<Generation> {
+    fn new(config: Arc<Config>, admission: &Arc<Admission>) -> Arc<Generation> {
         Arc::new(Generation {
             balancers: Balancers::new(&config),
+            gates: admission.gates(&config),
             stats: config
                 .routes
                 .iter()
@@ -80,6 +86,9 @@ pub struct Gateway {
     listener: Arc<TcpListener>,
     current: Arc<RwLock<Arc<Generation>>>,
     drain: Arc<Drain>,
+    /// The connection counts of `limits.max_connections` and the routes' limits, which
+    /// outlive every generation.
+    admission: Arc<Admission>,
 }
 
 /// Connection numbers for the logs, unique across worker threads.
@@ -127,10 +136,12 @@ impl Gateway {
         // caps it at net.core.somaxconn).
         rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
         listener.set_nonblocking(true).map_err(named)?;
+        let admission = Admission::new();
         Ok(Gateway {
             listener: Arc::new(listener),
-            current: Arc::new(RwLock::new(Generation::new(config))),
+            current: Arc::new(RwLock::new(Generation::new(config, &admission))),
             drain: Drain::new(),
+            admission,
         })
     }
 
@@ -150,7 +161,7 @@ impl Gateway {
     /// Puts `config` in force for new connections (open ones keep theirs) and starts its
     /// health checks; the previous generation's checks stop.
     pub fn swap(&self, config: Config) -> io::Result<()> {
-        let next = Generation::new(Arc::new(config));
+        let next = Generation::new(Arc::new(config), &self.admission);
         crate::health::start(next.config.clone(), &next.balancers)?;
         let old = std::mem::replace(
             &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),

@@ -1,0 +1,302 @@
+//! Stage 4b: admission, between route/auth and upstream. Before the gateway spends a backend
+//! connection on a request it checks the connection limits: the client address's handshake
+//! rate and open connections on the route (`rate_limit.handshakes_per_second_per_ip`,
+//! `rate_limit.connections_per_ip`: 429), then the route's and the whole gateway's open
+//! connections (`max_connections`, `limits.max_connections`: 503). A request that passes gets a
+//! [`Ticket`] that counts it until the connection ends (connecting, relaying, or refused later
+//! by the backend), however it ends: the ticket releases on drop.
+//!
+//! The counts belong to the gateway ([`Admission`]), not to a config generation: a reload
+//! changes the limits, never the counts. A route's counts and per-address table are kept by
+//! its `external_path` (as the metrics are), so a route that stays across a reload counts the
+//! connections the old config admitted against the new config's limit; a route that is
+//! removed is forgotten once its last connection ends. Per-address entries exist only on
+//! routes with a per-address rule, so routes without one pay two atomic increments and two
+//! decrements per connection, and nothing per frame.
+
+mod client;
+mod table;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::time::{Duration, Instant};
+
+use crate::config::{Bucket, Config, RateLimit};
+use crate::error::Error;
+pub use client::client_ip;
+use table::{Over, Table, MAX_ADDRESSES};
+
+/// The `Retry-After` of a refusal for open connections: one may close any moment.
+const RETRY_OPEN: Duration = Duration::from_secs(1);
+
+/// One gateway's connection counts, shared by every config generation it runs.
+#[derive(Default)]
+pub struct Admission {
+    /// Admitted connections not yet ended, all routes.
+    open: AtomicUsize,
+    /// Each route's state by `external_path`, while a generation or a connection holds it.
+    routes: Mutex<HashMap<String, Weak<RouteGate>>>,
+}
+
+/// One route's counts.
+struct RouteGate {
+    /// The route's `external_path`.
+    name: String,
+    /// Admitted connections of this route not yet ended.
+    open: AtomicUsize,
+    /// Per-address state (touched only on routes with a per-address rule).
+    clients: Mutex<Table>,
+}
+
+/// A config generation's view of the counts: the [`RouteGate`] of each of its routes.
+pub struct Gates {
+    admission: Arc<Admission>,
+    /// By position in `config.routes`.
+    routes: Vec<Arc<RouteGate>>,
+}
+
+/// What an admitted connection holds until it ends; dropping it gives back what it counted.
+pub struct Ticket {
+    admission: Arc<Admission>,
+    gate: Arc<RouteGate>,
+    global: bool,
+    route: bool,
+    /// The client address counted in the route's table, and the bucket rule it came under.
+    client: Option<(IpAddr, Option<Bucket>)>,
+}
+
+/// An open-connection limit that is reached (answered 503).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capacity {
+    /// `limits.max_connections`: the whole gateway.
+    Gateway {
+        /// The limit.
+        max: usize,
+    },
+    /// The route's `max_connections`.
+    Route {
+        /// The route's `external_path`.
+        route: String,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A per-address limit a client is over (answered 429).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerClient {
+    /// `rate_limit.connections_per_ip`.
+    Connections {
+        /// The client address.
+        client: IpAddr,
+        /// The limit.
+        max: u32,
+    },
+    /// `rate_limit.handshakes_per_second_per_ip`.
+    Handshakes {
+        /// The client address.
+        client: IpAddr,
+        /// The limit.
+        bucket: Bucket,
+    },
+    /// The route tracks as many addresses as it may; a new one must wait.
+    TableFull {
+        /// The client address.
+        client: IpAddr,
+    },
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Admission {
+    /// No connection counted yet.
+    pub fn new() -> Arc<Admission> {
+        Arc::default()
+    }
+
+    /// The gates of `config`'s routes: those of a route this gateway already knows by its
+    /// `external_path` (with its open connections and client table), else new ones.
+    pub fn gates(self: &Arc<Self>, config: &Config) -> Gates {
+        let mut known = lock(&self.routes);
+        known.retain(|_, g| g.strong_count() > 0);
+        let routes = config
+            .routes
+            .iter()
+            .map(|r| {
+                let name = r.external.as_str();
+                if let Some(g) = known.get(name).and_then(Weak::upgrade) {
+                    return g;
+                }
+                let g = Arc::new(RouteGate {
+                    name: name.to_string(),
+                    open: AtomicUsize::new(0),
+                    clients: Mutex::new(Table::new(MAX_ADDRESSES)),
+                });
+                known.insert(name.to_string(), Arc::downgrade(&g));
+                g
+            })
+            .collect();
+        Gates {
+            admission: self.clone(),
+            routes,
+        }
+    }
+}
+
+impl Gates {
+    /// Admits a connection of `client` on route `at` (its position in `config.routes`), or
+    /// says which limit refuses it. Per-address rules come first (a client over its own limit
+    /// is told so, and takes no place in the route's or the gateway's count).
+    pub fn enter(&self, config: &Config, at: usize, client: IpAddr) -> Result<Ticket, Error> {
+        let (route, gate) = (&config.routes[at], &self.routes[at]);
+        let mut ticket = Ticket {
+            admission: self.admission.clone(),
+            gate: gate.clone(),
+            global: false,
+            route: false,
+            client: None,
+        };
+        let rule = &route.rate_limit;
+        if rule.connections_per_ip.is_some() || rule.handshakes_per_ip.is_some() {
+            gate.enter_client(client, rule)?;
+            ticket.client = Some((client, rule.handshakes_per_ip));
+        }
+        ticket.route = reserve(&gate.open, route.max_connections);
+        if let (false, Some(max)) = (ticket.route, route.max_connections) {
+            let route = gate.name.clone();
+            return Err(overloaded(Capacity::Route { route, max }));
+        }
+        let max = config.limits.max_connections;
+        ticket.global = reserve(&self.admission.open, max);
+        if let (false, Some(max)) = (ticket.global, max) {
+            return Err(overloaded(Capacity::Gateway { max }));
+        }
+        Ok(ticket)
+    }
+}
+
+fn overloaded(what: Capacity) -> Error {
+    Error::Overloaded {
+        what,
+        retry_after: RETRY_OPEN,
+    }
+}
+
+/// Counts one more on `count` unless it is at `max` already (one atomic step: concurrent
+/// connections can never take it past `max`).
+fn reserve(count: &AtomicUsize, max: Option<usize>) -> bool {
+    match max {
+        None => {
+            count.fetch_add(1, Relaxed);
+            true
+        }
+        Some(max) => count
+            .fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1))
+            .is_ok(),
+    }
+}
+
+impl RouteGate {
+    fn enter_client(&self, client: IpAddr, rule: &RateLimit) -> Result<(), Error> {
+        let now = Instant::now();
+        let mut table = lock(&self.clients);
+        let (what, retry_after) = match table.enter(client, rule, now) {
+            Ok(()) => return Ok(()),
+            Err(Over::Connections(max)) => (PerClient::Connections { client, max }, RETRY_OPEN),
+            Err(Over::Handshakes(bucket, wait)) => (PerClient::Handshakes { client, bucket }, wait),
+            Err(Over::Full) => {
+                if table.warn_full(now) {
+                    log::warn!(
+                        "route {}: {MAX_ADDRESSES} client addresses are tracked for its \
+                         rate_limit (each has an open connection or spent handshake tokens); \
+                         new addresses get 429 until some leave",
+                        self.name
+                    );
+                }
+                (PerClient::TableFull { client }, RETRY_OPEN)
+            }
+        };
+        Err(Error::TooManyRequests { what, retry_after })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if self.global {
+            self.admission.open.fetch_sub(1, Relaxed);
+        }
+        if self.route {
+            self.gate.open.fetch_sub(1, Relaxed);
+        }
+        if let Some((ip, bucket)) = self.client {
+            lock(&self.gate.clients).leave(ip, bucket.as_ref(), Instant::now());
+        }
+    }
+}
+
+impl Capacity {
+    /// The `reason` label of `kairos_rejections_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Capacity::Gateway { .. } => "max_connections",
+            Capacity::Route { .. } => "route_max_connections",
+        }
+    }
+}
+
+impl PerClient {
+    /// The `reason` label of `kairos_rejections_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PerClient::Connections { .. } => "connections_per_ip",
+            PerClient::Handshakes { .. } => "handshakes_per_ip",
+            PerClient::TableFull { .. } => "ip_table_full",
+        }
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capacity::Gateway { max } => write!(
+                f,
+                "the gateway has {max} open connections, its limit (limits.max_connections)"
+            ),
+            Capacity::Route { route, max } => write!(
+                f,
+                "route {route} has {max} open connections, its limit (max_connections)"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for PerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PerClient::Connections { client, max } => write!(
+                f,
+                "{client} has {max} open connections on this route, its limit \
+                 (rate_limit.connections_per_ip)"
+            ),
+            PerClient::Handshakes { client, bucket } => write!(
+                f,
+                "too many new connections from {client}: this route allows {} a second, \
+                 {} at once (rate_limit.handshakes_per_second_per_ip)",
+                bucket.rate, bucket.burst
+            ),
+            PerClient::TableFull { client } => write!(
+                f,
+                "too many client addresses are using this route's rate limits at once; \
+                 {client} is not admitted for now"
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

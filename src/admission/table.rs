@@ -1,0 +1,320 @@
+//! One route's per-address state: open connections (`rate_limit.connections_per_ip`) and the
+//! handshake token bucket (`rate_limit.handshakes_per_second_per_ip`) of each client address.
+//!
+//! Bounded: an address is in the table only while it has an open connection or its bucket is
+//! not full (an address that would start afresh anyway needs no entry). Such entries are
+//! swept out when the table has doubled since the last sweep (so a sweep costs O(1) per new
+//! address, amortized), and the table never holds more than `cap` addresses: when it is full
+//! and a sweep frees nothing, new addresses are refused (429) rather than let it grow.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use crate::config::{Bucket, RateLimit};
+
+/// Addresses tracked per route at most: 57 bytes a slot in the hash table (131 072 slots for
+/// 100 000 entries), so 7.5 MB at worst.
+pub const MAX_ADDRESSES: usize = 100_000;
+
+/// The table is not swept below this size (a sweep of a small table is not worth it).
+const MIN_SWEEP: usize = 1024;
+
+/// A full table is swept at most this often (a sweep of 100 000 entries takes about 1 ms).
+const FULL_SWEEP_GAP: Duration = Duration::from_millis(100);
+
+/// The longest wait a `Retry-After` announces (a bucket refilling at 0.00001/s would say
+/// a day and more).
+const MAX_WAIT: Duration = Duration::from_secs(86_400);
+
+/// A token bucket's level: `level` tokens at `at`.
+#[derive(Debug, Clone, Copy)]
+pub struct Tokens {
+    level: f64,
+    at: Instant,
+}
+
+impl Tokens {
+    /// A bucket that is full, whatever its burst.
+    pub fn full(now: Instant) -> Tokens {
+        Tokens {
+            level: f64::INFINITY,
+            at: now,
+        }
+    }
+
+    /// The level at `now`: `rate` tokens a second since the last look, at most `burst`.
+    fn refill(&mut self, b: &Bucket, now: Instant) {
+        let secs = now.saturating_duration_since(self.at).as_secs_f64();
+        self.level = (self.level + secs * b.rate).min(b.burst);
+        self.at = self.at.max(now);
+    }
+
+    /// Spends one token, or says how long until one is back.
+    pub fn take(&mut self, b: &Bucket, now: Instant) -> Result<(), Duration> {
+        self.refill(b, now);
+        if self.level >= 1.0 {
+            self.level -= 1.0;
+            return Ok(());
+        }
+        let wait = Duration::try_from_secs_f64((1.0 - self.level) / b.rate).unwrap_or(MAX_WAIT);
+        Err(wait.min(MAX_WAIT))
+    }
+
+    /// Whether the bucket is full at `now` (an entry for it would hold nothing new).
+    pub fn is_full(&self, b: &Bucket, now: Instant) -> bool {
+        let mut t = *self;
+        t.refill(b, now);
+        t.level >= b.burst
+    }
+}
+
+/// One client address.
+struct Entry {
+    /// Connections of this address on the route, from admission to their end.
+    open: u32,
+    tokens: Tokens,
+}
+
+/// Why an address was refused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Over {
+    /// `connections_per_ip` connections are open.
+    Connections(u32),
+    /// The handshake bucket (this rule) is empty; a token is back after this long.
+    Handshakes(Bucket, Duration),
+    /// A new address, and the table is full.
+    Full,
+}
+
+/// The per-address table of one route.
+pub struct Table {
+    map: HashMap<IpAddr, Entry>,
+    cap: usize,
+    /// The size at which the next sweep happens.
+    sweep_at: usize,
+    last_sweep: Option<Instant>,
+    last_full_warning: Option<Instant>,
+}
+
+impl Table {
+    /// An empty table of at most `cap` addresses.
+    pub fn new(cap: usize) -> Table {
+        Table {
+            map: HashMap::new(),
+            cap,
+            sweep_at: MIN_SWEEP.min(cap),
+            last_sweep: None,
+            last_full_warning: None,
+        }
+    }
+
+    /// Admits one connection of `client` under `rule`: spends a handshake token (every
+    /// attempt does, as a handshake is what the rate counts), then counts an open connection.
+    pub fn enter(&mut self, client: IpAddr, rule: &RateLimit, now: Instant) -> Result<(), Over> {
+        if !self.map.contains_key(&client) && !self.make_room(rule, now) {
+            return Err(Over::Full);
+        }
+        let entry = self.map.entry(client).or_insert(Entry {
+            open: 0,
+            tokens: Tokens::full(now),
+        });
+        if let Some(b) = &rule.handshakes_per_ip {
+            entry
+                .tokens
+                .take(b, now)
+                .map_err(|w| Over::Handshakes(*b, w))?;
+        }
+        if let Some(max) = rule.connections_per_ip {
+            if entry.open >= max {
+                return Err(Over::Connections(max));
+            }
+        }
+        entry.open += 1;
+        Ok(())
+    }
+
+    /// A connection `enter` admitted under a rule with bucket `bucket` has ended.
+    pub fn leave(&mut self, client: IpAddr, bucket: Option<&Bucket>, now: Instant) {
+        let Some(e) = self.map.get_mut(&client) else {
+            return;
+        };
+        e.open = e.open.saturating_sub(1);
+        if e.open == 0 && bucket.is_none_or(|b| e.tokens.is_full(b, now)) {
+            self.map.remove(&client);
+        }
+    }
+
+    /// Whether a refusal for a full table should be logged now (once a second at most).
+    pub fn warn_full(&mut self, now: Instant) -> bool {
+        let due = self
+            .last_full_warning
+            .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(1));
+        if due {
+            self.last_full_warning = Some(now);
+        }
+        due
+    }
+
+    /// Addresses in the table.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether a new address may be added, sweeping idle entries first when the table has
+    /// doubled since the last sweep (or is full, at most every [`FULL_SWEEP_GAP`]).
+    fn make_room(&mut self, rule: &RateLimit, now: Instant) -> bool {
+        let len = self.map.len();
+        if len < self.sweep_at {
+            return true;
+        }
+        let recent = self
+            .last_sweep
+            .is_some_and(|t| now.saturating_duration_since(t) < FULL_SWEEP_GAP);
+        if len >= self.cap && recent {
+            return false;
+        }
+        let bucket = rule.handshakes_per_ip;
+        self.map
+            .retain(|_, e| e.open > 0 || bucket.is_some_and(|b| !e.tokens.is_full(&b, now)));
+        self.last_sweep = Some(now);
+        let len = self.map.len();
+        self.sweep_at = (2 * len).max(MIN_SWEEP).min(self.cap);
+        if self.map.capacity() > 4 * len.max(MIN_SWEEP) {
+            self.map.shrink_to(2 * len);
+        }
+        len < self.cap
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bucket(rate: f64, burst: f64) -> Bucket {
+        Bucket { rate, burst }
+    }
+
+    #[test]
+    fn a_bucket_spends_its_burst_then_refills_at_its_rate() {
+        let b = bucket(2.0, 3.0);
+        let t0 = Instant::now();
+        let mut t = Tokens::full(t0);
+        for _ in 0..3 {
+            assert_eq!(t.take(&b, t0), Ok(()));
+        }
+        // Empty: one token is back in 1/2 s.
+        assert_eq!(t.take(&b, t0), Err(Duration::from_millis(500)));
+        // A refused attempt spends nothing: 0.2 s later, 0.3 s to go.
+        let wait = t.take(&b, t0 + Duration::from_millis(200)).unwrap_err();
+        assert!((wait.as_secs_f64() - 0.3).abs() < 1e-9, "{wait:?}");
+        assert_eq!(t.take(&b, t0 + Duration::from_millis(500)), Ok(()));
+        // Never more than the burst, however long the wait.
+        let later = t0 + Duration::from_secs(3600);
+        assert!(t.is_full(&b, later));
+        for _ in 0..3 {
+            assert_eq!(t.take(&b, later), Ok(()));
+        }
+        assert!(t.take(&b, later).is_err());
+        assert!(!t.is_full(&b, later + Duration::from_millis(1400)));
+        assert!(t.is_full(&b, later + Duration::from_millis(1500)));
+    }
+
+    #[test]
+    fn a_slow_bucket_announces_a_bounded_wait() {
+        let b = bucket(1e-12, 1.0);
+        let now = Instant::now();
+        let mut t = Tokens::full(now);
+        assert_eq!(t.take(&b, now), Ok(()));
+        assert_eq!(t.take(&b, now), Err(MAX_WAIT));
+    }
+
+    fn rule(per_ip: Option<u32>, b: Option<Bucket>) -> RateLimit {
+        RateLimit {
+            connections_per_ip: per_ip,
+            handshakes_per_ip: b,
+            ..RateLimit::default()
+        }
+    }
+
+    #[test]
+    fn open_connections_are_counted_per_address() {
+        let r = rule(Some(2), None);
+        let now = Instant::now();
+        let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
+        let mut t = Table::new(10);
+        assert_eq!(t.enter(a, &r, now), Ok(()));
+        assert_eq!(t.enter(a, &r, now), Ok(()));
+        assert_eq!(t.enter(a, &r, now), Err(Over::Connections(2)));
+        assert_eq!(t.enter(b, &r, now), Ok(()));
+        t.leave(a, None, now);
+        assert_eq!(t.enter(a, &r, now), Ok(()));
+        for ip in [a, a, b] {
+            t.leave(ip, None, now);
+        }
+        assert_eq!(
+            t.len(),
+            0,
+            "an address without connections or tokens spent is gone"
+        );
+    }
+
+    #[test]
+    fn the_table_stays_within_its_cap() {
+        let b = bucket(1.0, 1.0);
+        let r = rule(None, Some(b));
+        let now = Instant::now();
+        let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let mut t = Table::new(3);
+        for i in 0..3 {
+            assert_eq!(t.enter(ip(i), &r, now), Ok(()));
+            t.leave(ip(i), Some(&b), now);
+        }
+        // Each bucket is spent, so each address stays: a fourth is refused...
+        assert_eq!(t.enter(ip(3), &r, now), Err(Over::Full));
+        assert!(t.warn_full(now));
+        assert!(!t.warn_full(now + Duration::from_millis(500)));
+        // ...known ones are not...
+        assert_eq!(
+            t.enter(ip(0), &r, now),
+            Err(Over::Handshakes(b, Duration::from_secs(1)))
+        );
+        // ...and once their buckets are full again, a sweep makes room.
+        let later = now + Duration::from_secs(1);
+        assert_eq!(t.enter(ip(3), &r, later), Ok(()));
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn an_address_without_connections_leaves_at_once() {
+        let r = rule(Some(5), None);
+        let now = Instant::now();
+        let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let mut t = Table::new(2);
+        assert_eq!(t.enter(ip(0), &r, now), Ok(()));
+        assert_eq!(t.enter(ip(1), &r, now), Ok(()));
+        assert_eq!(t.enter(ip(2), &r, now), Err(Over::Full));
+        t.leave(ip(0), None, now);
+        assert_eq!(t.enter(ip(2), &r, now), Ok(()));
+    }
+
+    #[test]
+    fn a_full_table_is_swept_at_most_every_gap() {
+        let b = bucket(100.0, 1.0);
+        let r = rule(None, Some(b));
+        let t0 = Instant::now();
+        let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
+        let mut t = Table::new(2);
+        for i in 0..2 {
+            assert_eq!(t.enter(ip(i), &r, t0), Ok(()));
+            t.leave(ip(i), Some(&b), t0);
+        }
+        assert_eq!(t.enter(ip(2), &r, t0), Err(Over::Full));
+        // Both buckets are full again after 10 ms, but the last sweep was too recent.
+        let soon = t0 + Duration::from_millis(20);
+        assert_eq!(t.enter(ip(2), &r, soon), Err(Over::Full));
+        assert_eq!(t.enter(ip(2), &r, t0 + FULL_SWEEP_GAP), Ok(()));
+        assert_eq!(t.len(), 1);
+    }
+}
