@@ -172,6 +172,7 @@ impl Error {
         match self {
             Error::Overloaded { what, .. } => Some(what.reason()),
             Error::TooManyRequests { what, .. } => Some(what.reason()),
+            Error::Forbidden(_) => Some("origin"),
             _ => None,
         }
     }
