@@ -47,64 +47,6 @@ fn rooms_gateway(backend: SocketAddr) -> SocketAddr {
     ))
 }
 
-/// A request head as the backend received it.
-#[derive(Debug)]
-struct Head {
-    text: String,
-    request_line: String,
-    headers: Vec<(String, String)>,
-}
-
-impl Head {
-    fn parse(text: &str) -> Head {
-        let mut lines = text.split("\r\n");
-        let request_line = lines.next().unwrap_or_default().to_string();
-        let headers = lines
-            .filter(|l| !l.is_empty())
-            .map(|l| {
-                let (n, v) = l
-                    .split_once(':')
-                    .unwrap_or_else(|| panic!("header line without a colon: {l:?}"));
-                (n.trim().to_string(), v.trim().to_string())
-            })
-            .collect();
-        Head {
-            text: text.to_string(),
-            request_line,
-            headers,
-        }
-    }
-
-    /// Every value of header `name` (case-insensitive), in order.
-    fn values(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
-
-    /// The value of header `name`, which must appear exactly once.
-    fn one(&self, name: &str) -> &str {
-        match self.values(name).as_slice() {
-            [v] => v,
-            other => panic!(
-                "expected exactly one {name} header, found {other:?} in:\n{}",
-                self.text
-            ),
-        }
-    }
-
-    fn assert_absent(&self, name: &str) {
-        let found = self.values(name);
-        assert!(
-            found.is_empty(),
-            "{name} must not be forwarded (found {found:?}) in:\n{}",
-            self.text
-        );
-    }
-}
-
 /// Relays text and binary messages back until the peer closes.
 async fn echo_ws(mut ws: Ws) {
     while let Some(Ok(m)) = ws.next().await {

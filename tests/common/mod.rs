@@ -582,3 +582,61 @@ pub fn promtool_check(text: &str) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A request head as the backend received it.
+#[derive(Debug)]
+pub struct Head {
+    pub text: String,
+    pub request_line: String,
+    pub headers: Vec<(String, String)>,
+}
+
+impl Head {
+    pub fn parse(text: &str) -> Head {
+        let mut lines = text.split("\r\n");
+        let request_line = lines.next().unwrap_or_default().to_string();
+        let headers = lines
+            .filter(|l| !l.is_empty())
+            .map(|l| {
+                let (n, v) = l
+                    .split_once(':')
+                    .unwrap_or_else(|| panic!("header line without a colon: {l:?}"));
+                (n.trim().to_string(), v.trim().to_string())
+            })
+            .collect();
+        Head {
+            text: text.to_string(),
+            request_line,
+            headers,
+        }
+    }
+
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn values(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The value of header `name`, which must appear exactly once.
+    pub fn one(&self, name: &str) -> &str {
+        match self.values(name).as_slice() {
+            [v] => v,
+            other => panic!(
+                "expected exactly one {name} header, found {other:?} in:\n{}",
+                self.text
+            ),
+        }
+    }
+
+    pub fn assert_absent(&self, name: &str) {
+        let found = self.values(name);
+        assert!(
+            found.is_empty(),
+            "{name} must not reach the backend (found {found:?}) in:\n{}",
+            self.text
+        );
+    }
+}
