@@ -8,6 +8,7 @@
 //! connection counts behind the connection limits are the gateway's, not a generation's: a
 //! reload never resets them.
 
+mod admit;
 mod connection;
 
 use std::io;
