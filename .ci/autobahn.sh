@@ -1,16 +1,25 @@
 #!/usr/bin/env bash
 # Runs Autobahn's fuzzing client against the release gateway in front of an echo backend and
 # against that echo backend directly, then compares the verdicts case by case.
-# usage: .ci/autobahn.sh [--quick|--full] [deflate]
+# usage: .ci/autobahn.sh [--quick|--full] [deflate] [policy]
 #   default: the 301 cases without compression, behind the example echo backend (Rust)
 #   deflate: behind a permessage-deflate echo backend (Node.js ws, .ci/deflate-echo), so that
 #            the compression cases (--quick or --full) test the gateway's pass-through
+#   policy:  the route has message and byte rates (too high to bite) and a message filter, so
+#            that every frame goes through the policy code of the relay
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=
 backend=echo
+route_extra=
 for a in "$@"; do
-  case "$a" in --quick|--full) mode=$a;; deflate) backend=deflate;; *) echo "unknown argument $a" >&2; exit 2;; esac
+  case "$a" in
+    --quick|--full) mode=$a;;
+    deflate) backend=deflate;;
+    policy) route_extra='"rate_limit": { "messages_per_second": 1000000, "bytes_per_second": 1000000000 },
+  "message_filter": { "allow_types": ["text", "binary"], "max_message_bytes": { "client_to_backend": 16777216 } },';;
+    *) echo "unknown argument $a" >&2; exit 2;;
+  esac
 done
 shared=${KAIROS_SHARED:-../shared}
 cargo build --release --bin kairos-gateway --example echo_backend
@@ -40,6 +49,7 @@ echo_port=$(wait_for_line "$work/echo.log" '127\.0\.0\.1:[0-9]+' | cut -d: -f2)
 cat > "$work/config.json" <<JSON
 { "version": 1, "routers": [ { "protocol": "websocket",
   "backends": [ { "host": "ws://127.0.0.1", "port": $echo_port, "weight": 1 } ],
+  $route_extra
   "external_path": "/ws/chat", "internal_path": "/ws", "methods": ["GET"] } ] }
 JSON
 KAIROS_HOST=127.0.0.1 KAIROS_PORT=0 RUST_LOG=warn,kairos_gateway=info \
