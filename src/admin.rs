@@ -1,7 +1,7 @@
 //! The admin listener (`admin`): plain HTTP/1.1 on its own address and thread, one request per
 //! connection. `GET /metrics` (Prometheus text 0.0.4), `GET /healthz` (200 while the process
 //! runs) and `GET /readyz` (200 when every route has a usable backend and the gateway is not
-//! shutting down; else 503 with the reason). Never on the public port.
+//! shutting down; else 503 with the reason). Never on the public port unless `admin` names its address.
 
 use std::cell::Cell;
 use std::io;

@@ -15,7 +15,8 @@ use async_tungstenite::tungstenite::Message;
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
 use smol::net::{TcpListener, TcpStream};
 
-use crate::error::close_for_ws_error;
+use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
 /// Accepts connections on `listener` forever, one task each (on smol's global executor).
 pub async fn serve(listener: TcpListener) {
@@ -100,5 +101,24 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
         if ws.send(reply).await.is_err() {
             return;
         }
+    }
+}
+
+/// The close code (and a short reason) for a tungstenite error, for the tungstenite-based echo
+/// backend; `None` when the peer is gone and cannot be told.
+fn close_for_ws_error(err: &WsError) -> Option<(CloseCode, &'static str)> {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
+            Some((CloseCode::Size, "message too big"))
+        }
+        WsError::Capacity(_) => Some((CloseCode::Size, "frame too big")),
+        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8 in text message")),
+        WsError::Protocol(ProtocolError::InvalidCloseSequence) => {
+            Some((CloseCode::Protocol, "invalid close frame"))
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
+        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
+        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => None,
+        _ => Some((CloseCode::Error, "internal error")),
     }
 }

@@ -5,9 +5,6 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-
 use crate::admission::{Capacity, PerClient};
 use crate::auth::AuthError;
 
@@ -278,25 +275,6 @@ pub fn reason_phrase(status: u16) -> &'static str {
         503 => "Service Unavailable",
         504 => "Gateway Timeout",
         _ => "Error",
-    }
-}
-
-/// The close code (and a short reason) for a tungstenite error, for the tungstenite-based echo
-/// backend; `None` when the peer is gone and cannot be told.
-pub fn close_for_ws_error(err: &WsError) -> Option<(CloseCode, &'static str)> {
-    match err {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            Some((CloseCode::Size, "message too big"))
-        }
-        WsError::Capacity(_) => Some((CloseCode::Size, "frame too big")),
-        WsError::Utf8(_) => Some((CloseCode::Invalid, "invalid UTF-8 in text message")),
-        WsError::Protocol(ProtocolError::InvalidCloseSequence) => {
-            Some((CloseCode::Protocol, "invalid close frame"))
-        }
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-        WsError::Protocol(_) => Some((CloseCode::Protocol, "protocol error")),
-        WsError::Io(_) | WsError::ConnectionClosed | WsError::AlreadyClosed => None,
-        _ => Some((CloseCode::Error, "internal error")),
     }
 }
 

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod balance;
+pub mod bucket;
 pub mod config;
 pub mod control;
 pub mod drain;

@@ -77,6 +77,13 @@ pub struct Traffic {
     pub bytes: [u64; 2],
 }
 
+impl Traffic {
+    /// Data messages (text and binary) in direction `d` (0: client to backend).
+    pub fn data_messages(&self, d: usize) -> u64 {
+        self.messages[d][0] + self.messages[d][1]
+    }
+}
+
 /// The process-wide counters.
 pub struct Registry {
     routes: Mutex<BTreeMap<String, Arc<RouteStats>>>,
@@ -286,7 +293,7 @@ fn render_events(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
         }
     }
     let name = "kairos_rejections_total";
-    let help = "Handshakes refused by a connection limit, by the limit.";
+    let help = "Handshakes refused by a policy (a connection limit or the origin), by reason.";
     let mut f = Family::start(out, name, "counter", help);
     for (route, s) in routes {
         for (reason, n) in lock(&s.rejections).iter() {

@@ -37,22 +37,20 @@ pub fn tls_handshake_failures() -> u64 {
     TLS_HANDSHAKE_FAILURES.load(Ordering::Relaxed)
 }
 
-/// Runs the server side of a TLS handshake on an accepted connection (no time limit: the
-/// caller bounds it).
-pub async fn accept_tls(config: Arc<rustls::ServerConfig>, stream: Stream) -> io::Result<Stream> {
-    let tls = TlsAcceptor::from(config).accept(stream).await?;
-    Ok(Stream::TlsServer(Box::new(tls)))
-}
-
-/// [`accept_tls`] bounded by `limit` (a client that never completes the TLS handshake holds
-/// the socket no longer than one that never completes its request head). A failure or a
-/// timeout is counted in [`tls_handshake_failures`].
-pub async fn accept_tls_within(
+/// Runs the server side of a TLS handshake on an accepted connection, bounded by `limit` (a
+/// client that never completes the TLS handshake holds the socket no longer than one that
+/// never completes its request head). A failure or a timeout is counted in
+/// [`tls_handshake_failures`].
+pub async fn accept_tls(
     config: Arc<rustls::ServerConfig>,
     stream: Stream,
     limit: Duration,
 ) -> io::Result<Stream> {
-    let accepted = accept_tls(config, stream)
+    let handshake = async {
+        let tls = TlsAcceptor::from(config).accept(stream).await?;
+        Ok(Stream::TlsServer(Box::new(tls)))
+    };
+    let accepted = handshake
         .or(async {
             Timer::after(limit).await;
             Err(io::Error::new(

@@ -25,8 +25,8 @@ use crate::reactor::Timer;
 const MAX_RESPONSE_HEAD: usize = 16 * 1024;
 
 /// Headers never copied from one leg to the other (RFC 7230 6.1 hop-by-hop, plus the ones this
-/// proxy sets itself on each leg).
-const NOT_FORWARDED: &[&str] = &[
+/// proxy sets itself on each leg). `jwt.forward_claims` may not name them either.
+pub(crate) const NOT_FORWARDED: &[&str] = &[
     "connection",
     "keep-alive",
     "proxy-connection",

@@ -35,12 +35,6 @@ fn ops_config(routes: &[(&str, SocketAddr)], server: &str, extra_route: &str) ->
     )
 }
 
-/// The value of the sample `name{labels}` in a metrics text, if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 #[test]
 fn admin_endpoints_report_health_readiness_and_metrics() {
     let (backend, _) = id_backend(0);
@@ -92,6 +86,7 @@ fn admin_endpoints_report_health_readiness_and_metrics() {
             if r.status == 503 || std::time::Instant::now() > deadline {
                 break r;
             }
+            smol::Timer::after(Duration::from_millis(10)).await; // poll, not spin
         };
         assert_eq!(ready.status, 503, "{}", ready.body);
         assert!(ready.body.contains("/ws/dead"), "{}", ready.body);
@@ -160,7 +155,7 @@ fn admin_endpoints_report_health_readiness_and_metrics() {
                 1.0,
             ),
         ] {
-            assert_eq!(sample(m, &series), Some(want), "{series} in\n{m}");
+            assert_eq!(metric(m, &series), Some(want), "{series} in\n{m}");
         }
         assert!(m.contains(&format!(
             "kairos_build_info{{version=\"{}\"}} 1",
@@ -168,7 +163,7 @@ fn admin_endpoints_report_health_readiness_and_metrics() {
         )));
         let bytes = format!("kairos_bytes_total{{{chat},direction=\"client_to_backend\"}}");
         assert!(
-            sample(m, &bytes).is_some_and(|b| b > 0.0),
+            metric(m, &bytes).is_some_and(|b| b > 0.0),
             "{bytes} in\n{m}"
         );
         promtool_check(m);
@@ -264,6 +259,7 @@ fn shutdown_stops_accepting_and_ends_at_its_timeout_or_a_second_signal() {
             if std::time::Instant::now() > deadline {
                 return false;
             }
+            smol::Timer::after(Duration::from_millis(10)).await; // poll, not spin
         }
     });
     assert!(
@@ -321,7 +317,7 @@ fn reload_applies_to_new_connections_and_keeps_open_ones_and_bad_configs_are_rej
         let ok = r#"kairos_config_reloads_total{result="success"}"#;
         let failed = r#"kairos_config_reloads_total{result="failure"}"#;
         assert_eq!(
-            (sample(&m, ok), sample(&m, failed)),
+            (metric(&m, ok), metric(&m, failed)),
             (Some(1.0), Some(1.0)),
             "{m}"
         );

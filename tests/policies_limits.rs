@@ -74,9 +74,8 @@ async fn close(mut ws: Ws) {
 /// `kairos_rejections_total{route, reason}` in this process's metrics.
 fn rejections(route: &str, reason: &str) -> Option<f64> {
     let text = kairos_gateway::metrics::render("test", &[]);
-    let series = format!("kairos_rejections_total{{route=\"{route}\",reason=\"{reason}\"}} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(&series)?.parse().ok())
+    let series = format!("kairos_rejections_total{{route=\"{route}\",reason=\"{reason}\"}}");
+    metric(&text, &series)
 }
 
 async fn open_n(addr: SocketAddr, path: &str, headers: &[(&str, &str)], n: usize) -> Vec<Ws> {

@@ -138,23 +138,11 @@ fn config(backends: &[String], route_extra: &str) -> String {
     )
 }
 
-/// Connects through the gateway; returns the connection and the id of the backend behind it.
-async fn which(gw: SocketAddr) -> (Ws, usize) {
-    let mut ws = connect(gw, "/ws/chat").await;
-    match next_data(&mut ws).await {
-        Message::Text(id) => {
-            let id = id.parse().expect("backend id");
-            (ws, id)
-        }
-        other => panic!("expected the backend's id, got {other:?}"),
-    }
-}
-
 /// Connects `n` clients one after another; returns how many reached each of `ids` backends.
 async fn spread(gw: SocketAddr, n: usize, ids: usize) -> Vec<usize> {
     let mut on = vec![0; ids];
     for _ in 0..n {
-        let (mut ws, id) = which(gw).await;
+        let (mut ws, id) = connect_id(gw, "/ws/chat").await;
         on[id] += 1;
         ws.close(None).await.unwrap();
     }
@@ -173,7 +161,7 @@ fn circuit_opens_after_the_threshold_and_a_trial_closes_it() {
         let deadline = Instant::now() + STEP;
         while a.attempts().len() < 3 {
             assert!(Instant::now() < deadline, "backend 0 never tried");
-            let (mut ws, id) = which(gw).await;
+            let (mut ws, id) = connect_id(gw, "/ws/chat").await;
             assert_eq!(id, 1);
             ws.close(None).await.unwrap();
         }
@@ -181,7 +169,7 @@ fn circuit_opens_after_the_threshold_and_a_trial_closes_it() {
         // Open: no connect reaches backend 0 until open_ms has passed.
         let mut during = 0;
         while opened.elapsed() + Duration::from_millis(300) < open {
-            let (mut ws, id) = which(gw).await;
+            let (mut ws, id) = connect_id(gw, "/ws/chat").await;
             assert_eq!(id, 1);
             ws.close(None).await.unwrap();
             during += 1;
@@ -196,7 +184,7 @@ fn circuit_opens_after_the_threshold_and_a_trial_closes_it() {
         let deadline = Instant::now() + STEP;
         while a.upgrades() == 0 {
             assert!(Instant::now() < deadline, "no trial reached backend 0");
-            let (mut ws, _) = which(gw).await;
+            let (mut ws, _) = connect_id(gw, "/ws/chat").await;
             ws.close(None).await.unwrap();
         }
         let attempts = a.attempts();
@@ -315,7 +303,7 @@ fn an_http_check_failing_stops_new_connections_but_keeps_open_ones() {
     run(async {
         // A connection held open on backend 0.
         let mut held = loop {
-            let (ws, id) = which(gw).await;
+            let (ws, id) = connect_id(gw, "/ws/chat").await;
             if id == 0 {
                 break ws;
             }
@@ -328,7 +316,7 @@ fn an_http_check_failing_stops_new_connections_but_keeps_open_ones() {
         let mut in_a_row = 0;
         while in_a_row < 10 {
             assert!(Instant::now() < deadline, "backend 0 still gets clients");
-            let (mut ws, id) = which(gw).await;
+            let (mut ws, id) = connect_id(gw, "/ws/chat").await;
             in_a_row = if id == 1 { in_a_row + 1 } else { 0 };
             ws.close(None).await.unwrap();
         }
@@ -348,7 +336,7 @@ fn an_http_check_failing_stops_new_connections_but_keeps_open_ones() {
                 Instant::now() < deadline,
                 "backend 0 never got clients again"
             );
-            let (mut ws, _) = which(gw).await;
+            let (mut ws, _) = connect_id(gw, "/ws/chat").await;
             ws.close(None).await.unwrap();
         }
         held.close(None).await.unwrap();

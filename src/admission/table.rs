@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use crate::config::{Bucket, RateLimit};
+use crate::bucket::{Bucket, Tokens};
+use crate::config::RateLimit;
 
 /// Addresses tracked per route at most: 57 bytes a slot in the hash table (131 072 slots for
 /// 100 000 entries), so 7.5 MB at worst.
@@ -22,52 +23,6 @@ const MIN_SWEEP: usize = 1024;
 
 /// A full table is swept at most this often (a sweep of 100 000 entries takes about 1 ms).
 const FULL_SWEEP_GAP: Duration = Duration::from_millis(100);
-
-/// The longest wait a `Retry-After` announces (a bucket refilling at 0.00001/s would say
-/// a day and more).
-const MAX_WAIT: Duration = Duration::from_secs(86_400);
-
-/// A token bucket's level: `level` tokens at `at`.
-#[derive(Debug, Clone, Copy)]
-pub struct Tokens {
-    level: f64,
-    at: Instant,
-}
-
-impl Tokens {
-    /// A bucket that is full, whatever its burst.
-    pub fn full(now: Instant) -> Tokens {
-        Tokens {
-            level: f64::INFINITY,
-            at: now,
-        }
-    }
-
-    /// The level at `now`: `rate` tokens a second since the last look, at most `burst`.
-    fn refill(&mut self, b: &Bucket, now: Instant) {
-        let secs = now.saturating_duration_since(self.at).as_secs_f64();
-        self.level = (self.level + secs * b.rate).min(b.burst);
-        self.at = self.at.max(now);
-    }
-
-    /// Spends one token, or says how long until one is back.
-    pub fn take(&mut self, b: &Bucket, now: Instant) -> Result<(), Duration> {
-        self.refill(b, now);
-        if self.level >= 1.0 {
-            self.level -= 1.0;
-            return Ok(());
-        }
-        let wait = Duration::try_from_secs_f64((1.0 - self.level) / b.rate).unwrap_or(MAX_WAIT);
-        Err(wait.min(MAX_WAIT))
-    }
-
-    /// Whether the bucket is full at `now` (an entry for it would hold nothing new).
-    pub fn is_full(&self, b: &Bucket, now: Instant) -> bool {
-        let mut t = *self;
-        t.refill(b, now);
-        t.level >= b.burst
-    }
-}
 
 /// One client address.
 struct Entry {
@@ -191,6 +146,7 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bucket::MAX_WAIT;
 
     fn bucket(rate: f64, burst: f64) -> Bucket {
         Bucket { rate, burst }

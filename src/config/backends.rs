@@ -24,11 +24,7 @@ impl Backend {
     /// `ws://host:port` (for logs and error messages).
     pub fn origin(&self) -> String {
         let scheme = if self.tls { "wss" } else { "ws" };
-        if self.host.contains(':') {
-            format!("{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            format!("{scheme}://{}:{}", self.host, self.port)
-        }
+        format!("{scheme}://{}", self.host_header())
     }
 
     /// The `Host` header value for this backend.

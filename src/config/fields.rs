@@ -59,8 +59,8 @@ impl<'a> Fields<'a> {
         self.map.get(key)
     }
 
-    /// Records an error about `key`. Control characters in it (a file path from the config may
-    /// hold a line break) are escaped: a problem is one line.
+    /// Records an error about `key` (`parse` escapes the control characters of every problem,
+    /// so that each prints as one line).
     pub fn error(&self, report: &mut Report, key: &str, msg: impl std::fmt::Display) {
         report.errors.push(format!("{}: {msg}", self.name(key)));
     }

@@ -26,10 +26,10 @@ pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> O
         (Some(s), None) => Some(KeySource::Secret(s.to_string())),
         (None, Some(f)) => {
             let path = tls::resolve(base, f);
-            match std::fs::read(&path) {
+            match tls::read_capped(&path) {
                 // jsonwebtoken would take an RSA private key as the key, and then fail every
                 // token's signature: refuse it here, where `--check` shows it.
-                Ok(pem) if pem.windows(16).any(|w| w == b"PRIVATE KEY-----") => {
+                Ok(pem) if private_key(&pem) => {
                     j.error(
                         report,
                         "public_key_file",
@@ -110,26 +110,17 @@ pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> O
     Some(verifier)
 }
 
-/// Headers the gateway sets itself on the backend request: never a claim's.
-const RESERVED: &[&str] = &[
-    "host",
-    "upgrade",
-    "connection",
-    "content-length",
-    "transfer-encoding",
-    "te",
-    "trailer",
-    "keep-alive",
-    "proxy-connection",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-extensions",
-    "sec-websocket-protocol",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "authorization",
-];
+/// Whether `pem` holds a private key of any kind.
+fn private_key(pem: &[u8]) -> bool {
+    [
+        "PRIVATE KEY",
+        "RSA PRIVATE KEY",
+        "EC PRIVATE KEY",
+        "ENCRYPTED PRIVATE KEY",
+    ]
+    .iter()
+    .any(|label| tls::has_section(pem, label))
+}
 
 /// `forward_claims: {"claim": "Header-Name", ...}`.
 fn read_forward_claims(j: &mut Fields, report: &mut Report) -> Vec<(String, String)> {
@@ -161,7 +152,9 @@ fn read_forward_claims(j: &mut Fields, report: &mut Report) -> Vec<(String, Stri
         let lower = name.to_ascii_lowercase();
         let problem = if !token {
             Some("is not a valid header name".to_string())
-        } else if RESERVED.contains(&lower.as_str()) {
+        } else if crate::upstream::NOT_FORWARDED.contains(&lower.as_str())
+            || ["authorization", "sec-websocket-protocol"].contains(&lower.as_str())
+        {
             Some("is a header the gateway sets itself".to_string())
         } else if out.iter().any(|(_, h)| h.eq_ignore_ascii_case(name)) {
             Some("is used for two claims".to_string())

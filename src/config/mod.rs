@@ -49,7 +49,7 @@ pub struct Config {
     pub listener_tls: Option<Arc<rustls::ServerConfig>>,
     /// The `admin` block's `host` (default `127.0.0.1`) and `port` (default 9900; 0 picks a
     /// free port): the plain-HTTP listener of `/metrics`, `/healthz` and `/readyz`. `None`
-    /// (no admin listener) when the block is absent; never the public listener's address.
+    /// (no admin listener) when the block is absent; the public listener's own address makes the endpoints share it ([`Config::admin_on_public`]).
     pub admin: Option<(String, u16)>,
     /// `server.trusted_proxies` (none): peers whose `X-Forwarded-For` names the client for the
     /// per-address rate limits.
@@ -73,7 +73,7 @@ pub struct Limits {
     /// `backend_connect_timeout_ms` (10000): TCP connect + TLS + WebSocket handshake with the
     /// backend. Past it the client gets 504.
     pub backend_connect_timeout: Duration,
-    /// `max_message_bytes` (16 MiB): largest reassembled message, either direction.
+    /// `max_message_bytes` (16 MiB): largest message (the sum of its frames' payloads), either direction.
     pub max_message_bytes: usize,
     /// `max_frame_bytes` (16 MiB): largest single frame payload, either direction.
     pub max_frame_bytes: usize,

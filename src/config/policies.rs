@@ -129,11 +129,16 @@ fn bucket(f: &mut Fields, report: &mut Report, key: &'static str) -> Option<Buck
         Value::Object(m) => {
             let rate = m.get("rate").and_then(positive);
             let burst = m.get("burst").map_or(rate.map(|r| r.max(1.0)), positive);
-            let unknown = m.keys().any(|k| k != "rate" && k != "burst");
+            // Unknown fields are warned about, as everywhere in the config.
+            for k in m.keys().filter(|k| *k != "rate" && *k != "burst") {
+                let name = f.name(key);
+                let k = k.escape_debug();
+                report
+                    .warnings
+                    .push(format!("{name}.{k}: unknown field, ignored"));
+            }
             match (rate, burst) {
-                (Some(rate), Some(burst)) if burst >= 1.0 && !unknown => {
-                    Some(Bucket { rate, burst })
-                }
+                (Some(rate), Some(burst)) if burst >= 1.0 => Some(Bucket { rate, burst }),
                 _ => None,
             }
         }

@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::fields::{Fields, Report};
 use super::policies::Cidr;
-use super::tls::resolve;
-use super::{off_or_ms, Config, ConfigError, MAX_CONFIG_BYTES};
+use super::tls::{has_section, read_capped, resolve};
+use super::{off_or_ms, Config, ConfigError};
 
 /// What the `server` block says, with its defaults.
 pub(super) struct Server {
@@ -167,31 +167,9 @@ fn build_listener_tls(
     Ok(cfg)
 }
 
-/// A PEM file's bytes, at most [`MAX_CONFIG_BYTES`] of them (a wrong path to a huge file is
-/// refused rather than read).
-fn read_pem(path: &Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    let mut bytes = Vec::new();
-    std::fs::File::open(path)
-        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if bytes.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(format!(
-            "is larger than {MAX_CONFIG_BYTES} bytes: not a PEM file"
-        ));
-    }
-    Ok(bytes)
-}
-
-/// Whether a PEM section of this kind (`PRIVATE KEY`, say) is in `pem`.
-fn has_section(pem: &[u8], label: &str) -> bool {
-    let begin = format!("-----BEGIN {label}-----");
-    pem.windows(begin.len()).any(|w| w == begin.as_bytes())
-}
-
 /// Every certificate in a PEM file, the server's own first.
 fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = read_pem(path)?;
+    let pem = read_capped(path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not valid PEM: {e}"))?;
@@ -210,7 +188,7 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
 
 /// The first private key in a PEM file (PKCS#8, PKCS#1 RSA or SEC1 EC).
 fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, String> {
-    let pem = read_pem(path)?;
+    let pem = read_capped(path)?;
     match PrivateKeyDer::from_pem_slice(&pem) {
         Ok(key) => Ok(key),
         Err(pem::Error::NoItemsFound) if has_section(&pem, "ENCRYPTED PRIVATE KEY") => {

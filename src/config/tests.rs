@@ -1574,3 +1574,16 @@ fn jwt_policy_fields() {
         assert!(e.contains(says), "want {says:?} in {e}");
     }
 }
+
+#[test]
+fn an_unknown_field_in_a_rate_is_a_warning() {
+    let mut r = router("/ws/chat");
+    r["rate_limit"] = json!({ "messages_per_second": { "rate": 5, "burts": 9 } });
+    let loaded = ok_value(&config(vec![r]));
+    assert_eq!(
+        loaded.warnings,
+        vec!["routers[0] (/ws/chat): rate_limit.messages_per_second.burts: unknown field, ignored"]
+    );
+    let b = loaded.config.routes[0].rate_limit.messages.unwrap();
+    assert_eq!((b.rate, b.burst), (5.0, 5.0));
+}

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use futures_rustls::rustls;
 
 use super::fields::{Fields, Report};
+use super::MAX_CONFIG_BYTES;
 
 /// `tls`: the extra roots for `wss://` backends.
 pub(super) fn read_tls(root: &mut Fields, base: &Path, report: &mut Report) -> Option<PathBuf> {
@@ -36,10 +37,10 @@ pub(super) fn build_backend_tls(
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
         let shown = path.display();
-        match CertificateDer::pem_file_iter(path) {
+        match read_capped(path) {
             Err(e) => report.errors.push(format!("tls.ca_file: {shown}: {e}")),
-            Ok(iter) => {
-                let certs: Result<Vec<_>, _> = iter.collect();
+            Ok(pem) => {
+                let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
                 match certs {
                     Err(e) => report.errors.push(format!("tls.ca_file: {shown}: {e}")),
                     Ok(certs) if certs.is_empty() => report
@@ -65,4 +66,26 @@ pub(super) fn build_backend_tls(
     let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     Some(Arc::new(cfg))
+}
+
+/// A file's bytes (a PEM key or certificate, the config itself), at most
+/// [`MAX_CONFIG_BYTES`] of them: a wrong path to a huge file or a device is refused, not read.
+pub(super) fn read_capped(path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(format!(
+            "is larger than {MAX_CONFIG_BYTES} bytes: not a PEM file"
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Whether a PEM section of this kind (`PRIVATE KEY`, say) is in `pem`.
+pub(super) fn has_section(pem: &[u8], label: &str) -> bool {
+    let begin = format!("-----BEGIN {label}-----");
+    pem.windows(begin.len()).any(|w| w == begin.as_bytes())
 }

@@ -4,10 +4,10 @@
 
 use std::time::Instant;
 
-use super::keepalive;
 use super::policy::{DirPolicy, Verdict};
 pub use super::rules::Rules;
 use super::rules::{check, Message};
+use super::watch;
 use crate::frame::{apply_mask, check_close_payload, op, parse_header, Utf8Check, Violation};
 
 /// Largest buffer per direction while data flows (released when the direction is idle).
@@ -274,7 +274,7 @@ impl Direction {
             if self.from_client
                 && h.opcode == op::PONG
                 && rules.ping_interval.is_some()
-                && keepalive::is_own_pong(&buf[at..], &h)
+                && watch::is_own_pong(&buf[at..], &h)
             {
                 // The answer to a gateway ping is the gateway's: the backend never sees it.
                 buf.copy_within(at + total as usize..self.end, at);

@@ -14,10 +14,10 @@
 
 mod closing;
 mod direction;
-mod keepalive;
 mod policy;
 mod rules;
 mod transport;
+mod watch;
 
 use std::future::poll_fn;
 use std::io;
@@ -46,10 +46,6 @@ const BACKEND: usize = 1;
 /// How the relay ended (for the connection's log line).
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
-    /// Data messages relayed client -> backend.
-    pub to_backend: u64,
-    /// Data messages relayed backend -> client.
-    pub to_client: u64,
     /// What ended a leg, if it was not a clean close.
     pub errors: Vec<String>,
     /// Messages and bytes each way, for the metrics.
@@ -87,26 +83,16 @@ struct Conn<C, B> {
     legs: [Leg; 2],
     rules: Rules,
     grace: Option<Timer>,
-    watch: keepalive::Watch,
+    watch: watch::Watch,
     /// Wakes a throttled direction when its tokens are back.
     throttle: [Option<Timer>; 2],
     summary: Summary,
 }
 
 /// Relays between `client` and `backend` (with the bytes each sent past its handshake) until
-/// both legs are closed, then shuts both down.
+/// both legs are closed, then shuts both down. Once `drain` says the gateway is shutting down,
+/// both legs get 1001.
 pub async fn run<C: Transport, B: Transport>(
-    client: C,
-    client_early: Vec<u8>,
-    backend: B,
-    backend_early: Vec<u8>,
-    rules: Rules,
-) -> Summary {
-    run_until_drained(client, client_early, backend, backend_early, rules, None).await
-}
-
-/// [`run`], closing both legs with 1001 once `drain` says the gateway is shutting down.
-pub async fn run_until_drained<C: Transport, B: Transport>(
     client: C,
     client_early: Vec<u8>,
     backend: B,
@@ -121,7 +107,7 @@ pub async fn run_until_drained<C: Transport, B: Transport>(
         legs: [Leg::default(), Leg::default()],
         rules,
         grace: None,
-        watch: keepalive::Watch::default(),
+        watch: watch::Watch::default(),
         throttle: [None, None],
         summary: Summary::default(),
     };
@@ -145,8 +131,6 @@ pub async fn run_until_drained<C: Transport, B: Transport>(
     conn.finish().await;
     let [up, down] = &conn.dirs;
     let s = &mut conn.summary;
-    s.to_backend = up.counts[0] + up.counts[1];
-    s.to_client = down.counts[0] + down.counts[1];
     s.traffic.messages = [up.counts, down.counts];
     s.traffic.bytes = [up.bytes, down.bytes];
     use crate::metrics::Side;

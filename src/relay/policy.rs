@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 
 use super::{Conn, Transport};
-use crate::config::{Bucket, MessageFilter, OnExceed, RateLimit};
+use crate::bucket::{Bucket, Tokens};
+use crate::config::{MessageFilter, OnExceed, RateLimit};
 use crate::frame::{apply_mask, op, Header, Violation};
 use crate::reactor::Timer;
 
@@ -52,41 +53,14 @@ impl Policy {
     }
 }
 
-/// A token bucket's state.
-#[derive(Debug)]
-struct Tokens {
-    bucket: Bucket,
-    tokens: f64,
-    last: Instant,
-}
-
-impl Tokens {
-    fn new(bucket: Bucket) -> Tokens {
-        Tokens {
-            bucket,
-            tokens: bucket.burst,
-            last: Instant::now(),
-        }
-    }
-
-    fn refill(&mut self, now: Instant) {
-        let gained = now.saturating_duration_since(self.last).as_secs_f64() * self.bucket.rate;
-        self.tokens = (self.tokens + gained).min(self.bucket.burst);
-        self.last = now;
-    }
-
-    /// When the balance reaches `need`, from now.
-    fn wait_for(&self, need: f64) -> Duration {
-        Duration::from_secs_f64(((need - self.tokens) / self.bucket.rate).max(0.0))
-    }
-}
-
 /// One direction's policy state.
 #[derive(Debug)]
 pub struct DirPolicy {
     policy: Policy,
-    messages: Option<Tokens>,
-    bytes: Option<Tokens>,
+    /// The message bucket's settings and level.
+    messages: Option<(Bucket, Tokens)>,
+    /// The byte bucket's settings and level.
+    bytes: Option<(Bucket, Tokens)>,
     /// Throttled: no new data frame starts before this.
     pub paused_until: Option<Instant>,
     /// The client's text message so far (unmasked), when it must be JSON.
@@ -108,8 +82,8 @@ impl DirPolicy {
     pub fn new(policy: Policy, from_client: bool) -> Box<DirPolicy> {
         Box::new(DirPolicy {
             policy,
-            messages: policy.messages.map(Tokens::new),
-            bytes: policy.bytes.map(Tokens::new),
+            messages: policy.messages.map(|b| (b, Tokens::full(Instant::now()))),
+            bytes: policy.bytes.map(|b| (b, Tokens::full(Instant::now()))),
             paused_until: None,
             json: None,
             check_json: from_client && policy.require_json,
@@ -141,16 +115,16 @@ impl DirPolicy {
         let need_msg = if first { 1.0 } else { 0.0 };
         let size = total as f64;
         let mut wait = Duration::ZERO;
-        if let Some(m) = self.messages.as_mut() {
-            m.refill(now);
-            wait = wait.max(m.wait_for(need_msg));
+        if let Some((b, t)) = self.messages.as_mut() {
+            t.refill(b, now);
+            wait = wait.max(t.wait_for(b, need_msg));
         }
-        if let Some(b) = self.bytes.as_mut() {
-            b.refill(now);
+        if let Some((b, t)) = self.bytes.as_mut() {
+            t.refill(b, now);
             // Throttling lets a frame start once the byte balance is not in debt; closing
             // needs the whole frame's worth.
             let need = if self.policy.close { size } else { 0.0 };
-            wait = wait.max(b.wait_for(need));
+            wait = wait.max(t.wait_for(b, need));
         }
         if wait > Duration::ZERO {
             if self.policy.close {
@@ -159,11 +133,11 @@ impl DirPolicy {
             self.paused_until = Some(now + wait);
             return Ok(Verdict::Wait);
         }
-        if let Some(m) = self.messages.as_mut() {
-            m.tokens -= need_msg;
+        if let Some((_, t)) = self.messages.as_mut() {
+            t.spend(need_msg);
         }
-        if let Some(b) = self.bytes.as_mut() {
-            b.tokens -= size;
+        if let Some((_, t)) = self.bytes.as_mut() {
+            t.spend(size);
         }
         Ok(Verdict::Pass)
     }

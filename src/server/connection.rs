@@ -45,7 +45,7 @@ pub(super) async fn serve(
     let mut watch = drain.watch();
     if let Some(tls) = &config.listener_tls {
         let limit = config.limits.handshake_timeout;
-        let accept = Box::pin(crate::net::accept_tls_within(tls.clone(), stream, limit));
+        let accept = Box::pin(crate::net::accept_tls(tls.clone(), stream, limit));
         // A shutdown drops a client still in its TLS handshake.
         let draining = async {
             (&mut watch).await;
@@ -80,7 +80,7 @@ pub(super) async fn serve(
     stats.opened();
     let rules = rules(config, &config.routes[o.at], o.deflate, o.expires);
     let (client_early, backend, backend_early) = (o.client_early, o.backend, o.backend_early);
-    let summary = relay::run_until_drained(
+    let summary = relay::run(
         stream,
         client_early,
         backend,
@@ -92,8 +92,8 @@ pub(super) async fn serve(
     stats.closed(&summary.traffic, &summary.closes);
     log::debug!(
         "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
-        summary.to_backend,
-        summary.to_client,
+        summary.traffic.data_messages(0),
+        summary.traffic.data_messages(1),
         if summary.errors.is_empty() {
             String::new()
         } else {

@@ -307,6 +307,10 @@ impl GatewayProcess {
             .arg(format!(r#"{limit}exec "$0" --config "$1""#))
             .arg(env!("CARGO_BIN_EXE_kairos-gateway"))
             .arg(&config)
+            // The test's config decides: the environment's listen overrides would not.
+            .env_remove("KAIROS_HOST")
+            .env_remove("KAIROS_PORT")
+            .env_remove("KAIROS_CONFIG_PATH")
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -639,4 +643,10 @@ impl Head {
             self.text
         );
     }
+}
+
+/// The value of the sample `series` (name and labels, as printed) in a metrics text.
+pub fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

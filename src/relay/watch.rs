@@ -1,7 +1,8 @@
-//! Keepalive: `limits.idle_timeout_ms` closes a connection on which nothing arrives, and
-//! `limits.ping_interval_ms` pings the client and closes when two pings go unanswered. Both
-//! close with 1001 on both legs, through the normal close handshake. Off by default; when off
-//! they cost nothing per frame.
+//! What ends a connection from outside its frames, watched on every wake-up without a cost
+//! per frame: `limits.idle_timeout_ms` (nothing arrives), `limits.ping_interval_ms` (the client
+//! stops answering the gateway's pings), the gateway's graceful shutdown (all 1001 on both
+//! legs), and the token's expiry (1008). Each goes through the normal close handshake; the
+//! timers are armed only when configured.
 
 use std::future::Future;
 use std::pin::Pin;
