@@ -387,14 +387,10 @@ fn admin_endpoints_can_share_the_public_listener() {
 
 /// An HS256 token for `secret`, valid for an hour.
 fn token(secret: &str) -> String {
-    let exp = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        + 3600;
-    let claims = serde_json::json!({ "sub": "ops", "exp": exp });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    hs256_token(
+        secret,
+        &serde_json::json!({ "sub": "ops", "exp": unix_now() + 3600 }),
+    )
 }
 
 #[test]

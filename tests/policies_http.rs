@@ -6,12 +6,10 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_lite::StreamExt;
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{json, Value};
 use smol::channel::Receiver;
 
@@ -78,21 +76,13 @@ fn jwt(extra: &str) -> String {
     format!(r#"{{ "secret": "{SECRET}" {extra} }}"#)
 }
 
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs()
-}
-
 /// An HS256 token for `sub: alice`, valid for an hour, with the members of `extra` merged in.
 fn token(extra: Value) -> String {
-    let mut claims = json!({ "sub": "alice", "exp": now() + 3600 });
+    let mut claims = json!({ "sub": "alice", "exp": unix_now() + 3600 });
     if let (Some(c), Value::Object(extra)) = (claims.as_object_mut(), extra) {
         c.extend(extra);
     }
-    let key = EncodingKey::from_secret(SECRET.as_bytes());
-    jsonwebtoken::encode(&Header::default(), &claims, &key).expect("sign token")
+    hs256_token(SECRET, &claims)
 }
 
 fn bearer(token: &str) -> String {

@@ -4,7 +4,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use async_tungstenite::tungstenite::protocol::frame::Frame;
@@ -201,13 +201,10 @@ fn byte_rate_throttle_paces_large_messages_and_loses_nothing() {
 
 /// An HS256 token for `secret` expiring `in_secs` from now.
 fn token(secret: &str, in_secs: u64) -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let claims = serde_json::json!({ "sub": "t", "exp": now + in_secs });
-    let key = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
-    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap()
+    hs256_token(
+        secret,
+        &serde_json::json!({ "sub": "t", "exp": unix_now() + in_secs }),
+    )
 }
 
 #[test]

@@ -130,6 +130,12 @@ pub struct JwtSettings {
     pub leeway_seconds: u64,
     /// `query_param`.
     pub query_param: Option<String>,
+    /// `enforce_expiry`.
+    pub enforce_expiry: bool,
+    /// `forward_claims`: (claim, header) pairs.
+    pub forward_claims: Vec<(String, String)>,
+    /// `strip_authorization`.
+    pub strip_authorization: bool,
 }
 
 impl JwtVerifier {
@@ -205,9 +211,9 @@ impl JwtVerifier {
             required_claims: s.required_claims.clone(),
             query_param: s.query_param.clone(),
             leeway_seconds: s.leeway_seconds,
-            enforce_expiry: true,
-            forward_claims: Vec::new(),
-            strip_authorization: false,
+            enforce_expiry: s.enforce_expiry,
+            forward_claims: s.forward_claims.clone(),
+            strip_authorization: s.strip_authorization,
         })
     }
 

@@ -90,6 +90,9 @@ fn verifier_config_table() {
             required_claims: Vec::new(),
             leeway_seconds: 30,
             query_param: None,
+            enforce_expiry: true,
+            forward_claims: Vec::new(),
+            strip_authorization: false,
         };
         match (JwtVerifier::new(&settings), want) {
             (Ok(_), None) => {}
@@ -139,6 +142,9 @@ fn claim_headers_follow_forward_claims() {
         required_claims: Vec::new(),
         leeway_seconds: 30,
         query_param: None,
+        enforce_expiry: true,
+        forward_claims: Vec::new(),
+        strip_authorization: false,
     };
     let mut v = JwtVerifier::new(&settings).unwrap();
     v.forward_claims = [("sub", "X-User-Id"), ("n", "X-N"), ("bad", "X-Bad")]

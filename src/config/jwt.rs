@@ -100,14 +100,13 @@ pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> O
         required_claims,
         leeway_seconds,
         query_param,
+        enforce_expiry,
+        forward_claims,
+        strip_authorization,
     };
-    let mut verifier = JwtVerifier::new(&settings)
+    JwtVerifier::new(&settings)
         .map_err(|errs| report.errors.extend(errs))
-        .ok()?;
-    verifier.enforce_expiry = enforce_expiry;
-    verifier.strip_authorization = strip_authorization;
-    verifier.forward_claims = forward_claims;
-    Some(verifier)
+        .ok()
 }
 
 /// Whether `pem` holds a private key of any kind.

@@ -273,10 +273,27 @@ fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
             "backend_connect_timeout_ms",
             d.backend_connect_timeout,
         ),
-        max_message_bytes: l.int(report, "max_message_bytes", 16, 1 << 30, 16 << 20) as usize,
-        max_frame_bytes: l.int(report, "max_frame_bytes", 16, 1 << 30, 16 << 20) as usize,
-        max_request_head_bytes: l.int(report, "max_request_head_bytes", 256, 1 << 20, 8192)
-            as usize,
+        max_message_bytes: l.int(
+            report,
+            "max_message_bytes",
+            16,
+            1 << 30,
+            d.max_message_bytes as u64,
+        ) as usize,
+        max_frame_bytes: l.int(
+            report,
+            "max_frame_bytes",
+            16,
+            1 << 30,
+            d.max_frame_bytes as u64,
+        ) as usize,
+        max_request_head_bytes: l.int(
+            report,
+            "max_request_head_bytes",
+            256,
+            1 << 20,
+            d.max_request_head_bytes as u64,
+        ) as usize,
         idle_timeout: off_or_ms(l.int(report, "idle_timeout_ms", 0, 86_400_000, 0)),
         ping_interval: off_or_ms(l.int(report, "ping_interval_ms", 0, 86_400_000, 0)),
         max_connections: l

@@ -114,8 +114,9 @@ pub fn read_health(
     let threshold = |h: &mut Fields, r: &mut Report, key, def: u32| {
         h.int(r, key, 1, 1000, u64::from(def)) as u32
     };
-    let unhealthy_threshold = threshold(&mut h, report, "unhealthy_threshold", 3);
-    let healthy_threshold = threshold(&mut h, report, "healthy_threshold", 2);
+    let unhealthy_threshold =
+        threshold(&mut h, report, "unhealthy_threshold", d.unhealthy_threshold);
+    let healthy_threshold = threshold(&mut h, report, "healthy_threshold", d.healthy_threshold);
     h.finish(report);
     Some(HealthCheck {
         interval,

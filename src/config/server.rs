@@ -47,11 +47,21 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
     if let Some(h) = s.string(report, "host") {
         server.host = h.to_string();
     }
-    server.port = s.int(report, "port", 0, 65535, 5900) as u16;
-    server.workers = s.int(report, "workers", 1, 1024, cpus as u64) as usize;
-    let shutdown_ms = s.int(report, "shutdown_timeout_ms", 0, 3_600_000, 10_000);
+    // Each default is the one set above.
+    server.port = s.int(report, "port", 0, 65535, u64::from(server.port)) as u16;
+    server.workers = s.int(report, "workers", 1, 1024, server.workers as u64) as usize;
+    let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
+    let shutdown_ms = ms(Some(server.shutdown_timeout));
+    let shutdown_ms = s.int(report, "shutdown_timeout_ms", 0, 3_600_000, shutdown_ms);
     server.shutdown_timeout = Duration::from_millis(shutdown_ms);
-    server.reload_poll = off_or_ms(s.int(report, "reload_poll_ms", 0, 86_400_000, 2000));
+    let poll_ms = s.int(
+        report,
+        "reload_poll_ms",
+        0,
+        86_400_000,
+        ms(server.reload_poll),
+    );
+    server.reload_poll = off_or_ms(poll_ms);
     if let Some(t) = s.raw("tls") {
         server.tls = read_listener_tls(t, base, report);
     }
