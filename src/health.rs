@@ -18,7 +18,7 @@ use smol::LocalExecutor;
 
 use crate::balance::Balancers;
 use crate::config::{Backend, Config, HealthCheck, Route};
-use crate::handshake::{self, read_response, Head};
+use crate::handshake::{self, read_final_response, Head};
 use crate::net::Stream;
 use crate::reactor::{self, Timer};
 use crate::upstream;
@@ -158,7 +158,7 @@ async fn probe(
     let io = |e: io::Error| format!("{url}: {e}");
     stream.write_all(request.as_bytes()).await.map_err(io)?;
     stream.flush().await.map_err(io)?;
-    let (res, _) = read_response(&mut stream, MAX_HEAD)
+    let (res, _) = read_final_response(&mut stream, MAX_HEAD)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     if backend.health_check_path.is_some() {

@@ -22,6 +22,7 @@ pub mod echo;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod net;

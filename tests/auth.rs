@@ -9,7 +9,6 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
-use futures_lite::StreamExt;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 
@@ -288,39 +287,11 @@ fn swap_payload(token: &str, claims: &Value) -> String {
 // What the backend sees
 // ---------------------------------------------------------------------------------------------
 
-/// A backend that reports each request line it receives on a channel, then echoes.
-fn recording_backend() -> (SocketAddr, smol::channel::Receiver<String>) {
-    let (tx, rx) = smol::channel::unbounded();
-    let addr = spawn_backend(move |mut s| {
-        let tx = tx.clone();
-        async move {
-            let head = read_head(&mut s).await;
-            let line = head.lines().next().unwrap_or_default().to_string();
-            let _ = tx.send(line).await;
-            let mut ws = accept_after_head(s, &head, "").await;
-            while let Some(Ok(m)) = ws.next().await {
-                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (addr, rx)
-}
-
-/// The next request line the recording backend saw, within [`STEP`].
-async fn next_line(rx: &smol::channel::Receiver<String>) -> String {
-    within(STEP, rx.recv())
-        .await
-        .expect("the backend saw no request in time")
-        .expect("backend channel closed")
-}
-
 #[test]
-fn backend_gets_the_query_with_the_token_by_default() {
-    // `jwt.strip_authorization` is false by default: the backend gets the query as the client
-    // sent it, token and all (tests/policies_http.rs shows it stripped when true).
-    let (backend, rx) = recording_backend();
+fn backend_gets_the_query_without_the_token() {
+    // The token parameter is the gateway's: the backend gets the rest of the query, in order
+    // (a route opts in to the parameter with `pass_token_param`, tests/policies_http.rs).
+    let (backend, rx) = request_recorder();
     let gw = start_gateway(&auth_config(
         backend,
         &format!(r#"{{ "secret": "{SECRET}" }}"#),
@@ -328,20 +299,29 @@ fn backend_gets_the_query_with_the_token_by_default() {
     run(async {
         let t = good_token();
         let targets = [
-            format!("room=1&access_token={t}&lang=en"),
-            format!("access_token={t}&room=2"),
-            format!("access_token={t}"),
-            // A percent-encoded parameter name is the same parameter: checked, then passed on.
-            format!("access%5Ftoken={t}&room=5"),
+            (
+                format!("room=1&access_token={t}&lang=en"),
+                "?room=1&lang=en",
+            ),
+            (format!("access_token={t}&room=2"), "?room=2"),
+            (format!("access_token={t}"), ""),
+            // A percent-encoded parameter name is the same parameter: checked, then removed.
+            (format!("access%5Ftoken={t}&room=5"), "?room=5"),
         ];
-        for query in &targets {
+        for (query, want) in &targets {
             assert_echo(gw, &format!("{AUTH}?{query}"), &[]).await;
-            assert_eq!(next_line(&rx).await, format!("GET /ws?{query} HTTP/1.1"));
+            assert_eq!(
+                next_request(&rx).await.request_line,
+                format!("GET /ws{want} HTTP/1.1")
+            );
         }
         // Token in the header: the query reaches the backend as it is.
         let target = format!("{AUTH}?room=4&lang=fr");
         assert_echo(gw, &target, &[("Authorization", &bearer(&t))]).await;
-        assert_eq!(next_line(&rx).await, "GET /ws?room=4&lang=fr HTTP/1.1");
+        assert_eq!(
+            next_request(&rx).await.request_line,
+            "GET /ws?room=4&lang=fr HTTP/1.1"
+        );
         let target = format!("{AUTH}?access%5Ftoken=forged&room=6");
         assert_401(
             gw,
@@ -374,7 +354,7 @@ fn two_query_tokens_and_non_text_authorization_are_401() {
 
 #[test]
 fn rejected_requests_never_reach_the_backend() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = start_gateway(&auth_config(
         backend,
         &format!(r#"{{ "secret": "{SECRET}" }}"#),
@@ -393,7 +373,7 @@ fn rejected_requests_never_reach_the_backend() {
         // The first request line the backend ever sees is the accepted one.
         let target = format!("{AUTH}?n=2");
         assert_echo(gw, &target, &[("Authorization", &bearer(&good_token()))]).await;
-        assert_eq!(next_line(&rx).await, "GET /ws?n=2 HTTP/1.1");
+        assert_eq!(next_request(&rx).await.request_line, "GET /ws?n=2 HTTP/1.1");
     });
 }
 

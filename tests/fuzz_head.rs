@@ -289,10 +289,15 @@ const ROUTES: &[(&str, &str)] = &[
     ("/api/v1/stream", "/api/v1/stream"),
 ];
 
-/// An encoded slash or backslash, or a raw backslash: a capture may not hold one.
+/// What a capture may not hold, raw or percent-encoded (any case): `/`, `\\`, `;`, `?`, `#`,
+/// or a control character.
 fn hides_separator(seg: &str) -> bool {
+    let bad = |c: char| c.is_ascii_control() || "/\\;?#".contains(c);
     let l = seg.to_ascii_lowercase();
-    l.contains("%2f") || l.contains("%5c") || l.contains('\\')
+    seg.chars().any(|c| bad(c) && c != '/')
+        || (0u8..=127)
+            .filter(|b| bad(*b as char))
+            .any(|b| l.contains(&format!("%{b:02x}")))
 }
 
 /// `.` or `..`, each dot written `.` or `%2e` (any case): what a backend may resolve.

@@ -9,7 +9,6 @@ use std::net::SocketAddr;
 
 use async_tungstenite::tungstenite::Message;
 use common::*;
-use futures_lite::StreamExt;
 use serde_json::{json, Value};
 use smol::channel::Receiver;
 
@@ -23,33 +22,6 @@ const OPEN: &str = "/open";
 // ---------------------------------------------------------------------------------------------
 // Harness: a recording backend, configs, tokens, and the two outcomes.
 // ---------------------------------------------------------------------------------------------
-
-/// A backend that sends each request head it receives on a channel, then echoes.
-fn recording_backend() -> (SocketAddr, Receiver<Head>) {
-    let (tx, rx) = smol::channel::unbounded();
-    let addr = spawn_backend(move |mut s| {
-        let tx = tx.clone();
-        async move {
-            let head = read_head(&mut s).await;
-            let _ = tx.send(Head::parse(&head)).await;
-            let mut ws = accept_after_head(s, &head, "").await;
-            while let Some(Ok(m)) = ws.next().await {
-                if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-                    break;
-                }
-            }
-        }
-    });
-    (addr, rx)
-}
-
-/// The next head the recording backend received, within [`STEP`].
-async fn seen(rx: &Receiver<Head>) -> Head {
-    within(STEP, rx.recv())
-        .await
-        .expect("the backend received no request in time")
-        .expect("backend channel closed")
-}
 
 /// A gateway with two routes to `backend`: [`AUTH`] (auth required) and [`OPEN`], both with
 /// the router fields `route_extra` (members with a trailing comma, or empty), and the
@@ -98,7 +70,7 @@ async fn pass(gw: SocketAddr, rx: &Receiver<Head>, path: &str, headers: &[(&str,
     };
     ws.send(Message::text("through")).await.expect("send");
     assert_eq!(next_data(&mut ws).await, Message::text("through"));
-    seen(rx).await
+    next_request(rx).await
 }
 
 /// Sends a raw upgrade for `path` with `extra` header lines (each ending in `\r\n`) and checks
@@ -122,7 +94,7 @@ const TWO_ORIGINS: &str = r#""allowed_origins": ["https://app.example", "http://
 
 #[test]
 fn listed_origin_passes_and_unlisted_origin_gets_403() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(""), TWO_ORIGINS);
     run(async {
         for origin in ["https://app.example", "http://localhost:8080"] {
@@ -161,7 +133,7 @@ fn listed_origin_passes_and_unlisted_origin_gets_403() {
 
 #[test]
 fn origin_is_checked_before_the_token() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(""), TWO_ORIGINS);
     run(async {
         // No token and a foreign origin: the origin answers first (403, not 401).
@@ -196,7 +168,7 @@ fn origin_is_checked_before_the_token() {
 
 #[test]
 fn origin_match_is_case_insensitive() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let origins = r#""allowed_origins": ["https://App.Example:8443"],"#;
     let gw = gateway(backend, &jwt(""), origins);
     run(async {
@@ -221,7 +193,7 @@ fn origin_match_is_case_insensitive() {
 #[test]
 fn star_allows_any_origin_and_no_list_allows_any_too() {
     for route_extra in [r#""allowed_origins": ["https://a.example", "*"],"#, ""] {
-        let (backend, rx) = recording_backend();
+        let (backend, rx) = request_recorder();
         let gw = gateway(backend, &jwt(""), route_extra);
         run(async {
             for origin in [
@@ -241,7 +213,7 @@ fn star_allows_any_origin_and_no_list_allows_any_too() {
 fn null_origin_is_refused_by_a_list() {
     // Sandboxed iframes and file: pages of any site send `Origin: null`: with a list it is
     // refused (it cannot be listed); only "*" (or no list) lets it through, as shown above.
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(""), TWO_ORIGINS);
     run(async {
         refused(
@@ -259,14 +231,14 @@ fn null_origin_is_refused_by_a_list() {
 #[test]
 fn no_origin_passes_unless_require_origin() {
     // Without require_origin: non-browser clients (no Origin) pass, on a route with a list.
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(""), TWO_ORIGINS);
     run(async {
         let head = pass(gw, &rx, OPEN, &[]).await;
         head.assert_absent("Origin");
     });
     // With it: 403 without an Origin; a listed one passes, an unlisted one is still refused.
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let extra = format!(r#"{TWO_ORIGINS} "require_origin": true,"#);
     let gw = gateway(backend, &jwt(""), &extra);
     run(async {
@@ -282,7 +254,7 @@ fn no_origin_passes_unless_require_origin() {
         pass(gw, &rx, OPEN, &[("Origin", "http://localhost:8080")]).await;
     });
     // require_origin with any origin ("*"): any Origin passes, none is refused.
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let extra = r#""allowed_origins": ["*"], "require_origin": true,"#;
     let gw = gateway(backend, &jwt(""), extra);
     run(async {
@@ -294,7 +266,7 @@ fn no_origin_passes_unless_require_origin() {
 #[test]
 fn two_origin_headers_are_400_on_every_route() {
     for route_extra in [TWO_ORIGINS, ""] {
-        let (backend, rx) = recording_backend();
+        let (backend, rx) = request_recorder();
         let gw = gateway(backend, &jwt(""), route_extra);
         run(async {
             let two = "Origin: https://app.example\r\nOrigin: https://app.example\r\n";
@@ -317,7 +289,7 @@ const FORWARD: &str = r#", "forward_claims": { "sub": "X-User-Id", "tenant": "X-
 
 #[test]
 fn forwarded_claims_reach_the_backend_as_headers() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(FORWARD), "");
     run(async {
         let t = token(json!({
@@ -345,7 +317,7 @@ fn forwarded_claims_reach_the_backend_as_headers() {
 
 #[test]
 fn client_sent_claim_headers_are_removed_on_auth_and_open_routes() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(FORWARD), "");
     run(async {
         let t = bearer(&token(json!({})));
@@ -374,7 +346,7 @@ fn client_sent_claim_headers_are_removed_on_auth_and_open_routes() {
 #[test]
 fn without_forward_claims_client_headers_of_those_names_pass() {
     // The other side of the line: the removal comes with forward_claims, not before.
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(""), "");
     run(async {
         let head = pass(gw, &rx, OPEN, &[("X-User-Id", "whoever")]).await;
@@ -384,7 +356,7 @@ fn without_forward_claims_client_headers_of_those_names_pass() {
 
 #[test]
 fn claim_with_control_characters_is_not_forwarded() {
-    let (backend, rx) = recording_backend();
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(FORWARD), "");
     run(async {
         let cases = [
@@ -418,8 +390,8 @@ fn claim_with_control_characters_is_not_forwarded() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn strip_authorization_removes_the_header_and_the_query_token() {
-    let (backend, rx) = recording_backend();
+fn strip_authorization_removes_the_header() {
+    let (backend, rx) = request_recorder();
     let gw = gateway(backend, &jwt(r#", "strip_authorization": true"#), "");
     run(async {
         let t = token(json!({}));
@@ -432,7 +404,8 @@ fn strip_authorization_removes_the_header_and_the_query_token() {
         .await;
         head.assert_absent("Authorization");
         assert_eq!(head.request_line, "GET /ws?room=4&lang=fr HTTP/1.1");
-        // The token parameter goes wherever it is; the rest of the query stays, in order.
+        // The token parameter goes wherever it is (with or without strip_authorization); the
+        // rest of the query stays, in order.
         let cases = [
             (
                 format!("{AUTH}?room=1&access_token={t}&lang=en"),
@@ -467,9 +440,9 @@ fn strip_authorization_removes_the_header_and_the_query_token() {
 }
 
 #[test]
-fn by_default_the_header_and_the_query_token_are_forwarded() {
+fn by_default_the_header_is_forwarded_and_the_query_token_is_not() {
     for extra in ["", r#", "strip_authorization": false"#] {
-        let (backend, rx) = recording_backend();
+        let (backend, rx) = request_recorder();
         let gw = gateway(backend, &jwt(extra), "");
         run(async {
             let t = token(json!({}));
@@ -484,8 +457,42 @@ fn by_default_the_header_and_the_query_token_are_forwarded() {
             assert_eq!(head.request_line, "GET /ws?room=4 HTTP/1.1");
             let target = format!("{AUTH}?room=1&access_token={t}&lang=en");
             let head = pass(gw, &rx, &target, &[]).await;
-            let want = format!("GET /ws?room=1&access_token={t}&lang=en HTTP/1.1");
-            assert_eq!(head.request_line, want, "untouched");
+            assert_eq!(head.request_line, "GET /ws?room=1&lang=en HTTP/1.1");
         });
     }
+}
+
+#[test]
+fn pass_token_param_keeps_the_query_token_for_the_backend() {
+    let (backend, rx) = request_recorder();
+    let route = |path: &str, extra: &str| {
+        format!(
+            r#"{{ "protocol": "websocket", "methods": ["GET"], "auth_required": true, {extra}
+                  "backends": [{{ "host": "ws://127.0.0.1", "port": {port} }}],
+                  "external_path": "{path}", "internal_path": "/ws" }}"#,
+            port = backend.port()
+        )
+    };
+    let gw = start_gateway(&format!(
+        r#"{{ "version": 1, "jwt": {}, "routers": [ {}, {} ] }}"#,
+        jwt(""),
+        route(AUTH, r#""pass_token_param": true,"#),
+        route("/ws/other", "")
+    ));
+    run(async {
+        let t = token(json!({}));
+        let target = format!("{AUTH}?room=1&access_token={t}&lang=en");
+        let head = pass(gw, &rx, &target, &[]).await;
+        let want = format!("GET /ws?room=1&access_token={t}&lang=en HTTP/1.1");
+        assert_eq!(
+            head.request_line, want,
+            "kept on the route that asks for it"
+        );
+        let target = format!("/ws/other?room=1&access_token={t}");
+        let head = pass(gw, &rx, &target, &[]).await;
+        assert_eq!(
+            head.request_line, "GET /ws?room=1 HTTP/1.1",
+            "removed elsewhere"
+        );
+    });
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::Message;
 use common::*;
-use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use smol::channel::{Receiver, Sender};
 use smol::net::TcpStream;
 
@@ -45,38 +45,6 @@ fn rooms_gateway(backend: SocketAddr) -> SocketAddr {
         "/ws/{room}",
         "",
     ))
-}
-
-/// Relays text and binary messages back until the peer closes.
-async fn echo_ws(mut ws: Ws) {
-    while let Some(Ok(m)) = ws.next().await {
-        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// A backend that reports each request head it receives on the returned channel, then accepts
-/// the upgrade (with `extra` response header lines) and echoes.
-fn capturing_backend(extra: &'static str) -> (SocketAddr, Receiver<Head>) {
-    let (tx, rx) = smol::channel::unbounded();
-    let addr = spawn_backend(move |mut s| {
-        let tx: Sender<Head> = tx.clone();
-        async move {
-            let head = read_head(&mut s).await;
-            let _ = tx.send(Head::parse(&head)).await;
-            echo_ws(accept_after_head(s, &head, extra).await).await;
-        }
-    });
-    (addr, rx)
-}
-
-/// The next head the backend reported, within [`STEP`].
-async fn seen(rx: &Receiver<Head>) -> Head {
-    within(STEP, rx.recv())
-        .await
-        .expect("the backend received no request in time")
-        .expect("backend channel closed")
 }
 
 /// Opens a raw TCP connection to the gateway, sends `request` in one write and reads the
@@ -260,11 +228,11 @@ const FULL_REQUEST: &str = "GET /rooms/blue?x=1 HTTP/1.1\r\n\
 /// Sends [`FULL_REQUEST`] through a rooms gateway; returns what the backend saw, the gateway's
 /// answer to the client, and the backend's port.
 fn full_request_as_seen_by_backend() -> (Head, String, u16) {
-    let (backend, rx) = capturing_backend("Sec-WebSocket-Protocol: superchat\r\n");
+    let (backend, rx) = request_recorder_with("Sec-WebSocket-Protocol: superchat\r\n");
     let gw = rooms_gateway(backend);
     run(async {
         let (_client, answer) = raw_upgrade(gw, FULL_REQUEST.as_bytes()).await;
-        (seen(&rx).await, answer, backend.port())
+        (next_request(&rx).await, answer, backend.port())
     })
 }
 
@@ -295,10 +263,17 @@ fn backend_sees_end_to_end_headers_of_the_client() {
 
 #[test]
 fn backend_sees_forwarded_headers_set_by_the_gateway() {
+    // The client (not a trusted proxy) sent X-Forwarded-For itself: it is replaced, not
+    // extended (tests/trust_boundary.rs has the rest of the forwarding rules).
     let (head, _, _) = full_request_as_seen_by_backend();
-    assert_eq!(head.one("X-Forwarded-For"), "10.1.2.3, 127.0.0.1");
+    assert_eq!(head.one("X-Forwarded-For"), "127.0.0.1");
     assert_eq!(head.one("X-Forwarded-Proto"), "http");
     assert_eq!(head.one("X-Forwarded-Host"), "gw.example:8443");
+    assert_eq!(head.one("X-Real-IP"), "127.0.0.1");
+    assert_eq!(
+        head.one("Forwarded"),
+        r#"for=127.0.0.1;host="gw.example:8443";proto=http"#
+    );
 }
 
 #[test]
@@ -337,7 +312,7 @@ fn ipv6_backend_gets_a_bracketed_host_header() {
     let gw = start_gateway(&route_json("ws://[::1]", port, "/ws/chat", "/ws", ""));
     run(async {
         let mut ws = connect(gw, "/ws/chat").await;
-        assert_eq!(seen(&rx).await.one("Host"), format!("[::1]:{port}"));
+        assert_eq!(next_request(&rx).await.one("Host"), format!("[::1]:{port}"));
         ws.send(Message::text("v6")).await.unwrap();
         assert_eq!(next_data(&mut ws).await, Message::text("v6"));
     });
@@ -345,7 +320,7 @@ fn ipv6_backend_gets_a_bracketed_host_header() {
 
 #[test]
 fn backend_gets_a_fresh_key_per_connection() {
-    let (backend, rx) = capturing_backend("");
+    let (backend, rx) = request_recorder_with("");
     let gw = rooms_gateway(backend);
     run(async {
         let mut keys = Vec::new();
@@ -353,7 +328,7 @@ fn backend_gets_a_fresh_key_per_connection() {
             let req = upgrade_request("/rooms/k", "");
             let (_client, answer) = raw_upgrade(gw, req.as_bytes()).await;
             assert!(answer.starts_with("HTTP/1.1 101 "), "{answer}");
-            keys.push(seen(&rx).await.one("Sec-WebSocket-Key").to_string());
+            keys.push(next_request(&rx).await.one("Sec-WebSocket-Key").to_string());
         }
         for k in &keys {
             assert!(is_ws_key(k), "not a valid key: {k:?}");
@@ -365,13 +340,13 @@ fn backend_gets_a_fresh_key_per_connection() {
 
 #[test]
 fn websocket_client_without_forwarded_for_and_without_query() {
-    let (backend, rx) = capturing_backend("");
+    let (backend, rx) = request_recorder_with("");
     let gw = rooms_gateway(backend);
     run(async {
         let (mut ws, _) = try_connect(gw, "/rooms/red", &[("X-Custom", "1")])
             .await
             .expect("upgrade through the gateway");
-        let head = seen(&rx).await;
+        let head = next_request(&rx).await;
         assert_eq!(head.request_line, "GET /ws/red HTTP/1.1");
         assert_eq!(head.one("X-Forwarded-For"), "127.0.0.1");
         assert_eq!(head.one("X-Forwarded-Proto"), "http");
@@ -388,7 +363,7 @@ fn websocket_client_without_forwarded_for_and_without_query() {
 
 #[test]
 fn backend_subprotocol_is_returned_to_the_client() {
-    let (backend, rx) = capturing_backend("Sec-WebSocket-Protocol: superchat\r\n");
+    let (backend, rx) = request_recorder_with("Sec-WebSocket-Protocol: superchat\r\n");
     let gw = start_gateway(&config_json(backend, "", ""));
     run(async {
         let offer = [("Sec-WebSocket-Protocol", "chat, superchat")];
@@ -396,7 +371,7 @@ fn backend_subprotocol_is_returned_to_the_client() {
             .await
             .expect("upgrade through the gateway");
         assert_eq!(
-            seen(&rx).await.one("Sec-WebSocket-Protocol"),
+            next_request(&rx).await.one("Sec-WebSocket-Protocol"),
             "chat, superchat"
         );
         let chosen: Vec<_> = res
@@ -427,7 +402,7 @@ fn backend_choosing_a_subprotocol_not_offered_is_502() {
 
 #[test]
 fn backend_101_hop_by_hop_headers_are_not_returned_to_the_client() {
-    let (backend, rx) = capturing_backend(
+    let (backend, rx) = request_recorder_with(
         "Connection: X-Internal\r\nX-Internal: secret\r\nKeep-Alive: timeout=5\r\n\
          X-Backend: yes\r\n",
     );
@@ -435,7 +410,7 @@ fn backend_101_hop_by_hop_headers_are_not_returned_to_the_client() {
     run(async {
         let req = upgrade_request("/ws/chat", "");
         let (_client, answer) = raw_upgrade(gw, req.as_bytes()).await;
-        seen(&rx).await;
+        next_request(&rx).await;
         let answer = Head::parse(&answer);
         assert!(
             answer.request_line.starts_with("HTTP/1.1 101 "),

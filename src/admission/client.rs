@@ -44,6 +44,12 @@ pub fn client_ip(peer: IpAddr, trusted: &[Cidr], req: &impl Head) -> IpAddr {
     client
 }
 
+/// Whether `peer` is one of the trusted proxies (IPv4-mapped IPv6 counts as IPv4).
+pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
+    let peer = peer.to_canonical();
+    trusted.iter().any(|c| c.contains(peer))
+}
+
 /// `1.2.3.4`, `::1`, `[::1]`, `1.2.3.4:80` or `[::1]:80`.
 fn parse_entry(entry: &str) -> Option<IpAddr> {
     if let Ok(ip) = entry.parse::<IpAddr>() {

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Bucket, Config, RateLimit};
 use crate::error::Error;
-pub use client::client_ip;
+pub use client::{client_ip, is_trusted};
 use table::{Over, Table, MAX_ADDRESSES};
 
 /// The `Retry-After` of a refusal for open connections: one may close any moment.

@@ -151,10 +151,8 @@ fn read_forward_claims(j: &mut Fields, report: &mut Report) -> Vec<(String, Stri
         let lower = name.to_ascii_lowercase();
         let problem = if !token {
             Some("is not a valid header name".to_string())
-        } else if crate::upstream::NOT_FORWARDED.contains(&lower.as_str())
-            || ["authorization", "sec-websocket-protocol"].contains(&lower.as_str())
-        {
-            Some("is a header the gateway sets itself".to_string())
+        } else if crate::headers::reserved_for_claims(&lower) {
+            Some("is a header the gateway sets itself or never forwards".to_string())
         } else if out.iter().any(|(_, h)| h.eq_ignore_ascii_case(name)) {
             Some("is used for two claims".to_string())
         } else {

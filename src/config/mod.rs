@@ -64,6 +64,17 @@ pub struct Config {
     pub limits: Limits,
 }
 
+impl Config {
+    /// The query parameter that carries a token (`jwt.query_param`, else `access_token`):
+    /// its value is redacted wherever a URL is logged.
+    pub fn token_param(&self) -> &str {
+        self.jwt
+            .as_ref()
+            .and_then(|j| j.query_param.as_deref())
+            .unwrap_or("access_token")
+    }
+}
+
 /// Limits that bound what a peer can make the gateway do; each default is the reason it exists.
 #[derive(Debug, Clone)]
 pub struct Limits {

@@ -22,6 +22,9 @@ pub struct Route {
     pub backends: Vec<Backend>,
     /// `auth_required` (default false).
     pub auth_required: bool,
+    /// `pass_token_param` (default false): on an `auth_required` route, the backend request
+    /// keeps the `jwt.query_param` parameter (removed by default: the token is the gateway's).
+    pub pass_token_param: bool,
     /// `load_balancing_strategy` (default `round_robin`).
     pub strategy: Strategy,
     /// `retry.max_retries` (default 2): other backends tried after a failed connect, before
@@ -170,6 +173,14 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
             "is true but there is no valid jwt block",
         );
     }
+    let pass_token_param = f.bool(report, "pass_token_param", false);
+    if pass_token_param && !auth_required {
+        f.error(
+            report,
+            "pass_token_param",
+            "only has a meaning with auth_required: true (the parameter is removed only there)",
+        );
+    }
     let backends = read_backends(&mut f, report);
     let strategy = match f.string(report, "load_balancing_strategy") {
         None => Strategy::RoundRobin,
@@ -221,6 +232,7 @@ fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Opti
         internal: internal?,
         backends,
         auth_required,
+        pass_token_param,
         strategy,
         max_retries,
         sticky,

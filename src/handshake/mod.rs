@@ -85,7 +85,7 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
 ) -> Result<(Request, Vec<u8>), Error> {
-    let (buf, len) = read_head(stream, max, |b| {
+    let (buf, len) = read_head(stream, max, Vec::new(), |b| {
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut h);
         match req.parse(b) {
@@ -108,10 +108,36 @@ pub async fn read_request<S: AsyncRead + Unpin>(
     Ok((request, buf[len..].to_vec()))
 }
 
-/// Reads a response head of at most `max` bytes. Returns it and the bytes read past its end.
-pub async fn read_response<S: AsyncRead + Unpin>(
+/// Most interim (1xx other than 101) answers skipped before a backend's final answer.
+const MAX_INTERIM: usize = 8;
+
+/// Reads a backend's final answer: its first response head of at most `max` bytes that is
+/// not an interim answer. Interim answers (a `100 Continue`, say: some servers send one before
+/// their 101) are skipped, at most [`MAX_INTERIM`] of them. Returns the answer and the bytes
+/// read past its end.
+pub async fn read_final_response<S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
+) -> Result<(Response, Vec<u8>), String> {
+    let mut carried = Vec::new();
+    for _ in 0..=MAX_INTERIM {
+        let (res, rest) = read_response(stream, max, carried).await?;
+        if res.status == 101 || !(100..200).contains(&res.status) {
+            return Ok((res, rest));
+        }
+        carried = rest;
+    }
+    Err(format!(
+        "more than {MAX_INTERIM} interim (1xx) answers before the final one"
+    ))
+}
+
+/// Reads a response head of at most `max` bytes, starting with the bytes `carried` over from
+/// an earlier read (past an interim answer). Returns it and the bytes read past its end.
+async fn read_response<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    max: usize,
+    carried: Vec<u8>,
 ) -> Result<(Response, Vec<u8>), String> {
     let parse = |b: &[u8]| {
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -122,13 +148,15 @@ pub async fn read_response<S: AsyncRead + Unpin>(
             Err(e) => Err(e),
         }
     };
-    let (buf, len) = read_head(stream, max, parse).await.map_err(|e| match e {
-        Error::BadRequest(why) => format!("invalid HTTP response: {why}"),
-        Error::HeadTooLarge(n) => format!("response head larger than {n} bytes"),
-        Error::TooManyHeaders(n) => format!("response head with more than {n} header lines"),
-        Error::ClientGone(why) => format!("connection closed before the response head: {why}"),
-        other => other.to_string(),
-    })?;
+    let (buf, len) = read_head(stream, max, carried, parse)
+        .await
+        .map_err(|e| match e {
+            Error::BadRequest(why) => format!("invalid HTTP response: {why}"),
+            Error::HeadTooLarge(n) => format!("response head larger than {n} bytes"),
+            Error::TooManyHeaders(n) => format!("response head with more than {n} header lines"),
+            Error::ClientGone(why) => format!("connection closed before the response head: {why}"),
+            other => other.to_string(),
+        })?;
     let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut res = httparse::Response::new(&mut h);
     res.parse(&buf[..len])
@@ -147,34 +175,46 @@ fn copy_headers(headers: &[httparse::Header]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Reads until `parse` finds a complete head; returns the buffer and the head's length.
-async fn read_head<S, P>(stream: &mut S, max: usize, parse: P) -> Result<(Vec<u8>, usize), Error>
+/// Reads until `parse` finds a complete head, after the bytes `carried` (already read);
+/// returns the buffer and the head's length.
+async fn read_head<S, P>(
+    stream: &mut S,
+    max: usize,
+    carried: Vec<u8>,
+    parse: P,
+) -> Result<(Vec<u8>, usize), Error>
 where
     S: AsyncRead + Unpin,
     P: Fn(&[u8]) -> Result<Option<usize>, httparse::Error>,
 {
-    let mut buf = vec![0u8; max.min(1024)];
-    let mut len = 0;
+    let mut len = carried.len();
+    let mut buf = carried;
+    buf.resize(max.min(1024).max(len), 0);
+    // What was carried over is parsed before anything more is read.
+    let mut read_more = len == 0;
     loop {
-        if len == buf.len() {
-            if buf.len() >= max {
-                return Err(Error::HeadTooLarge(max));
+        if read_more {
+            if len == buf.len() {
+                if buf.len() >= max {
+                    return Err(Error::HeadTooLarge(max));
+                }
+                buf.resize((buf.len() * 2).min(max), 0);
             }
-            buf.resize((buf.len() * 2).min(max), 0);
+            let n = stream
+                .read(&mut buf[len..])
+                .await
+                .map_err(|e| Error::ClientGone(e.to_string()))?;
+            if n == 0 {
+                let why = if len == 0 {
+                    "no request sent"
+                } else {
+                    "request head incomplete"
+                };
+                return Err(Error::ClientGone(why.to_string()));
+            }
+            len += n;
         }
-        let n = stream
-            .read(&mut buf[len..])
-            .await
-            .map_err(|e| Error::ClientGone(e.to_string()))?;
-        if n == 0 {
-            let why = if len == 0 {
-                "no request sent"
-            } else {
-                "request head incomplete"
-            };
-            return Err(Error::ClientGone(why.to_string()));
-        }
-        len += n;
+        read_more = true;
         match parse(&buf[..len]) {
             Ok(Some(head_len)) => {
                 buf.truncate(len);
@@ -209,6 +249,11 @@ pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
     if req.header_raw("Host").count() != 1 || req.header("Host").is_none() {
         return Err(Error::BadUpgrade(
             "exactly one Host header is required".to_string(),
+        ));
+    }
+    if !req.header("Host").is_some_and(is_valid_host) {
+        return Err(Error::BadRequest(
+            "the Host header must be a host name or address with an optional port".to_string(),
         ));
     }
     let versions = values(req, "Sec-WebSocket-Version");
@@ -256,6 +301,39 @@ fn values<'a>(req: &'a Request, name: &'a str) -> Vec<&'a str> {
     req.header_raw(name)
         .map(|v| std::str::from_utf8(v).unwrap_or("(not UTF-8)"))
         .collect()
+}
+
+/// RFC 3986 3.2.2 and 3.2.3: `uri-host [":" port]`, where the host is a bracketed IPv6
+/// address or a reg-name / IPv4 address (unreserved, sub-delims and `%` escapes). The gateway
+/// copies it into `X-Forwarded-Host` and `Forwarded`: nothing else may pass.
+fn is_valid_host(value: &str) -> bool {
+    let value = value.trim();
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((ip6, "")) => (ip6, None),
+            Some((ip6, after)) => match after.strip_prefix(':') {
+                Some(port) => (ip6, Some(port)),
+                None => return false,
+            },
+            None => return false,
+        },
+        None => match value.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        },
+    };
+    let ip6 = value.starts_with('[');
+    let host_ok = !host.is_empty()
+        && host.len() <= 255
+        && host.bytes().all(|b| {
+            if ip6 {
+                b.is_ascii_hexdigit() || b == b':' || b == b'.'
+            } else {
+                b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=%".contains(&b)
+            }
+        });
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    host_ok && port_ok
 }
 
 /// A key is the base64 of 16 bytes: 22 characters and `==`.

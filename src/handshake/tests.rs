@@ -76,3 +76,33 @@ fn read_request_splits_leftover() {
         Err(Error::HeadTooLarge(8192)) | Err(Error::BadRequest(_))
     ));
 }
+
+#[test]
+fn host_must_be_a_host() {
+    for ok in [
+        "x",
+        "localhost:5900",
+        "127.0.0.1:80",
+        "[::1]",
+        "[::1]:5900",
+        "a.b-c.example",
+        "xn--caf-dma.example",
+    ] {
+        assert!(is_valid_host(ok), "{ok}");
+    }
+    for bad in [
+        "",
+        "evil\"; for=1.2.3.4",
+        "a b",
+        "a/b",
+        "a\\b",
+        "user@host",
+        "[::1",
+        "[::1]x",
+        "[zz]",
+        "h:port",
+        "h:123456",
+    ] {
+        assert!(!is_valid_host(bad), "{bad}");
+    }
+}

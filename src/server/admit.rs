@@ -22,11 +22,32 @@ pub(super) struct Admitted<'c> {
 }
 
 /// Route, method, upgrade, origin and token checks, in that order. Returns the route, the
-/// backend's path and query (the token parameter removed only with `jwt.strip_authorization`),
-/// the upgrade fields and the claims.
+/// backend's path and query (normalised; on an `auth_required` route the token parameter
+/// removed, unless the route's `pass_token_param`), the upgrade fields and the claims.
 pub(super) fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Refused> {
     let mut at = None;
     checks(config, req, &mut at).map_err(|e| Refused(e, at))
+}
+
+/// The token of a request on an `auth_required` route, from its `Authorization` header or its
+/// (normalised) query, verified: its claims.
+fn verify(
+    jwt: &crate::auth::JwtVerifier,
+    req: &Request,
+    query: Option<&str>,
+) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+    if req
+        .header_raw("Authorization")
+        .any(|v| std::str::from_utf8(v).is_err())
+    {
+        return Err(Error::Unauthorized(AuthError::Malformed(
+            "Authorization header is not valid text".to_string(),
+        )));
+    }
+    let auth: Vec<&str> = req.header_all("Authorization").collect();
+    let token =
+        extract_token(&auth, query, jwt.query_param.as_deref()).map_err(Error::Unauthorized)?;
+    jwt.verify(&token).map_err(Error::Unauthorized)
 }
 
 /// [`admit`]'s checks; `at` is set once the route is known.
@@ -36,13 +57,19 @@ fn checks<'c>(
     at: &mut Option<usize>,
 ) -> Result<Admitted<'c>, Error> {
     let target = route::origin_form(&req.target);
-    let (path, query) = route::split_target(&target);
-    if !path.starts_with('/') {
+    let (raw_path, raw_query) = route::split_target(&target);
+    if !raw_path.starts_with('/') {
         return Err(Error::BadRequest(
             "the request target must be a path starting with /".to_string(),
         ));
     }
-    let (index, captures) = route::find(config.routes.iter().map(|r| &r.external), path)
+    // Routes see, and backends get, the normal form: `/ws/%61dmin` is `/ws/admin`.
+    let path = route::normalize(raw_path, false).map_err(Error::BadRequest)?;
+    let query = match raw_query {
+        Some(q) => Some(route::normalize(q, true).map_err(Error::BadRequest)?),
+        None => None,
+    };
+    let (index, captures) = route::find(config.routes.iter().map(|r| &r.external), &path)
         .ok_or_else(|| Error::NotFound(path.to_string()))?;
     *at = Some(index);
     let route = &config.routes[index];
@@ -51,35 +78,21 @@ fn checks<'c>(
     }
     let upgrade = handshake::check_upgrade(req)?;
     check_origin(route, req)?;
-    let client_query = query.map(str::to_string);
-    let mut query = client_query.clone();
-    let mut claims = None;
-    if route.auth_required {
-        let Some(jwt) = config.jwt.as_ref() else {
-            return Err(Error::Unauthorized(AuthError::Missing));
-        };
-        let raw_auth = req
-            .headers
-            .iter()
-            .filter(|(n, _)| n.eq_ignore_ascii_case("Authorization"));
-        if raw_auth
-            .clone()
-            .any(|(_, v)| std::str::from_utf8(v).is_err())
-        {
-            return Err(Error::Unauthorized(AuthError::Malformed(
-                "Authorization header is not valid text".to_string(),
-            )));
-        }
-        let auth: Vec<&str> = req.header_all("Authorization").collect();
-        let token = extract_token(&auth, query.as_deref(), jwt.query_param.as_deref())
-            .map_err(Error::Unauthorized)?;
-        claims = Some(jwt.verify(&token).map_err(Error::Unauthorized)?);
-        if let (true, Some(q), Some(name)) = (jwt.strip_authorization, &query, &jwt.query_param) {
-            query = route::strip_query_param(q, name);
-        }
-    }
+    let claims = match config.jwt.as_ref() {
+        _ if !route.auth_required => None,
+        None => return Err(Error::Unauthorized(AuthError::Missing)),
+        Some(jwt) => Some(verify(jwt, req, query.as_deref())?),
+    };
     let mut target = route.internal.render(&captures);
-    if let Some(q) = query {
+    // The token parameter is the gateway's, not the backend's (unless the route asks for it).
+    let param = config.jwt.as_ref().and_then(|j| j.query_param.as_deref());
+    let backend_query = match (query.as_deref(), param) {
+        (Some(q), Some(name)) if route.auth_required && !route.pass_token_param => {
+            route::strip_query_param(q, name)
+        }
+        (q, _) => q.map(str::to_string),
+    };
+    if let Some(q) = backend_query {
         target.push('?');
         target.push_str(&q);
     }
@@ -87,7 +100,7 @@ fn checks<'c>(
         at: index,
         route,
         target,
-        query: client_query,
+        query: query.map(|q| q.into_owned()),
         upgrade,
         claims,
     })

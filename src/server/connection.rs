@@ -187,9 +187,11 @@ async fn open(
     if config.admin_on_public() && crate::admin::is_admin_request(&request) {
         let reply = crate::admin::reply(&request, || gen.status(false));
         crate::admin::respond(stream, &reply).await;
-        log::debug!("conn {id} {peer}: admin {} answered", request.target);
+        let path = route::split_target(&request.target).0;
+        log::debug!("conn {id} {peer}: admin {path} answered");
         return Ok(Opening::Answered);
     }
+    drop_underscored(&mut request, id, peer);
     let Admitted {
         at,
         route,
@@ -206,6 +208,7 @@ async fn open(
     }
     let expires = expiry(config, claims.as_ref());
     let client_ip = admission::client_ip(peer.ip(), &config.trusted_proxies, &request);
+    let trusted_peer = admission::is_trusted(peer.ip(), &config.trusted_proxies);
     let entered = gen.gates.enter(config, at, client_ip);
     let ticket = entered.map_err(|e| Refused(e, Some(at)))?;
     let sticky = route.sticky.as_ref().and_then(|s| {
@@ -213,15 +216,22 @@ async fn open(
     });
     let mut plan = gen.balancers.plan(at, peer.ip(), sticky.as_deref());
     let forwarded = claim_headers(config, claims.as_ref(), id, peer);
-    let client = client_side(config, route, &request, &upgrade, peer, &forwarded);
+    let who = Who {
+        id,
+        peer,
+        trusted_peer,
+        client_ip,
+    };
+    let client = client_side(config, route, &request, &upgrade, who, &forwarded);
     let stats = &gen.stats[at];
     let connected = upstream::connect_any(config, route, &mut plan, &target, &client, stats);
     let (chosen, upgraded, lease) = connected.await.map_err(|e| Refused(e, Some(at)))?;
     log::debug!(
-        "conn {id} {peer}: {} -> routers[{}] -> {}{target}",
+        "conn {id} {peer}: {} -> routers[{}] -> {}{}",
         route::split_target(&request.target).0,
         route.index,
-        route.backends[chosen].origin()
+        route.backends[chosen].origin(),
+        route::redact(&target, config.token_param())
     );
     let accept = derive_accept_key(upgrade.key.as_bytes());
     if let Err(e) = handshake::write_switching(stream, &accept, &upgraded.headers).await {
@@ -262,21 +272,51 @@ fn claim_headers<'c>(
     }
 }
 
+/// Client header names with `_` are dropped before any stage reads the request (nginx's
+/// `underscores_in_headers off`): many backends read `X_User_Id` as `X-User-Id`.
+fn drop_underscored(request: &mut Request, id: u64, peer: SocketAddr) {
+    if request.headers.iter().any(|(n, _)| n.contains('_')) {
+        request.headers.retain(|(name, _)| {
+            let keep = !name.contains('_');
+            if !keep {
+                log::debug!(
+                    "conn {id} {peer}: header {:?} dropped: names with _ are not forwarded",
+                    name.escape_debug().to_string()
+                );
+            }
+            keep
+        });
+    }
+}
+
+/// Who a connection is: its id, its peer, whether that peer is a trusted proxy, and the client
+/// address `trusted_proxies` decides.
+#[derive(Clone, Copy)]
+struct Who {
+    id: u64,
+    peer: SocketAddr,
+    trusted_peer: bool,
+    client_ip: std::net::IpAddr,
+}
+
 /// What the backend request takes from the client's side: its request and upgrade fields,
-/// its address, the listener's scheme, and what the `jwt` block adds or withholds.
+/// who it is, the listener's scheme, and what the `jwt` block adds or withholds.
 fn client_side<'a>(
     config: &'a Config,
     route: &Route,
     request: &'a Request,
     upgrade: &'a Upgrade,
-    peer: SocketAddr,
+    who: Who,
     claims: &'a [(&'a str, String)],
 ) -> ClientSide<'a> {
     let jwt = config.jwt.as_ref();
     ClientSide {
         request,
         upgrade,
-        peer,
+        id: who.id,
+        peer: who.peer,
+        trusted_peer: who.trusted_peer,
+        client_ip: who.client_ip,
         proto: if config.listener_tls.is_some() {
             "https"
         } else {

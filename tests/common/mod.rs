@@ -255,6 +255,43 @@ pub async fn accept_after_head(mut s: TcpStream, head: &str, extra: &str) -> Ws 
     .await
 }
 
+/// Echoes text and binary messages until the peer closes or fails.
+pub async fn echo_ws(mut ws: Ws) {
+    while let Some(Ok(m)) = ws.next().await {
+        if (m.is_text() || m.is_binary()) && ws.send(m).await.is_err() {
+            break;
+        }
+    }
+}
+
+/// A backend that reports every request head it receives on a channel, answers 101 with
+/// `extra` response header lines, and echoes.
+pub fn request_recorder_with(extra: &'static str) -> (SocketAddr, smol::channel::Receiver<Head>) {
+    let (tx, rx) = smol::channel::unbounded();
+    let addr = spawn_backend(move |mut s| {
+        let tx = tx.clone();
+        async move {
+            let head = read_head(&mut s).await;
+            let _ = tx.send(Head::parse(&head)).await;
+            echo_ws(accept_after_head(s, &head, extra).await).await;
+        }
+    });
+    (addr, rx)
+}
+
+/// [`request_recorder_with`] no extra header.
+pub fn request_recorder() -> (SocketAddr, smol::channel::Receiver<Head>) {
+    request_recorder_with("")
+}
+
+/// The next head a recording backend received, within [`STEP`].
+pub async fn next_request(rx: &smol::channel::Receiver<Head>) -> Head {
+    within(STEP, rx.recv())
+        .await
+        .expect("the backend received no request in time")
+        .expect("backend channel closed")
+}
+
 /// Waits until `cond` holds, polling every few ms, for at most `limit`.
 pub async fn wait_until(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let start = std::time::Instant::now();
@@ -293,6 +330,11 @@ impl GatewayProcess {
     /// Runs the binary on `json` (listening on 127.0.0.1:0 with one worker),
     /// under `ulimit -n LIMIT` when given, with `RUST_LOG=info`.
     pub fn start(json: &str, nofile: Option<u32>) -> GatewayProcess {
+        Self::start_with_log(json, nofile, "info")
+    }
+
+    /// [`GatewayProcess::start`] with `RUST_LOG=rust_log`.
+    pub fn start_with_log(json: &str, nofile: Option<u32>, rust_log: &str) -> GatewayProcess {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -311,7 +353,7 @@ impl GatewayProcess {
             .env_remove("KAIROS_HOST")
             .env_remove("KAIROS_PORT")
             .env_remove("KAIROS_CONFIG_PATH")
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", rust_log)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -385,6 +427,22 @@ impl GatewayProcess {
             std::thread::sleep(Duration::from_millis(5));
         }
         None
+    }
+
+    /// Stops the process (SIGTERM, then SIGKILL if it is not gone within 20 s) and returns
+    /// every stderr line not read yet.
+    pub fn stop_and_collect(mut self) -> Vec<String> {
+        self.signal(rustix::process::Signal::TERM);
+        if self.wait_exit(Duration::from_secs(20)).is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // The reader thread ends at EOF, which closes the channel.
+        let mut lines = Vec::new();
+        while let Ok(line) = self.lines.recv_timeout(STEP) {
+            lines.push(line);
+        }
+        lines
     }
 
     /// The next stderr line containing `what`, within `limit`.

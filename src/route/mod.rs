@@ -1,11 +1,19 @@
 //! Stage 3: match a request path against the routes and build the backend path.
 //!
-//! Pure functions, no I/O. Paths are compared segment by segment on the raw (not
-//! percent-decoded) text, so `/ws/%2e%2e/admin` is never taken for `/ws/../admin`. A `{name}`
-//! segment matches any one non-empty segment except `.` and `..` (in any encoding) and segments
-//! holding an encoded slash or a backslash (`%2f`, `%5c`, `\`: a backend that decodes them
-//! would see more than one segment), and its text is substituted into the internal path. When several routes match, the one with the most
-//! literal segments wins; among equals, the first in the file.
+//! Pure functions, no I/O. Paths are matched in their RFC 3986 normal form ([`normalize`]:
+//! `/ws/%61dmin` is `/ws/admin`), segment by segment, case-sensitively. A `{name}` segment
+//! matches any one non-empty segment that is not `.` or `..` and holds no separator a backend
+//! could split or cut it at (`/`, `\`, `;`, `?`, `#`, raw or percent-encoded) and no control
+//! byte; its text is substituted into the internal path. When several routes match, the one
+//! with the most literal segments wins; among equals, the first in the file.
+
+mod path;
+mod query;
+
+pub use path::{normalize, origin_form, split_target};
+pub use query::{query_param, query_params, redact, strip_query_param};
+
+use path::{capturable, is_dot_segment};
 
 /// One segment of a path pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,7 +57,8 @@ impl PathPattern {
             } else if is_dot_segment(seg) {
                 return Err(format!("{text:?}: . and .. segments are not allowed"));
             } else {
-                segments.push(Segment::Literal(seg.to_string()));
+                let normal = normalize(seg, false).map_err(|e| format!("{text:?}: {e}"))?;
+                segments.push(Segment::Literal(normal.into_owned()));
             }
         }
         Ok(PathPattern {
@@ -92,7 +101,8 @@ impl PathPattern {
             .count()
     }
 
-    /// Matches a request path (without query); returns the captured parameters in order.
+    /// Matches a request path (without query, in [`normalize`]d form); returns the captured
+    /// parameters in order.
     pub fn matches<'p>(&self, path: &'p str) -> Option<Vec<(&str, &'p str)>> {
         let rest = path.strip_prefix('/')?;
         let mut captures = Vec::new();
@@ -103,7 +113,7 @@ impl PathPattern {
                 Segment::Literal(lit) if lit == part => {}
                 Segment::Literal(_) => return None,
                 Segment::Param(name) => {
-                    if part.is_empty() || is_dot_segment(part) || hides_a_separator(part) {
+                    if !capturable(part) {
                         return None;
                     }
                     captures.push((name.as_str(), part));
@@ -137,20 +147,6 @@ impl PathPattern {
     }
 }
 
-/// `.` or `..`, also percent-encoded (`%2e`, `%2E`), which some backends decode.
-fn is_dot_segment(seg: &str) -> bool {
-    let lower = seg.to_ascii_lowercase();
-    let decoded = lower.replace("%2e", ".");
-    decoded == "." || decoded == ".."
-}
-
-/// An encoded `/` or `\`, or a raw `\`: a backend that decodes or normalises it would split
-/// the segment (and could then meet a `..`).
-fn hides_a_separator(seg: &str) -> bool {
-    let lower = seg.to_ascii_lowercase();
-    lower.contains("%2f") || lower.contains("%5c") || seg.contains('\\')
-}
-
 /// A matched route: its index and the captured `{name}` segments.
 pub type Match<'a, 'p> = (usize, Vec<(&'a str, &'p str)>);
 
@@ -171,105 +167,12 @@ pub fn find<'a, 'p>(
     best.map(|(_, m)| m)
 }
 
-/// The origin form (`/path?query`) of a request target. An absolute-form target
-/// (`http://host/path?q`, also `https`, `ws`, `wss`), which RFC 9112 3.2.2 says a server must
-/// accept, gives its path and query (`/` when it has no path); anything else is returned as is.
-pub fn origin_form(target: &str) -> std::borrow::Cow<'_, str> {
-    let lower = |n: usize| target.get(..n).map(str::to_ascii_lowercase);
-    let scheme = ["http://", "https://", "ws://", "wss://"]
-        .into_iter()
-        .find(|s| lower(s.len()).as_deref() == Some(*s));
-    let Some(scheme) = scheme else {
-        return target.into();
-    };
-    let rest = &target[scheme.len()..];
-    match rest.find(['/', '?']) {
-        Some(i) if rest[i..].starts_with('/') => rest[i..].into(),
-        Some(i) => format!("/{}", &rest[i..]).into(),
-        None => "/".into(),
-    }
-}
-
-/// Splits a request target into path and query (without the `?`).
-pub fn split_target(target: &str) -> (&str, Option<&str>) {
-    match target.split_once('?') {
-        Some((p, q)) => (p, Some(q)),
-        None => (target, None),
-    }
-}
-
-/// Removes every `name=...` parameter from a query string, whatever the encoding of its name
-/// (`access%5Ftoken` too, as a backend may decode it); `None` when nothing is left.
-pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let key = pair.split_once('=').map_or(*pair, |(k, _)| k);
-            !pair.is_empty() && percent_decode(key) != name
-        })
-        .collect();
-    (!kept.is_empty()).then(|| kept.join("&"))
-}
-
-/// The values of every `name=...` parameter in a query string (names and values
-/// percent-decoded).
-pub fn query_params<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = String> + 'q {
-    query.split('&').filter_map(move |pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode(k) == name).then(|| percent_decode(v))
-    })
-}
-
-/// The value of the first `name=...` parameter in a query string (percent-decoded).
-pub fn query_param(query: &str, name: &str) -> Option<String> {
-    query_params(query, name).next()
-}
-
-/// Minimal percent-decoding (`+` stays `+`: JWTs never contain spaces).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn p(s: &str) -> PathPattern {
         PathPattern::parse(s).unwrap()
-    }
-
-    #[test]
-    fn origin_form_of_absolute_targets() {
-        for (target, want) in [
-            ("/ws/chat?a=1", "/ws/chat?a=1"),
-            ("http://h/ws/chat?a=1", "/ws/chat?a=1"),
-            ("HTTPS://h:443/ws", "/ws"),
-            ("wss://h", "/"),
-            ("ws://h?x=1", "/?x=1"),
-            ("*", "*"),
-            ("ftp://h/ws", "ftp://h/ws"),
-            ("http:/ws", "http:/ws"),
-        ] {
-            assert_eq!(origin_form(target), want, "{target}");
-        }
     }
 
     #[test]
@@ -283,6 +186,7 @@ mod tests {
             "/a/..",
             "/a?b",
             "/a/%2E",
+            "/a/%zz",
         ] {
             assert!(PathPattern::parse(bad).is_err(), "{bad} should be rejected");
         }
@@ -304,6 +208,11 @@ mod tests {
             ("/rooms/{room}", "/rooms/a%5c..", None),
             ("/rooms/{room}", "/rooms/a\\b", None),
             ("/rooms/{room}", "/rooms/a%20b", Some(&[("room", "a%20b")])),
+            ("/rooms/{room}", "/rooms/x#", None),
+            ("/rooms/{room}", "/rooms/x%23", None),
+            ("/rooms/{room}", "/rooms/a;b=1", None),
+            ("/rooms/{room}", "/rooms/a%3Fb", None),
+            ("/rooms/{room}", "/rooms/a%0Ab", None),
             ("/rooms/{room}", "/rooms/a/b", None),
             ("/ws/chat", "/ws/%2e%2e/chat", None),
             ("/", "/", Some(&[])),
@@ -313,6 +222,12 @@ mod tests {
             let got = pat.matches(path);
             assert_eq!(got.as_deref(), *want, "{pattern} vs {path}");
         }
+    }
+
+    #[test]
+    fn patterns_are_normalised_like_paths() {
+        assert!(p("/ws/%61dmin").matches("/ws/admin").is_some());
+        assert!(p("/ws/a%2fb").same_shape(&p("/ws/a%2Fb")));
     }
 
     #[test]
@@ -329,33 +244,5 @@ mod tests {
         assert_eq!(find(pats.iter(), "/ws/chat").unwrap().0, 1);
         assert_eq!(find(pats.iter(), "/ws/other").unwrap().0, 0);
         assert!(find(pats.iter(), "/nope").is_none());
-    }
-
-    #[test]
-    fn query_helpers() {
-        assert_eq!(split_target("/a?b=1"), ("/a", Some("b=1")));
-        assert_eq!(split_target("/a"), ("/a", None));
-        assert_eq!(
-            strip_query_param("a=1&access_token=x&b=2", "access_token").as_deref(),
-            Some("a=1&b=2")
-        );
-        assert_eq!(strip_query_param("access_token=x", "access_token"), None);
-        assert_eq!(
-            query_param("a=1&access_token=x%2Ey", "access_token").as_deref(),
-            Some("x.y")
-        );
-        assert_eq!(query_param("a=1", "access_token"), None);
-        assert_eq!(
-            query_param("access%5Ftoken=t", "access_token").as_deref(),
-            Some("t")
-        );
-        assert_eq!(
-            strip_query_param("access%5ftoken=t&b=2", "access_token").as_deref(),
-            Some("b=2")
-        );
-        assert_eq!(
-            query_params("access_token=a&access_token=b", "access_token").count(),
-            2
-        );
     }
 }

@@ -1,0 +1,185 @@
+//! Stage 5: connect to the backend (`ws://` or `wss://`), send the forwarded upgrade request,
+//! and check its answer. Everything here runs under `limits.backend_connect_timeout_ms`.
+//!
+//! Hands the relay a connected stream, the bytes the backend sent after its 101, and the
+//! response headers to pass back to the client.
+
+mod answer;
+mod request;
+
+use std::sync::Arc;
+
+use futures_lite::FutureExt;
+use futures_rustls::pki_types::ServerName;
+use futures_rustls::rustls;
+
+use crate::balance::{Lease, Plan};
+use crate::config::{Backend, Config, Route};
+use crate::error::Error;
+use crate::metrics::RouteStats;
+use crate::net::Stream;
+use crate::reactor::Timer;
+use answer::handshake;
+pub use request::{request_head, ClientSide};
+
+/// A backend that accepted the upgrade.
+pub struct Upgraded {
+    /// The connection.
+    pub stream: Stream,
+    /// Bytes the backend sent right after its 101 (already frames).
+    pub leftover: Vec<u8>,
+    /// End-to-end headers of the backend's 101, for the client (its subprotocol and
+    /// extension among them).
+    pub headers: Vec<(String, Vec<u8>)>,
+    /// permessage-deflate was negotiated (frames may carry RSV1).
+    pub deflate: bool,
+}
+
+/// Connects to `backend`, asks for `path_and_query`, and waits for its 101, all within the
+/// backend connect timeout.
+async fn connect(
+    config: &Config,
+    backend: &Backend,
+    path_and_query: &str,
+    client: &ClientSide<'_>,
+) -> Result<Upgraded, Error> {
+    // The URL names the attempt in errors and logs: never with a token in it.
+    let shown = crate::route::redact(path_and_query, config.token_param());
+    let url = format!("{}{shown}", backend.origin());
+    let limit = config.limits.backend_connect_timeout;
+    let attempt = async {
+        let stream = open(config, backend, &url).await?;
+        handshake(stream, backend, path_and_query, client, &url).await
+    };
+    attempt
+        .or(async {
+            Timer::after(limit).await;
+            Err(Error::BackendTimeout {
+                url: url.clone(),
+                after: limit,
+            })
+        })
+        .await
+}
+
+/// Tries the backends of `plan`, best first, at most `1 + route.max_retries` of them, until
+/// one accepts; each failure is logged and told to that backend's circuit breaker. A 4xx
+/// answer is the backend's answer and is not retried. When every attempt failed: the last
+/// failure that was not a timeout (502), or a timeout (504) when all of them timed out. When
+/// no backend could be tried at all (all down or open): 503 with `Retry-After`.
+pub async fn connect_any(
+    config: &Config,
+    route: &Route,
+    plan: &mut Plan,
+    path_and_query: &str,
+    client: &ClientSide<'_>,
+    stats: &RouteStats,
+) -> Result<(usize, Upgraded, Option<Lease>), Error> {
+    let attempts = 1 + route.max_retries as usize;
+    let mut failure = None;
+    let mut n = 0;
+    while n < attempts {
+        let Some(attempt) = plan.next_attempt() else {
+            break;
+        };
+        n += 1;
+        let i = attempt.backend();
+        let Some(backend) = route.backends.get(i) else {
+            continue;
+        };
+        let started = std::time::Instant::now();
+        match connect(config, backend, path_and_query, client).await {
+            Ok(up) => {
+                stats.connected(&backend.origin(), started.elapsed());
+                return Ok((i, up, attempt.succeeded()));
+            }
+            Err(
+                e @ Error::BackendStatus {
+                    status: 400..=499, ..
+                },
+            ) => {
+                attempt.succeeded();
+                return Err(e);
+            }
+            Err(e) => {
+                attempt.failed(&e.to_string());
+                let next = if n < attempts && plan.has_more() {
+                    "trying the next backend"
+                } else {
+                    "giving up"
+                };
+                log::warn!(
+                    "conn {} {}: attempt {n}/{attempts}: {e}; {next}",
+                    client.id,
+                    client.peer
+                );
+                // A timeout never hides an earlier non-timeout failure: 504 means all timed out.
+                let timeout = |e: &Error| matches!(e, Error::BackendTimeout { .. });
+                failure = match failure {
+                    Some(prev) if timeout(&e) && !timeout(&prev) => Some(prev),
+                    _ => Some(e),
+                };
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| Error::NoBackend {
+        route: route.external.as_str().to_string(),
+        retry_after: plan.retry_after(),
+    }))
+}
+
+/// A TCP (and for `wss://`, TLS) connection to `backend`; `url` names it in errors.
+pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, Error> {
+    let unreachable = |reason: String| Error::BackendUnreachable {
+        url: url.to_string(),
+        reason,
+    };
+    // An IP address needs no resolver (which runs on a blocking thread).
+    let addrs = match backend.host.parse::<std::net::IpAddr>() {
+        Ok(ip) => vec![std::net::SocketAddr::new(ip, backend.port)],
+        Err(_) => smol::net::resolve((backend.host.as_str(), backend.port))
+            .await
+            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", backend.host)))?,
+    };
+    let mut last = None;
+    let mut tcp = None;
+    for addr in addrs {
+        match Stream::connect(addr).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    let tcp = tcp.ok_or_else(|| {
+        unreachable(last.map_or_else(|| "no address".to_string(), |e| e.to_string()))
+    })?;
+    // Small frames must not wait for Nagle: this is an interactive relay.
+    let _ = tcp.tcp().set_nodelay(true);
+    if !backend.tls {
+        return Ok(tcp);
+    }
+    // TLS runs on async-io.
+    let tcp = tcp.into_async().map_err(|e| unreachable(e.to_string()))?;
+    let tls: Arc<rustls::ClientConfig> =
+        config
+            .backend_tls
+            .clone()
+            .ok_or_else(|| Error::BackendFailed {
+                url: url.to_string(),
+                reason: "no TLS client configuration".to_string(),
+            })?;
+    let name = ServerName::try_from(backend.host.clone()).map_err(|e| Error::BackendFailed {
+        url: url.to_string(),
+        reason: format!("invalid TLS server name: {e}"),
+    })?;
+    let stream = futures_rustls::TlsConnector::from(tls)
+        .connect(name, tcp)
+        .await
+        .map_err(|e| Error::BackendFailed {
+            url: url.to_string(),
+            reason: format!("TLS: {e}"),
+        })?;
+    Ok(Stream::Tls(Box::new(stream)))
+}
