@@ -1,0 +1,228 @@
+//! Table-driven tests of the strict rules: an unknown field anywhere is an error naming its
+//! full path and the closest known field (or every known field of that object).
+
+use serde_json::{json, Value};
+
+use super::tests::{config, errors_value, one_error, router};
+
+/// A change to a whole config, for the tables.
+type Edit = fn(&mut Value);
+
+/// The config with one valid router `/ws/chat`, changed by `edit`: it must be refused, with
+/// `want` among its problems.
+fn refused_with(what: &str, edit: Edit, want: &str) -> Vec<String> {
+    let mut c = config(vec![router("/ws/chat")]);
+    edit(&mut c);
+    let errs = errors_value(&c);
+    assert!(
+        errs.iter().any(|e| e == want),
+        "{what}: missing {want:?} in {errs:#?}"
+    );
+    errs
+}
+
+#[test]
+fn a_misspelt_field_at_any_level_is_an_error_suggesting_the_known_one() {
+    let r = "routers[0] (/ws/chat): ";
+    let cases: Vec<(&str, Edit, String)> = vec![
+        ("root", |c| c["limit"] = json!({}), "limit".into()),
+        (
+            "server",
+            |c| c["server"] = json!({ "hots": "127.0.0.1" }),
+            "server.hots".into(),
+        ),
+        (
+            "server.tls",
+            |c| c["server"] = json!({ "tls": { "cert_file": "c.pem", "key_flie": "k.pem" } }),
+            "server.tls.key_flie".into(),
+        ),
+        (
+            "admin",
+            |c| c["admin"] = json!({ "prot": 9900 }),
+            "admin.prot".into(),
+        ),
+        (
+            "limits",
+            |c| c["limits"] = json!({ "max_conections": 10 }),
+            "limits.max_conections".into(),
+        ),
+        (
+            "jwt",
+            |c| c["jwt"] = json!({ "secret": "s", "algorithm": ["HS256"] }),
+            "jwt.algorithm".into(),
+        ),
+        (
+            "tls",
+            |c| c["tls"] = json!({ "ca_fille": "x.pem" }),
+            "tls.ca_fille".into(),
+        ),
+        (
+            "router",
+            |c| c["routers"][0]["auth_requried"] = json!(true),
+            format!("{r}auth_requried"),
+        ),
+        (
+            "backend",
+            |c| c["routers"][0]["backends"][0]["wieght"] = json!(2),
+            format!("{r}backends[0].wieght"),
+        ),
+        (
+            "retry",
+            |c| c["routers"][0]["retry"] = json!({ "max_retry": 1 }),
+            format!("{r}retry.max_retry"),
+        ),
+        (
+            "sticky",
+            |c| c["routers"][0]["sticky"] = json!({ "kye": "ip" }),
+            format!("{r}sticky.kye"),
+        ),
+        (
+            "circuit_breaker",
+            |c| c["routers"][0]["circuit_breaker"] = json!({ "open_msec": 100 }),
+            format!("{r}circuit_breaker.open_msec"),
+        ),
+        (
+            "health_check",
+            |c| c["routers"][0]["health_check"] = json!({ "intervall_ms": 1000 }),
+            format!("{r}health_check.intervall_ms"),
+        ),
+        (
+            "rate_limit",
+            |c| c["routers"][0]["rate_limit"] = json!({ "on_exceeded": "close" }),
+            format!("{r}rate_limit.on_exceeded"),
+        ),
+        (
+            "a rate",
+            |c| {
+                c["routers"][0]["rate_limit"] =
+                    json!({ "messages_per_second": { "rate": 5, "burts": 9 } })
+            },
+            format!("{r}rate_limit.messages_per_second.burts"),
+        ),
+        (
+            "message_filter",
+            |c| c["routers"][0]["message_filter"] = json!({ "require_jsn": true }),
+            format!("{r}message_filter.require_jsn"),
+        ),
+        (
+            "message_filter.max_message_bytes",
+            |c| {
+                c["routers"][0]["message_filter"] =
+                    json!({ "max_message_bytes": { "client_to_backends": 64 } })
+            },
+            format!("{r}message_filter.max_message_bytes.client_to_backends"),
+        ),
+    ];
+    let known = [
+        "limits",
+        "host",
+        "key_file",
+        "port",
+        "max_connections",
+        "algorithms",
+        "ca_file",
+        "auth_required",
+        "weight",
+        "max_retries",
+        "key",
+        "open_ms",
+        "interval_ms",
+        "on_exceed",
+        "burst",
+        "require_json",
+        "client_to_backend",
+    ];
+    assert_eq!(cases.len(), known.len());
+    for ((what, edit, path), known) in cases.into_iter().zip(known) {
+        let want = format!("{path}: unknown field; did you mean \"{known}\"?");
+        let errs = refused_with(what, edit, &want);
+        let unknown = errs.iter().filter(|e| e.contains("unknown field")).count();
+        assert_eq!(unknown, 1, "{what}: {errs:#?}");
+    }
+}
+
+#[test]
+fn a_field_in_the_wrong_case_is_an_error_naming_the_right_one() {
+    let cases: [(&str, Edit, &str); 3] = [
+        (
+            "router",
+            |c| c["routers"][0]["Auth_Required"] = json!(true),
+            r#"routers[0] (/ws/chat): Auth_Required: unknown field; did you mean "auth_required"?"#,
+        ),
+        (
+            "server",
+            |c| c["server"] = json!({ "PORT": 80 }),
+            r#"server.PORT: unknown field; did you mean "port"?"#,
+        ),
+        (
+            "root",
+            |c| {
+                let routers = c["routers"].take();
+                c["Routers"] = routers;
+                c.as_object_mut().unwrap().remove("routers");
+            },
+            r#"Routers: unknown field; did you mean "routers"?"#,
+        ),
+    ];
+    for (what, edit, want) in cases {
+        refused_with(what, edit, want);
+    }
+}
+
+#[test]
+fn a_field_close_to_none_is_an_error_listing_the_known_ones() {
+    let cases: [(&str, Edit, &str); 4] = [
+        (
+            "root",
+            |c| c["colour"] = json!("blue"),
+            "colour: unknown field; known fields: version, server, admin, limits, jwt, tls, \
+             routers",
+        ),
+        (
+            "null counts",
+            |c| c["extra"] = json!(null),
+            "extra: unknown field; known fields: version, server, admin, limits, jwt, tls, \
+             routers",
+        ),
+        (
+            "backend",
+            |c| c["routers"][0]["backends"][0]["tls_verify"] = json!(false),
+            "routers[0] (/ws/chat): backends[0].tls_verify: unknown field; known fields: host, \
+             port, weight, health_check_path",
+        ),
+        (
+            "a rate",
+            |c| {
+                c["routers"][0]["rate_limit"] = json!({ "bytes_per_second": { "rate": 5, "x": 1 } })
+            },
+            "routers[0] (/ws/chat): rate_limit.bytes_per_second.x: unknown field; known fields: \
+             rate, burst",
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let mut c = config(vec![router("/ws/chat")]);
+        edit(&mut c);
+        assert_eq!(one_error(&c), want, "{what}");
+    }
+}
+
+#[test]
+fn every_unknown_field_is_reported_at_once_with_the_other_problems() {
+    let mut r = router("/ws/chat");
+    r["rety"] = json!({ "max_retries": 3 });
+    r["methods"] = json!(["POST"]);
+    let mut c = config(vec![r]);
+    c["server"] = json!({ "hots": "127.0.0.1", "port": "x" });
+    c["jwt"] = json!({ "secret": "s3cret", "algorithm": "HS256" });
+    let mut errs = errors_value(&c);
+    errs.sort();
+    let mut want = vec![
+        r#"jwt.algorithm: unknown field; did you mean "algorithms"?"#,
+        r#"routers[0] (/ws/chat): methods: ["POST"] must contain "GET" (a WebSocket upgrade is a GET)"#,
+        r#"routers[0] (/ws/chat): rety: unknown field; did you mean "retry"?"#,
+        r#"server.hots: unknown field; did you mean "host"?"#,
+        r#"server.port: must be an integer from 0 to 65535, found "x""#,
+    ];
+    want.sort();
+    assert_eq!(errs, want);
+}
