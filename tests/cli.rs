@@ -149,7 +149,7 @@ fn bad_arguments_exit_two() {
 
 #[test]
 fn check_valid_config_counts_websocket_routes() {
-    for n in [0, 1, 3] {
+    for n in [1, 3] {
         let file = Temp::file("ok.json", &config_with_routes(n));
         let (code, out, err) = check(gateway().arg("--config").arg(&file.0));
         assert_eq!(code, 0, "{err}");
@@ -175,18 +175,31 @@ fn one_route_with(edit: (&str, &str)) -> String {
     text.replacen(edit.0, edit.1, 1)
 }
 
-/// What a new user's typos used to give: a route served without its token check. Each is now
-/// an error naming the field and what was meant, and nothing is served.
+/// What a new user's typos used to give: a route served without its token check, or a
+/// gateway that answers 404 to everything. Each is now an error naming the field and what was
+/// meant, and nothing is served.
 fn typo_cases() -> Vec<(&'static str, String, &'static str)> {
-    vec![(
-        "a misspelt auth_required",
-        one_route_with((r#""methods""#, r#""auth_requried": true, "methods""#)),
-        r#"routers[0] (/ws/0): auth_requried: unknown field; did you mean "auth_required"?"#,
-    )]
+    vec![
+        (
+            "a misspelt auth_required",
+            one_route_with((r#""methods""#, r#""auth_requried": true, "methods""#)),
+            r#"routers[0] (/ws/0): auth_requried: unknown field; did you mean "auth_required"?"#,
+        ),
+        (
+            "a misspelt protocol",
+            one_route_with((r#""websocket""#, r#""websockets""#)),
+            r#"routers[0] (/ws/0): protocol: "websockets" is not a known protocol; did you mean "websocket"?"#,
+        ),
+        (
+            "no websocket route",
+            config_with_routes(0),
+            r#"routers: no websocket route (1 router(s), none with "protocol": "websocket"): every request would get 404"#,
+        ),
+    ]
 }
 
 #[test]
-fn check_refuses_a_misspelt_field_naming_what_was_meant() {
+fn check_refuses_a_misspelt_field_or_protocol_naming_what_was_meant() {
     for (what, text, want) in typo_cases() {
         let file = Temp::file("typo.json", &text);
         let (code, out, err) = check(gateway().arg("--config").arg(&file.0));
@@ -202,7 +215,7 @@ fn check_refuses_a_misspelt_field_naming_what_was_meant() {
 }
 
 #[test]
-fn start_refuses_a_misspelt_field() {
+fn start_refuses_a_misspelt_field_or_protocol() {
     for (what, text, want) in typo_cases() {
         let file = Temp::file("typo-run.json", &text);
         // Should it start after all, on a free port of the loopback.

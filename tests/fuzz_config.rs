@@ -162,7 +162,8 @@ fn router() -> impl Strategy<Value = Value> {
         pick("GET|get|Get"),
         any::<usize>(),
     );
-    let protocol = prop_oneof![9 => Just("websocket"), 1 => pick("http|tcp||WebSocket")];
+    // Routers of the other Kairos protocols are skipped (with a warning).
+    let protocol = prop_oneof![9 => Just("websocket"), 1 => pick("http|ftp|dns")];
     let parts = (
         0..SHAPES.len(),
         any::<usize>(),
@@ -236,11 +237,12 @@ struct Expect {
     warnings: usize,
 }
 
-/// A valid config from known-good pieces, and what it must load as.
+/// A valid config from known-good pieces (at least one websocket route), and what it must
+/// load as.
 fn valid_config() -> impl Strategy<Value = (Value, Expect)> {
     let server = prop::option::of((text(), 0u64..=65535, prop::option::of(1u64..=1024)));
     let limits = prop::option::of((1u64..=86_400_000, 16u64..=1 << 30, 256u64..=1 << 20));
-    let parts = (server, limits, prop::option::of(jwt()), vec(router(), 0..5));
+    let parts = (server, limits, prop::option::of(jwt()), vec(router(), 1..5));
     parts.prop_map(|(server, limits, jwt, mut routers)| {
         let mut root = Map::new();
         root.insert("version".into(), json!(1));
@@ -267,6 +269,9 @@ fn valid_config() -> impl Strategy<Value = (Value, Expect)> {
         let have_jwt = jwt.is_some();
         if let Some(j) = jwt {
             root.insert("jwt".into(), j);
+        }
+        if routers.iter().all(|r| r["protocol"] != "websocket") {
+            routers[0]["protocol"] = json!("websocket");
         }
         for (i, r) in routers.iter_mut().enumerate() {
             let ext = format!("/r{i}{}", r["external_path"].as_str().unwrap());

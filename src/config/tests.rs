@@ -733,7 +733,7 @@ fn other_protocols_are_skipped_with_a_warning() {
     let c = config(vec![
         json!({ "protocol": "http", "external_path": "/api", "backends": "anything" }),
         router("/ws/chat"),
-        json!({ "protocol": "grpc" }),
+        json!({ "protocol": "ftp" }),
     ]);
     let loaded = ok_value(&c);
     assert_eq!(loaded.config.routes.len(), 1);
@@ -745,7 +745,7 @@ fn other_protocols_are_skipped_with_a_warning() {
         loaded.warnings,
         vec![
             r#"routers[0] (/api): protocol "http" is not served by this gateway: router skipped"#,
-            r#"routers[2] (?): protocol "grpc" is not served by this gateway: router skipped"#,
+            r#"routers[2] (?): protocol "ftp" is not served by this gateway: router skipped"#,
         ]
     );
     // A skipped router does not count as a duplicate.

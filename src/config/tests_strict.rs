@@ -1,9 +1,11 @@
 //! Table-driven tests of the strict rules: an unknown field anywhere is an error naming its
-//! full path and the closest known field (or every known field of that object).
+//! full path and the closest known field (or every known field of that object), a `protocol`
+//! is `websocket` or a known Kairos protocol this gateway skips, and a config must serve at
+//! least one websocket route.
 
 use serde_json::{json, Value};
 
-use super::tests::{config, errors_value, one_error, router};
+use super::tests::{config, config_with, errors_value, ok_value, one_error, router};
 
 /// A change to a whole config, for the tables.
 type Edit = fn(&mut Value);
@@ -225,4 +227,94 @@ fn every_unknown_field_is_reported_at_once_with_the_other_problems() {
     ];
     want.sort();
     assert_eq!(errs, want);
+}
+
+#[test]
+fn a_missing_protocol_still_reports_the_misspelt_one() {
+    let mut r = router("/ws/chat");
+    let protocol = r["protocol"].take();
+    r.as_object_mut().unwrap().remove("protocol");
+    r["protocl"] = protocol;
+    let mut errs = errors_value(&config(vec![r]));
+    errs.sort();
+    assert_eq!(
+        errs,
+        vec![
+            r#"routers[0] (/ws/chat): protocl: unknown field; did you mean "protocol"?"#,
+            "routers[0] (/ws/chat): protocol: is required",
+        ]
+    );
+}
+
+#[test]
+fn a_protocol_other_than_websocket_or_a_known_kairos_one_is_an_error() {
+    let r = "routers[0] (/ws/chat): protocol: ";
+    let others = r#"want "websocket" (or "http", "ftp", "dns": other Kairos routers, which this gateway skips)"#;
+    let cases = [
+        (
+            json!("websockets"),
+            r#"did you mean "websocket"?"#.to_string(),
+        ),
+        (
+            json!("WebSocket"),
+            r#"did you mean "websocket"?"#.to_string(),
+        ),
+        (json!("htp"), r#"did you mean "http"?"#.to_string()),
+        (json!("grpc"), others.to_string()),
+        (json!(""), others.to_string()),
+    ];
+    for (protocol, says) in cases {
+        let mut route = router("/ws/chat");
+        route["protocol"] = protocol.clone();
+        let want = format!("{r}{protocol} is not a known protocol; {says}");
+        assert_eq!(one_error(&config(vec![route])), want);
+    }
+    let mut route = router("/ws/chat");
+    route["protocol"] = json!(42);
+    assert_eq!(
+        one_error(&config(vec![route])),
+        format!("{r}must be a string, found a number")
+    );
+}
+
+#[test]
+fn routers_of_known_other_protocols_are_skipped_unchecked() {
+    let c = config(vec![
+        json!({ "protocol": "ftp", "colour": 1, "external_path": 7 }),
+        router("/ws/chat"),
+        json!({ "protocol": "dns" }),
+        json!({ "protocol": "http", "auth_requried": true, "backends": "anything" }),
+    ]);
+    let loaded = ok_value(&c);
+    assert_eq!(loaded.config.routes.len(), 1);
+    let skipped = |i: usize, p: &str| {
+        format!("routers[{i}] (?): protocol \"{p}\" is not served by this gateway: router skipped")
+    };
+    assert_eq!(
+        loaded.warnings,
+        vec![skipped(0, "ftp"), skipped(2, "dns"), skipped(3, "http")]
+    );
+}
+
+#[test]
+fn a_config_without_a_websocket_route_is_an_error() {
+    let want = |n: usize| {
+        format!(
+            "routers: no websocket route ({n} router(s), none with \"protocol\": \
+             \"websocket\"): every request would get 404"
+        )
+    };
+    assert_eq!(one_error(&config(vec![])), want(0));
+    let others = vec![
+        json!({ "protocol": "http", "external_path": "/api" }),
+        json!({ "protocol": "dns" }),
+    ];
+    assert_eq!(one_error(&config(others)), want(2));
+    // A websocket router with its own problem is not reported twice.
+    let mut broken = router("/ws/chat");
+    broken["methods"] = json!(["POST"]);
+    let e = one_error(&config(vec![broken]));
+    assert!(e.contains("methods"), "{e}");
+    // With one route, the config loads.
+    assert_eq!(ok_value(&config_with(json!({}))).config.routes.len(), 1);
 }
