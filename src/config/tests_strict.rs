@@ -25,121 +25,102 @@ fn refused_with(what: &str, edit: Edit, want: &str) -> Vec<String> {
 
 #[test]
 fn a_misspelt_field_at_any_level_is_an_error_suggesting_the_known_one() {
+    // (the misspelt field's path, the edit that puts it there, the field meant)
     let r = "routers[0] (/ws/chat): ";
-    let cases: Vec<(&str, Edit, String)> = vec![
-        ("root", |c| c["limit"] = json!({}), "limit".into()),
+    let cases: Vec<(String, Edit, &str)> = vec![
+        ("limit".into(), |c| c["limit"] = json!({}), "limits"),
         (
-            "server",
-            |c| c["server"] = json!({ "hots": "127.0.0.1" }),
             "server.hots".into(),
+            |c| c["server"] = json!({ "hots": "127.0.0.1" }),
+            "host",
         ),
         (
-            "server.tls",
-            |c| c["server"] = json!({ "tls": { "cert_file": "c.pem", "key_flie": "k.pem" } }),
             "server.tls.key_flie".into(),
+            |c| c["server"] = json!({ "tls": { "cert_file": "c.pem", "key_flie": "k.pem" } }),
+            "key_file",
         ),
         (
-            "admin",
-            |c| c["admin"] = json!({ "prot": 9900 }),
             "admin.prot".into(),
+            |c| c["admin"] = json!({ "prot": 9900 }),
+            "port",
         ),
         (
-            "limits",
-            |c| c["limits"] = json!({ "max_conections": 10 }),
             "limits.max_conections".into(),
+            |c| c["limits"] = json!({ "max_conections": 10 }),
+            "max_connections",
         ),
         (
-            "jwt",
-            |c| c["jwt"] = json!({ "secret": "s", "algorithm": ["HS256"] }),
             "jwt.algorithm".into(),
+            |c| c["jwt"] = json!({ "secret": "s", "algorithm": ["HS256"] }),
+            "algorithms",
         ),
         (
-            "tls",
-            |c| c["tls"] = json!({ "ca_fille": "x.pem" }),
             "tls.ca_fille".into(),
+            |c| c["tls"] = json!({ "ca_fille": "x.pem" }),
+            "ca_file",
         ),
         (
-            "router",
-            |c| c["routers"][0]["auth_requried"] = json!(true),
             format!("{r}auth_requried"),
+            |c| c["routers"][0]["auth_requried"] = json!(true),
+            "auth_required",
         ),
         (
-            "backend",
-            |c| c["routers"][0]["backends"][0]["wieght"] = json!(2),
             format!("{r}backends[0].wieght"),
+            |c| c["routers"][0]["backends"][0]["wieght"] = json!(2),
+            "weight",
         ),
         (
-            "retry",
-            |c| c["routers"][0]["retry"] = json!({ "max_retry": 1 }),
             format!("{r}retry.max_retry"),
+            |c| c["routers"][0]["retry"] = json!({ "max_retry": 1 }),
+            "max_retries",
         ),
         (
-            "sticky",
-            |c| c["routers"][0]["sticky"] = json!({ "kye": "ip" }),
             format!("{r}sticky.kye"),
+            |c| c["routers"][0]["sticky"] = json!({ "kye": "ip" }),
+            "key",
         ),
         (
-            "circuit_breaker",
-            |c| c["routers"][0]["circuit_breaker"] = json!({ "open_msec": 100 }),
             format!("{r}circuit_breaker.open_msec"),
+            |c| c["routers"][0]["circuit_breaker"] = json!({ "open_msec": 100 }),
+            "open_ms",
         ),
         (
-            "health_check",
-            |c| c["routers"][0]["health_check"] = json!({ "intervall_ms": 1000 }),
             format!("{r}health_check.intervall_ms"),
+            |c| c["routers"][0]["health_check"] = json!({ "intervall_ms": 1000 }),
+            "interval_ms",
         ),
         (
-            "rate_limit",
-            |c| c["routers"][0]["rate_limit"] = json!({ "on_exceeded": "close" }),
             format!("{r}rate_limit.on_exceeded"),
+            |c| c["routers"][0]["rate_limit"] = json!({ "on_exceeded": "close" }),
+            "on_exceed",
         ),
         (
-            "a rate",
+            format!("{r}rate_limit.messages_per_second.burts"),
             |c| {
                 c["routers"][0]["rate_limit"] =
                     json!({ "messages_per_second": { "rate": 5, "burts": 9 } })
             },
-            format!("{r}rate_limit.messages_per_second.burts"),
+            "burst",
         ),
         (
-            "message_filter",
-            |c| c["routers"][0]["message_filter"] = json!({ "require_jsn": true }),
             format!("{r}message_filter.require_jsn"),
+            |c| c["routers"][0]["message_filter"] = json!({ "require_jsn": true }),
+            "require_json",
         ),
         (
-            "message_filter.max_message_bytes",
+            format!("{r}message_filter.max_message_bytes.client_to_backends"),
             |c| {
                 c["routers"][0]["message_filter"] =
                     json!({ "max_message_bytes": { "client_to_backends": 64 } })
             },
-            format!("{r}message_filter.max_message_bytes.client_to_backends"),
+            "client_to_backend",
         ),
     ];
-    let known = [
-        "limits",
-        "host",
-        "key_file",
-        "port",
-        "max_connections",
-        "algorithms",
-        "ca_file",
-        "auth_required",
-        "weight",
-        "max_retries",
-        "key",
-        "open_ms",
-        "interval_ms",
-        "on_exceed",
-        "burst",
-        "require_json",
-        "client_to_backend",
-    ];
-    assert_eq!(cases.len(), known.len());
-    for ((what, edit, path), known) in cases.into_iter().zip(known) {
+    for (path, edit, known) in cases {
         let want = format!("{path}: unknown field; did you mean \"{known}\"?");
-        let errs = refused_with(what, edit, &want);
+        let errs = refused_with(&path, edit, &want);
         let unknown = errs.iter().filter(|e| e.contains("unknown field")).count();
-        assert_eq!(unknown, 1, "{what}: {errs:#?}");
+        assert_eq!(unknown, 1, "{path}: {errs:#?}");
     }
 }
 
