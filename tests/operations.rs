@@ -324,6 +324,37 @@ fn reload_applies_to_new_connections_and_keeps_open_ones_and_bad_configs_are_rej
     });
 }
 
+/// A reload whose config has a misspelt field (here the `auth_required` it was meant to turn
+/// on) is refused: the running config keeps serving, and the failure is logged and counted.
+#[test]
+fn a_reload_with_a_misspelt_field_keeps_the_running_config() {
+    let (a, _) = id_backend(0);
+    let (b, _) = id_backend(1);
+    let poll = r#""reload_poll_ms": 50"#;
+    let gw = GatewayProcess::start(&ops_config(&[("/ws/chat", a)], poll, ""), None);
+    let (addr, admin) = (gw.addr(), gw.admin_addr());
+    run(async {
+        assert_eq!(connect_id(addr, "/ws/chat").await.1, 0);
+        let typo = r#""auth_requried": true,"#;
+        gw.rewrite(&ops_config(&[("/ws/chat", b)], poll, typo));
+        let want =
+            r#"routers[0] (/ws/chat): auth_requried: unknown field; did you mean "auth_required"?"#;
+        let line = gw.wait_for(want, STEP);
+        assert!(
+            line.is_some_and(|l| l.contains("reload")),
+            "no reload error naming it"
+        );
+        assert!(gw.wait_for("the config in force stays", STEP).is_some());
+        // Still the old route: backend a, and no token asked for.
+        assert_eq!(connect_id(addr, "/ws/chat").await.1, 0);
+        let m = http_get(admin, "/metrics").await.body;
+        let ok = r#"kairos_config_reloads_total{result="success"}"#;
+        let failed = r#"kairos_config_reloads_total{result="failure"}"#;
+        assert_eq!(metric(&m, failed), Some(1.0), "{m}");
+        assert_eq!(metric(&m, ok).unwrap_or(0.0), 0.0, "{m}");
+    });
+}
+
 #[test]
 fn sighup_reloads_and_a_listen_change_asks_for_a_restart() {
     let (a, _) = id_backend(0);

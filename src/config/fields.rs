@@ -1,5 +1,6 @@
 //! A small reader over `serde_json::Value` that collects *every* problem (not only the first, as
-//! derived serde would) and warns about unknown fields by their full path.
+//! derived serde would). An unknown field is one of them, named by its full path with the
+//! closest known field of its object: a misspelt `auth_requried` must never leave a route open.
 
 use serde_json::{Map, Value};
 
@@ -8,11 +9,13 @@ use serde_json::{Map, Value};
 pub struct Report {
     /// One line each, naming the field.
     pub errors: Vec<String>,
-    /// Unknown fields and skipped routers.
+    /// Skipped routers (of another Kairos protocol).
     pub warnings: Vec<String>,
 }
 
-/// The fields of one JSON object, read by name; `finish` warns about the ones never read.
+/// The fields of one JSON object, read by name; `finish` reports the ones never read as errors.
+/// The known fields of the object are the ones its reader asked for, so a reader asks for
+/// every one of them before `finish`, whatever the values it found.
 pub struct Fields<'a> {
     /// Prefix for messages, e.g. `routers[2] (/ws/chat): ` (may be empty).
     ctx: String,
@@ -147,19 +150,75 @@ impl<'a> Fields<'a> {
         list
     }
 
-    /// Warns about every field that was never read.
+    /// Reports every field that was never read as an error (see [`unknown_fields`]).
     pub fn finish(self, report: &mut Report) {
-        for key in self.map.keys() {
-            if !self.seen.contains(&key.as_str()) {
-                report.warnings.push(format!(
-                    "{}{}{}: unknown field, ignored",
-                    self.ctx,
-                    self.path,
-                    key.escape_debug()
-                ));
-            }
+        let prefix = format!("{}{}", self.ctx, self.path);
+        unknown_fields(report, &prefix, self.map, &self.seen);
+    }
+}
+
+/// Reports each field of `map` that is not in `known` as an error, `PREFIXNAME: unknown field`,
+/// with the known field it is closest to (`did you mean "auth_required"?`), or, when none is
+/// close, every known field of the object.
+pub fn unknown_fields(report: &mut Report, prefix: &str, map: &Map<String, Value>, known: &[&str]) {
+    let mut listed: Vec<&str> = Vec::new();
+    for k in known {
+        if !listed.contains(k) {
+            listed.push(k);
         }
     }
+    for key in map.keys().filter(|k| !listed.contains(&k.as_str())) {
+        let hint = match closest(key, &listed) {
+            Some(k) => format!("did you mean \"{k}\"?"),
+            None => format!("known fields: {}", listed.join(", ")),
+        };
+        report.errors.push(format!(
+            "{prefix}{}: unknown field; {hint}",
+            key.escape_debug()
+        ));
+    }
+}
+
+/// The name in `known` closest to `name`, ignoring case, if it is close enough to be what was
+/// meant: at most one edit (insertion, deletion, substitution or swap of two neighbours) per
+/// three characters of `name`, and at least one (as rustc suggests names).
+pub fn closest<'k>(name: &str, known: &[&'k str]) -> Option<&'k str> {
+    let len = name.chars().count();
+    let limit = len.max(3) / 3;
+    known
+        .iter()
+        // Names whose lengths differ by more than the limit are further apart than it (and a
+        // huge unknown name costs nothing).
+        .filter(|k| k.chars().count().abs_diff(len) <= limit)
+        .map(|k| (edit_distance(name, k), *k))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k)
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`, ignoring case
+/// (the optimal string alignment distance).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().flat_map(char::to_lowercase).collect();
+    let b: Vec<char> = b.chars().flat_map(char::to_lowercase).collect();
+    // Three rows of the table: two rows back (for swaps), the last one, and this one.
+    let mut before: Vec<usize> = vec![0; b.len() + 1];
+    let mut last: Vec<usize> = (0..=b.len()).collect();
+    let mut row: Vec<usize> = vec![0; b.len() + 1];
+    for i in 1..=a.len() {
+        row[0] = i;
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut d = (last[j] + 1).min(row[j - 1] + 1).min(last[j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d = d.min(before[j - 2] + 1);
+            }
+            row[j] = d;
+        }
+        std::mem::swap(&mut before, &mut last);
+        std::mem::swap(&mut last, &mut row);
+    }
+    last[b.len()]
 }
 
 /// A JSON value's kind, for messages.

@@ -146,7 +146,7 @@ impl ConfigError {
     }
 }
 
-/// A loaded config and the warnings (unknown fields, skipped routers) to log.
+/// A loaded config and the warnings (routers of other Kairos protocols, skipped) to log.
 #[derive(Debug)]
 pub struct Loaded {
     /// The config.
@@ -322,3 +322,6 @@ fn off_or_ms(ms: u64) -> Option<Duration> {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_strict;

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::fields::{kind, Fields, Report};
+use super::fields::{kind, unknown_fields, Fields, Report};
 
 /// A token bucket: `rate` tokens a second, at most `burst` saved up.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -129,14 +129,9 @@ fn bucket(f: &mut Fields, report: &mut Report, key: &'static str) -> Option<Buck
         Value::Object(m) => {
             let rate = m.get("rate").and_then(positive);
             let burst = m.get("burst").map_or(rate.map(|r| r.max(1.0)), positive);
-            // Unknown fields are warned about, as everywhere in the config.
-            for k in m.keys().filter(|k| *k != "rate" && *k != "burst") {
-                let name = f.name(key);
-                let k = k.escape_debug();
-                report
-                    .warnings
-                    .push(format!("{name}.{k}: unknown field, ignored"));
-            }
+            // Unknown fields are errors, as everywhere in the config.
+            let prefix = format!("{}.", f.name(key));
+            unknown_fields(report, &prefix, m, &["rate", "burst"]);
             match (rate, burst) {
                 (Some(rate), Some(burst)) if burst >= 1.0 => Some(Bucket { rate, burst }),
                 _ => None,
