@@ -1,5 +1,5 @@
 //! How a relayed connection ends: a leg that breaks the protocol or vanishes, the close frames
-//! the gateway writes itself, the grace period, and the final shutdown.
+//! the gateway writes itself, the grace period, the final shutdown, and the summary.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -8,9 +8,10 @@ use std::task::Poll;
 use crate::reactor::Timer;
 use futures_lite::FutureExt;
 
-use super::{Conn, Transport, BACKEND, CLIENT, CLOSE_GRACE, DRAIN};
+use super::{Conn, Summary, Transport, BACKEND, CLIENT, CLOSE_GRACE, DRAIN};
 use crate::error::close_for_violation;
 use crate::frame::{close_frame, Violation};
+use crate::metrics::Side;
 
 impl<C: Transport, B: Transport> Conn<C, B> {
     /// Leg `src` broke the protocol: close it with the RFC's code, tell the other side.
@@ -72,9 +73,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         if self.legs[leg].close_out || self.legs[leg].dead {
             return;
         }
-        self.summary
-            .closes
-            .push((crate::metrics::Side::Gateway, code));
+        self.summary.closes.push((Side::Gateway, code));
         let l = &mut self.legs[leg];
         let mask = (leg == BACKEND).then(rand::random::<[u8; 4]>);
         let mut frame = close_frame(code, reason, mask);
@@ -110,6 +109,20 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         if self.grace.is_none() {
             self.grace = Some(Timer::after(CLOSE_GRACE));
         }
+    }
+
+    /// How the relay went, once it is over.
+    pub(super) fn summary(&mut self) -> Summary {
+        let [up, down] = &self.dirs;
+        let mut s = std::mem::take(&mut self.summary);
+        s.traffic.messages = [up.counts, down.counts];
+        s.traffic.bytes = [up.bytes, down.bytes];
+        for (side, d) in [(Side::Client, up), (Side::Backend, down)] {
+            if let Some(code) = d.close_code {
+                s.closes.push((side, code));
+            }
+        }
+        s
     }
 
     /// Shuts both legs down and reads what they still send for a moment, so that the last

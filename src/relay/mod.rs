@@ -137,21 +137,6 @@ pub async fn run<C: Transport, B: Transport>(
 }
 
 impl<C: Transport, B: Transport> Conn<C, B> {
-    /// How the relay went, once it is over.
-    fn summary(&mut self) -> Summary {
-        let [up, down] = &self.dirs;
-        let mut s = std::mem::take(&mut self.summary);
-        s.traffic.messages = [up.counts, down.counts];
-        s.traffic.bytes = [up.bytes, down.bytes];
-        use crate::metrics::Side;
-        for (side, d) in [(Side::Client, up), (Side::Backend, down)] {
-            if let Some(code) = d.close_code {
-                s.closes.push((side, code));
-            }
-        }
-        s
-    }
-
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.poll_watch(cx);
         for _ in 0..64 {
