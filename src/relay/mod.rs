@@ -15,6 +15,7 @@
 
 mod closing;
 mod direction;
+mod json;
 mod policy;
 mod rules;
 mod transport;
