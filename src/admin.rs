@@ -2,26 +2,44 @@
 //! connection. `GET /metrics` (Prometheus text 0.0.4), `GET /healthz` (200 while the process
 //! runs) and `GET /readyz` (200 when every route has a usable backend and the gateway is not
 //! shutting down; else 503 with the reason). Never on the public port unless `admin` names its address.
+//! Each exchange (request head, answer, drain) has one deadline from accept, and connections
+//! that hold a place without a request make room for new ones (`MAX_CONNECTIONS`).
 
-use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_lite::{AsyncWriteExt, FutureExt};
+use smol::channel::{Receiver, Sender};
 use smol::LocalExecutor;
 
 use crate::handshake::{self, Head, Request};
 use crate::net::Stream;
 use crate::reactor::{self, Listener, Timer};
 
-/// Admin connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 64;
+/// Admin connections open at once: it bounds the admin thread's descriptors. When all are
+/// taken, the oldest one that is not being answered (still reading its request head, or
+/// draining after its answer) is evicted for the next, once it has had [`HEAD_GRACE`]; until
+/// then new connections wait in the listen queue, in order. Idle or slow connections only take
+/// each other's places, and a liveness probe waits at most a few graces for its turn.
+const MAX_CONNECTIONS: usize = 256;
 
-/// Time for an admin request head.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time a new admin connection has for its request head before it may be evicted.
+const HEAD_GRACE: Duration = Duration::from_millis(100);
+
+/// Time for a whole admin exchange, from accept: request head, answer, and the drain after it.
+const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Time to read what the client still sends after its answer (within [`EXCHANGE_TIMEOUT`]).
+const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
+
+/// Connections the kernel queues for `accept` (std listens with 128): where new admin
+/// connections wait while every place is taken.
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// What the admin endpoints report, taken when a request arrives.
 pub struct Status {
@@ -41,6 +59,7 @@ pub fn start(host: &str, port: u16, status: StatusFn) -> io::Result<SocketAddr> 
     let named =
         |e: io::Error| io::Error::new(e.kind(), format!("admin: cannot listen on {shown}: {e}"));
     let listener = TcpListener::bind((host, port)).map_err(named)?;
+    rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
     listener.set_nonblocking(true).map_err(named)?;
     let addr = listener.local_addr().map_err(named)?;
     let listener = Arc::new(listener);
@@ -61,8 +80,15 @@ async fn serve(listener: Arc<TcpListener>, status: StatusFn, ex: Rc<LocalExecuto
             return;
         }
     };
-    let open = Rc::new(Cell::new(0usize));
+    let (ended, ended_rx) = smol::channel::bounded(1);
+    let table = Rc::new(RefCell::new(Table {
+        open: 0,
+        next_id: 0,
+        evictable: BTreeMap::new(),
+        ended,
+    }));
     loop {
+        make_room(&table, &ended_rx).await;
         let (tcp, peer) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
@@ -71,50 +97,152 @@ async fn serve(listener: Arc<TcpListener>, status: StatusFn, ex: Rc<LocalExecuto
                 continue;
             }
         };
-        if open.get() >= MAX_CONNECTIONS {
-            log::debug!("admin {peer}: closed: {MAX_CONNECTIONS} admin connections already open");
-            continue;
-        }
         let Ok(stream) = Stream::accepted(tcp) else {
             continue;
         };
-        open.set(open.get() + 1);
-        let (open, status) = (open.clone(), status.clone());
+        let (slot, status) = (Slot::admit(&table), status.clone());
         ex.spawn(async move {
-            answer(stream, peer, &status).await;
-            open.set(open.get() - 1);
+            exchange(stream, peer, &status, &slot)
+                .or(async {
+                    Timer::after(EXCHANGE_TIMEOUT).await;
+                    log::debug!("admin {peer}: closed: not done within {EXCHANGE_TIMEOUT:?}");
+                })
+                .await;
         })
         .detach();
+        // Let the new connection (and an evicted one) run before the next accept.
+        futures_lite::future::yield_now().await;
     }
 }
 
-/// Reads one request and answers it.
-async fn answer(mut stream: Stream, peer: SocketAddr, status: &StatusFn) {
-    let read = handshake::read_request(&mut stream, 8192)
+/// The open admin connections: how many, and which may be evicted.
+struct Table {
+    open: usize,
+    next_id: u64,
+    /// The connections not being answered right now, oldest first, with when each was
+    /// admitted; dropping one's sender evicts it.
+    evictable: BTreeMap<u64, (Instant, Sender<()>)>,
+    /// Told, without waiting, whenever a connection ends.
+    ended: Sender<()>,
+}
+
+/// Waits until a new connection may be admitted: a place is free, or the oldest connection
+/// not being answered has had its [`HEAD_GRACE`] (it is evicted).
+async fn make_room(table: &RefCell<Table>, ended: &Receiver<()>) {
+    loop {
+        let wait = {
+            let mut t = table.borrow_mut();
+            if t.open < MAX_CONNECTIONS {
+                return;
+            }
+            let now = Instant::now();
+            match t.evictable.first_key_value() {
+                Some((&id, &(since, _))) if since + HEAD_GRACE <= now => {
+                    // Its task logs it, with its peer.
+                    t.evictable.remove(&id);
+                    return;
+                }
+                Some((_, &(since, _))) => since + HEAD_GRACE - now,
+                // Every one is being answered: one ends within the exchange deadline.
+                None => EXCHANGE_TIMEOUT,
+            }
+        };
+        async {
+            let _ = ended.recv().await;
+        }
+        .or(Timer::after(wait))
+        .await;
+    }
+}
+
+/// An admitted connection's place in the [`Table`], given back when dropped.
+struct Slot {
+    id: u64,
+    since: Instant,
+    table: Rc<RefCell<Table>>,
+    /// Closed (never sent to) when the connection is evicted.
+    evicted: Receiver<()>,
+}
+
+impl Slot {
+    fn admit(table: &Rc<RefCell<Table>>) -> Slot {
+        let (evict, evicted) = smol::channel::bounded(1);
+        let since = Instant::now();
+        let mut t = table.borrow_mut();
+        let id = t.next_id;
+        t.next_id += 1;
+        t.open += 1;
+        t.evictable.insert(id, (since, evict));
+        Slot {
+            id,
+            since,
+            table: table.clone(),
+            evicted,
+        }
+    }
+
+    /// Completes when the connection is evicted.
+    async fn evicted(&self) {
+        let _ = self.evicted.recv().await;
+    }
+
+    /// Runs `work` (answering) with the connection safe from eviction; `None` when it had
+    /// been evicted already.
+    async fn busy<T>(&self, work: impl std::future::Future<Output = T>) -> Option<T> {
+        let (_, evict) = self.table.borrow_mut().evictable.remove(&self.id)?;
+        let out = work.await;
+        let entry = (self.since, evict);
+        self.table.borrow_mut().evictable.insert(self.id, entry);
+        Some(out)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut t = self.table.borrow_mut();
+        t.evictable.remove(&self.id);
+        t.open -= 1;
+        let _ = t.ended.try_send(());
+    }
+}
+
+/// One admin exchange: reads a request, answers it, drains; an eviction ends it at any point
+/// but the answer.
+async fn exchange(mut stream: Stream, peer: SocketAddr, status: &StatusFn, slot: &Slot) {
+    let read = async { Some(handshake::read_request(&mut stream, 8192).await) }
         .or(async {
-            Timer::after(REQUEST_TIMEOUT).await;
-            Err(crate::error::Error::HandshakeTimeout(REQUEST_TIMEOUT))
+            slot.evicted().await;
+            None
         })
         .await;
-    let request = match read {
-        Ok((r, _)) => r,
+    let Some(read) = read else {
+        log::debug!("admin {peer}: evicted before a complete request ({MAX_CONNECTIONS} open)");
+        return;
+    };
+    let reply = match read {
+        Ok((request, _)) => {
+            let reply = reply(&request, || status());
+            log::debug!(
+                "admin {peer}: {} {} -> {}",
+                request.method,
+                request.target,
+                reply.code
+            );
+            reply
+        }
         Err(e) => {
             log::debug!("admin {peer}: {e}");
-            if e.status().is_some() {
-                let bad = Reply::text(400, "bad request\n");
-                respond(&mut stream, &bad).await;
+            if e.status().is_none() {
+                return;
             }
-            return;
+            Reply::text(400, "bad request\n")
         }
     };
-    let reply = reply(&request, || status());
-    log::debug!(
-        "admin {peer}: {} {} -> {}",
-        request.method,
-        request.target,
-        reply.code
-    );
-    respond(&mut stream, &reply).await;
+    if slot.busy(send(&mut stream, &reply)).await == Some(true) {
+        handshake::drain(&mut stream, DRAIN_TIMEOUT, 64 * 1024)
+            .or(slot.evicted())
+            .await;
+    }
 }
 
 /// An admin answer.
@@ -202,6 +330,13 @@ fn readiness(s: &Status) -> Reply {
 
 /// Writes `reply` and closes the connection gracefully.
 pub async fn respond(stream: &mut Stream, reply: &Reply) {
+    if send(stream, reply).await {
+        handshake::drain(stream, DRAIN_TIMEOUT, 64 * 1024).await;
+    }
+}
+
+/// Writes `reply` and sends FIN; whether it was all written.
+async fn send(stream: &mut Stream, reply: &Reply) -> bool {
     let reason = crate::error::reason_phrase(reply.code);
     let head = format!(
         "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
@@ -217,8 +352,9 @@ pub async fn respond(stream: &mut Stream, reply: &Reply) {
         }
         stream.flush().await
     };
-    if sent.await.is_ok() {
+    let sent = sent.await.is_ok();
+    if sent {
         stream.shutdown_write();
-        handshake::drain(stream, Duration::from_millis(500), 64 * 1024).await;
     }
+    sent
 }

@@ -54,7 +54,8 @@ pub struct RouteStats {
     messages: [[AtomicU64; 5]; 2],
     bytes: [AtomicU64; 2],
     handshakes: Mutex<BTreeMap<u16, u64>>,
-    closes: Mutex<BTreeMap<(Side, u16), u64>>,
+    /// By side and [`code_label`].
+    closes: Mutex<BTreeMap<(Side, &'static str), u64>>,
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     /// Connect time histograms by backend (`ws://host:port`).
@@ -169,10 +170,26 @@ impl RouteStats {
         }
         if !closes.is_empty() {
             let mut map = lock(&self.closes);
-            for &key in closes {
-                *map.entry(key).or_default() += 1;
+            for &(side, code) in closes {
+                *map.entry((side, code_label(code))).or_default() += 1;
             }
         }
+    }
+}
+
+/// The `code` label of a close code. Peers choose their codes, so the label's values are
+/// bounded: the codes RFC 6455 and IANA define (1000-1015) as themselves, the registered and
+/// private ranges as `3xxx` and `4xxx`, anything else as `other`.
+fn code_label(code: u16) -> &'static str {
+    const DEFINED: [&str; 16] = [
+        "1000", "1001", "1002", "1003", "1004", "1005", "1006", "1007", "1008", "1009", "1010",
+        "1011", "1012", "1013", "1014", "1015",
+    ];
+    match code {
+        1000..=1015 => DEFINED[usize::from(code - 1000)],
+        3000..=3999 => "3xxx",
+        4000..=4999 => "4xxx",
+        _ => "other",
     }
 }
 
@@ -273,14 +290,15 @@ fn render_events(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
         }
     }
     let name = "kairos_closes_total";
-    let help = "Close frames by the side that sent them and their code (1005: no code).";
+    let help = "Close frames by the side that sent them and their code \
+                (1005: no code; 3xxx, 4xxx: those ranges).";
     let mut f = Family::start(out, name, "counter", help);
     for (route, s) in routes {
         for ((side, code), n) in lock(&s.closes).iter() {
             let labels = [
                 ("route", route.as_str()),
                 ("side", side.label()),
-                ("code", &code.to_string()),
+                ("code", code),
             ];
             f.sample(name, &labels, n);
         }
@@ -396,6 +414,25 @@ mod tests {
             format!("kairos_backend_up{{{route},backend=\"ws://b:1\"}} 1"),
         ] {
             assert!(text.contains(&want), "missing {want:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn close_code_labels_are_bounded() {
+        for (code, label) in [
+            (1000, "1000"),
+            (1005, "1005"),
+            (1015, "1015"),
+            (1016, "other"),
+            (2999, "other"),
+            (3000, "3xxx"),
+            (3999, "3xxx"),
+            (4000, "4xxx"),
+            (4999, "4xxx"),
+            (5000, "other"),
+            (0, "other"),
+        ] {
+            assert_eq!(code_label(code), label, "code {code}");
         }
     }
 

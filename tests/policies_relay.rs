@@ -119,6 +119,45 @@ fn require_json_passes_json_and_closes_1007_on_anything_else() {
     });
 }
 
+/// The process's peak resident memory (VmHWM) in KiB.
+fn peak_rss_kib(gw: &GatewayProcess) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", gw.child.id()))
+        .expect("read /proc/PID/status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
+}
+
+#[test]
+fn require_json_holds_a_large_message_once_not_twice() {
+    let route = r#""message_filter": { "require_json": true },"#;
+    let gw = GatewayProcess::start(&config_json(start_echo(), "", route), None);
+    let addr = gw.addr();
+    let size: u64 = 12 << 20;
+    let big = format!(r#"{{"data": "{}"}}"#, "x".repeat(size as usize));
+    run(async {
+        let mut ws = connect(addr, "/ws/chat").await;
+        ws.send(Message::text("{}")).await.unwrap();
+        assert_eq!(next_data(&mut ws).await, Message::text("{}"));
+        let before = peak_rss_kib(&gw);
+        ws.send(Message::text(big.clone())).await.unwrap();
+        assert!(
+            next_data(&mut ws).await == Message::text(big),
+            "echo differs"
+        );
+        // The relay buffer holds the text frame whole (the message), and nothing else does.
+        let grew = peak_rss_kib(&gw).saturating_sub(before);
+        eprintln!("peak RSS grew {grew} KiB for a {} KiB message", size >> 10);
+        assert!(
+            grew < (size >> 10) * 3 / 2,
+            "peak RSS grew {grew} KiB for a {} KiB message",
+            size >> 10
+        );
+    });
+}
+
 #[test]
 fn message_rate_with_close_passes_the_burst_and_closes_1008_past_it() {
     let rate = r#""rate_limit": { "messages_per_second": { "rate": 0.5, "burst": 5 },

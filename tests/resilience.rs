@@ -342,3 +342,44 @@ fn an_http_check_failing_stops_new_connections_but_keeps_open_ones() {
         held.close(None).await.unwrap();
     });
 }
+
+#[test]
+fn a_check_whose_timeout_is_longer_than_its_interval_marks_a_silent_backend_down() {
+    let (timeout, unhealthy) = (Duration::from_millis(400), 2);
+    // A backend that accepts and never answers: every probe of it times out. It records when
+    // each probe arrived, and holds the connection until the gateway drops it.
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let seen = arrivals.clone();
+    let silent = spawn_backend(move |mut s| {
+        seen.lock().unwrap().push(Instant::now());
+        async move {
+            let mut sink = Vec::new();
+            let _ = futures_lite::AsyncReadExt::read_to_end(&mut s, &mut sink).await;
+        }
+    });
+    let good = TestBackend::start(1);
+    let silent_json = format!(
+        r#"{{ "host": "ws://127.0.0.1", "port": {} }}"#,
+        silent.port()
+    );
+    let checks = r#""health_check": { "interval_ms": 50, "timeout_ms": 400,
+        "unhealthy_threshold": 2, "healthy_threshold": 2 },"#;
+    let gw = GatewayProcess::start(&config(&[silent_json, good.json("")], checks), None);
+    gw.addr();
+    let down = gw.wait_for(
+        &format!("backend ws://127.0.0.1:{} is down", silent.port()),
+        STEP,
+    );
+    let line = down.expect("the silent backend was never marked down");
+    assert!(line.contains("2 health checks in a row failed"), "{line}");
+    // The next probe started when the previous one ended (its timeout), not every interval.
+    let arrivals = arrivals.lock().unwrap().clone();
+    assert!(arrivals.len() >= unhealthy, "{} probes", arrivals.len());
+    for pair in arrivals.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(
+            gap >= timeout - Duration::from_millis(50),
+            "probes {gap:?} apart: they overlapped"
+        );
+    }
+}

@@ -332,6 +332,47 @@ fn silent_client_is_dropped_after_handshake_timeout() {
     });
 }
 
+#[test]
+fn tls_handshake_and_request_head_share_one_timeout_from_accept() {
+    let limits = r#""limits": { "handshake_timeout_ms": 1000 },"#;
+    let (gw, ca) = tls_gateway(start_echo(), limits);
+    common::run(async {
+        let start = Instant::now();
+        let tcp = TcpStream::connect(gw).await.unwrap();
+        // A slow client: its TLS handshake begins 600 ms after the connect, within the limit...
+        smol::Timer::after(Duration::from_millis(600)).await;
+        let name = ServerName::try_from("localhost").unwrap();
+        let connector = TlsConnector::from(default_client(&ca));
+        let mut tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("TLS handshake in time");
+        // ...then its request head trickles, a byte every 50 ms, and never ends.
+        let head = b"GET /ws/chat HTTP/1.1\r\nHost: localhost\r\nX-Slow: ";
+        let mut buf = [0u8; 256];
+        for i in 0.. {
+            let byte = head.get(i).copied().unwrap_or(b'a');
+            if tls.write_all(&[byte]).await.is_err() || tls.flush().await.is_err() {
+                break;
+            }
+            // The gateway's close (EOF, alert or reset) ends the read.
+            if within(Duration::from_millis(50), tls.read(&mut buf))
+                .await
+                .is_some()
+            {
+                break;
+            }
+            assert!(start.elapsed() < STEP, "the trickling client was never cut");
+        }
+        // Cut at the limit from accept (1 s), not a whole limit after the TLS handshake.
+        let cut = start.elapsed();
+        assert!(
+            cut >= Duration::from_millis(900) && cut < Duration::from_millis(1450),
+            "cut after {cut:?}; the limit is 1 s from accept"
+        );
+    });
+}
+
 // ---------------------------------------------------------------------------------------------
 // e) what the backend sees
 // ---------------------------------------------------------------------------------------------

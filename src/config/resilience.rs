@@ -31,9 +31,11 @@ impl Default for CircuitBreaker {
 /// `health_check`: active probes of each backend of a route.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthCheck {
-    /// `interval_ms` (10000): time between the starts of two probes of a backend.
+    /// `interval_ms` (10000): time between the starts of two probes of a backend (the next
+    /// starts when the previous one ends, if that is later).
     pub interval: Duration,
-    /// `timeout_ms` (2000, at most `interval_ms`): a probe not done by then failed.
+    /// `timeout_ms` (2000, or `interval_ms` when that is shorter): a probe not done by then
+    /// failed. It may be longer than `interval_ms`, as in HAProxy and Envoy.
     pub timeout: Duration,
     /// `unhealthy_threshold` (3): failed probes in a row that mark a backend down.
     pub unhealthy_threshold: u32,
@@ -99,18 +101,8 @@ pub fn read_health(
         Duration::from_millis(h.int(r, key, 10, MAX_MS, def.as_millis() as u64))
     };
     let interval = ms(&mut h, report, "interval_ms", d.interval);
+    // Longer than the interval is fine: the next probe starts when the previous one ends.
     let timeout = ms(&mut h, report, "timeout_ms", d.timeout.min(interval));
-    if timeout > interval {
-        h.error(
-            report,
-            "timeout_ms",
-            format!(
-                "{} is longer than interval_ms ({}): a probe must end before the next starts",
-                timeout.as_millis(),
-                interval.as_millis()
-            ),
-        );
-    }
     let threshold = |h: &mut Fields, r: &mut Report, key, def: u32| {
         h.int(r, key, 1, 1000, u64::from(def)) as u32
     };

@@ -1,5 +1,5 @@
 //! How a relayed connection ends: a leg that breaks the protocol or vanishes, the close frames
-//! the gateway writes itself, the grace period, and the final shutdown.
+//! the gateway writes itself, the grace period, the final shutdown, and the summary.
 
 use std::future::poll_fn;
 use std::pin::Pin;
@@ -8,9 +8,10 @@ use std::task::Poll;
 use crate::reactor::Timer;
 use futures_lite::FutureExt;
 
-use super::{Conn, Transport, BACKEND, CLIENT, CLOSE_GRACE, DRAIN};
+use super::{Conn, Summary, Transport, BACKEND, CLIENT, CLOSE_GRACE, DRAIN};
 use crate::error::close_for_violation;
 use crate::frame::{close_frame, Violation};
+use crate::metrics::Side;
 
 impl<C: Transport, B: Transport> Conn<C, B> {
     /// Leg `src` broke the protocol: close it with the RFC's code, tell the other side.
@@ -72,9 +73,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         if self.legs[leg].close_out || self.legs[leg].dead {
             return;
         }
-        self.summary
-            .closes
-            .push((crate::metrics::Side::Gateway, code));
+        self.summary.closes.push((Side::Gateway, code));
         let l = &mut self.legs[leg];
         let mask = (leg == BACKEND).then(rand::random::<[u8; 4]>);
         let mut frame = close_frame(code, reason, mask);
@@ -86,39 +85,82 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         l.close_out = true;
     }
 
+    /// Sends FIN to each leg whose close handshake is complete while the other leg is still
+    /// closing (the relay is about to wait for it): the leg sent its close frame, and the close
+    /// frame to it is written and flushed. Nothing more is read from or written to it, so it
+    /// need not wait for the other leg, up to [`CLOSE_GRACE`]. When both complete together,
+    /// [`Conn::finish`] closes them as before.
+    pub(super) fn shut_complete_legs(&mut self) {
+        for leg in [CLIENT, BACKEND] {
+            let l = &self.legs[leg];
+            let to_it = &self.dirs[1 - leg];
+            let complete = l.got_close && l.close_out && l.inject.is_none() && !l.unflushed;
+            if complete && to_it.is_empty() && !l.dead && !l.shut {
+                match leg {
+                    CLIENT => self.client.shutdown_write(),
+                    _ => self.backend.shutdown_write(),
+                }
+                self.legs[leg].shut = true;
+            }
+        }
+    }
+
     pub(super) fn start_grace(&mut self) {
         if self.grace.is_none() {
             self.grace = Some(Timer::after(CLOSE_GRACE));
         }
     }
 
+    /// How the relay went, once it is over.
+    pub(super) fn summary(&mut self) -> Summary {
+        let [up, down] = &self.dirs;
+        let mut s = std::mem::take(&mut self.summary);
+        s.traffic.messages = [up.counts, down.counts];
+        s.traffic.bytes = [up.bytes, down.bytes];
+        for (side, d) in [(Side::Client, up), (Side::Backend, down)] {
+            if let Some(code) = d.close_code {
+                s.closes.push((side, code));
+            }
+        }
+        s
+    }
+
     /// Shuts both legs down and reads what they still send for a moment, so that the last
     /// frames are not lost to a reset.
-    pub(super) async fn finish(&mut self) {
-        // A client whose close frame was read has nothing more to send: it is dropped at once
-        // (the server closes first, as RFC 6455 asks; closing sends the FIN). The backend leg
-        // is read to its end, so that the backend closes first and the TIME_WAIT state (and
-        // its port) stays there. A leg that is read on gets a FIN now, unless it sent its
-        // close frame (then it closes by itself): one system call less per connection. A
-        // client already done gets its FIN now too when the backend may keep it waiting.
+    pub(super) async fn finish(self) {
+        // A client whose close frame was read has nothing more to send: it is dropped at once,
+        // before the backend's drain (the server closes first, as RFC 6455 asks; closing sends
+        // the FIN). The backend leg is read to its end, so that the backend closes first and
+        // the TIME_WAIT state (and its port) stays there. A leg that is read on gets a FIN now,
+        // unless it sent its close frame (then it closes by itself): one system call less per
+        // connection. A client already done gets its FIN now too when the backend may keep it
+        // waiting (with a TLS close_notify first on the TLS listener).
+        let Conn {
+            mut client,
+            mut backend,
+            legs,
+            ..
+        } = self;
         let mut done = [
-            self.legs[CLIENT].got_close || self.legs[CLIENT].dead,
-            self.legs[BACKEND].dead,
+            legs[CLIENT].got_close || legs[CLIENT].dead,
+            legs[BACKEND].dead,
         ];
-        if !done[CLIENT] || !self.legs[BACKEND].got_close {
-            self.client.shutdown_write();
+        if (!done[CLIENT] || !legs[BACKEND].got_close) && !legs[CLIENT].shut {
+            client.shutdown_write();
         }
-        if !done[BACKEND] && !self.legs[BACKEND].got_close {
-            self.backend.shutdown_write();
+        if !done[BACKEND] && !legs[BACKEND].got_close {
+            backend.shutdown_write();
         }
+        let mut client = (!done[CLIENT]).then_some(client);
         let mut scratch = [0u8; 512];
         let drain = poll_fn(|cx| {
             let mut open = 0;
             for (i, finished) in done.iter_mut().enumerate() {
                 while !*finished {
-                    let r = match i {
-                        CLIENT => Pin::new(&mut self.client).poll_read(cx, &mut scratch),
-                        _ => Pin::new(&mut self.backend).poll_read(cx, &mut scratch),
+                    let r = match (i, client.as_mut()) {
+                        (CLIENT, Some(c)) => Pin::new(c).poll_read(cx, &mut scratch),
+                        (CLIENT, None) => Poll::Ready(Ok(0)),
+                        _ => Pin::new(&mut backend).poll_read(cx, &mut scratch),
                     };
                     match r {
                         Poll::Ready(Ok(n)) if n > 0 => continue,

@@ -82,8 +82,8 @@ pub struct Direction {
     pub keepalive_pongs: u64,
     /// The route's policies for this direction (`None` on the fast path).
     pub policy: Option<Box<DirPolicy>>,
-    /// Room a whole frame needs in the buffer (a JSON-checked text frame may be larger than
-    /// [`BUF`]).
+    /// Room a whole frame needs in the buffer while it waits to be whole (a JSON-checked text
+    /// frame may be larger than [`BUF`]); 0 once it is.
     want: usize,
 }
 
@@ -123,23 +123,43 @@ impl Direction {
         self.start == self.end
     }
 
-    /// Makes room for reading: moves unwritten bytes to the front when the tail is full.
+    /// Makes room for reading: moves unwritten bytes to the front when the tail is full. A
+    /// buffer that grew past [`BUF`] for a large frame is given back once what is left in it
+    /// fits in [`BUF`] (none is kept when nothing is left).
     pub fn compact(&mut self) {
-        if self.start == self.end {
+        let len = self.buf.as_ref().map_or(0, |b| b.len());
+        let left = self.end - self.start;
+        let shrink = len > BUF && left <= BUF && self.want <= BUF;
+        if left == 0 {
             self.start = 0;
             self.ready = 0;
             self.end = 0;
-        } else if self.start > 0 && self.buf.as_ref().is_some_and(|b| self.end == b.len()) {
-            let shift = self.start;
+            if shrink {
+                self.buf = None;
+            }
+        } else if shrink {
+            let mut small = vec![0u8; BUF].into_boxed_slice();
+            if let Some(buf) = self.buf.as_ref() {
+                small[..left].copy_from_slice(&buf[self.start..self.end]);
+            }
+            self.buf = Some(small);
+            self.shift(self.start);
+        } else if self.start > 0 && self.end == len {
+            let by = self.start;
             if let Some(buf) = self.buf.as_mut() {
-                buf.copy_within(shift..self.end, 0);
+                buf.copy_within(by..self.end, 0);
             }
-            self.start = 0;
-            self.ready -= shift;
-            self.end -= shift;
-            if let Some(p) = self.frame.as_mut() {
-                p.start = p.start.and_then(|s| s.checked_sub(shift));
-            }
+            self.shift(by);
+        }
+    }
+
+    /// The buffered bytes moved `by` bytes to the front: the positions follow them.
+    fn shift(&mut self, by: usize) {
+        self.start -= by;
+        self.ready -= by;
+        self.end -= by;
+        if let Some(p) = self.frame.as_mut() {
+            p.start = p.start.and_then(|s| s.checked_sub(by));
         }
     }
 
@@ -267,6 +287,8 @@ impl Direction {
                     return Ok(Event::None); // throttled: the frame waits in the buffer
                 }
                 if json {
+                    // Whole: the buffer may shrink back once the frame is through.
+                    self.want = 0;
                     let payload = &buf[at + h.header_len..at + total as usize];
                     p.text_frame(payload, h.mask, h.fin)?;
                 }
@@ -374,3 +396,6 @@ fn pass_payload(chunk: &mut [u8], p: &mut Payload, utf8: &mut Utf8Check) -> bool
     p.offset = (p.offset + chunk.len()) % 4;
     ok
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,10 +10,12 @@
 //! Pings, pongs and close frames are passed through, so the peer answers them; the close
 //! handshake is the peers' own. The gateway writes a close frame itself only when a leg breaks
 //! the protocol or vanishes (codes in [`crate::error`]), at a frame boundary of the other
-//! stream. Once one leg is finished, the other gets [`CLOSE_GRACE`].
+//! stream. Once one leg is finished, the other gets [`CLOSE_GRACE`]; a leg whose close
+//! handshake is complete gets its FIN at once, without waiting for the other.
 
 mod closing;
 mod direction;
+mod json;
 mod policy;
 mod rules;
 mod transport;
@@ -73,6 +75,8 @@ struct Leg {
     owed: Option<(u16, &'static str)>,
     /// The output was written since the last flush.
     unflushed: bool,
+    /// Its close handshake was complete while the other leg was still closing: it got its FIN.
+    shut: bool,
 }
 
 struct Conn<C, B> {
@@ -128,18 +132,9 @@ pub async fn run<C: Transport, B: Transport>(
         }
     }
     poll_fn(|cx| conn.poll(cx)).await;
+    let summary = conn.summary();
     conn.finish().await;
-    let [up, down] = &conn.dirs;
-    let s = &mut conn.summary;
-    s.traffic.messages = [up.counts, down.counts];
-    s.traffic.bytes = [up.bytes, down.bytes];
-    use crate::metrics::Side;
-    for (side, d) in [(Side::Client, up), (Side::Backend, down)] {
-        if let Some(code) = d.close_code {
-            s.closes.push((side, code));
-        }
-    }
-    conn.summary
+    summary
 }
 
 impl<C: Transport, B: Transport> Conn<C, B> {
@@ -154,6 +149,10 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             if !up && !down {
                 if self.rules.policy.is_some() && self.poll_throttle(cx) {
                     continue;
+                }
+                if self.grace.is_some() {
+                    // Closing has begun.
+                    self.shut_complete_legs();
                 }
                 if let Some(t) = self.grace.as_mut() {
                     if Pin::new(t).poll(cx).is_ready() {

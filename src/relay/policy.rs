@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 
+use super::json::JsonCheck;
 use super::{Conn, Transport};
 use crate::bucket::{Bucket, Tokens};
 use crate::config::{MessageFilter, OnExceed, RateLimit};
-use crate::frame::{apply_mask, op, Header, Violation};
+use crate::frame::{op, Header, Violation};
 use crate::reactor::Timer;
 
 /// The policies of one route, as the relay applies them (copied into each connection).
@@ -63,8 +64,8 @@ pub struct DirPolicy {
     bytes: Option<(Bucket, Tokens)>,
     /// Throttled: no new data frame starts before this.
     pub paused_until: Option<Instant>,
-    /// The client's text message so far (unmasked), when it must be JSON.
-    json: Option<Vec<u8>>,
+    /// The JSON check of the client's text message under way, when it must be JSON.
+    json: Option<JsonCheck>,
     /// Checking this direction's text messages as JSON.
     check_json: bool,
 }
@@ -142,8 +143,9 @@ impl DirPolicy {
         Ok(Verdict::Pass)
     }
 
-    /// A whole text frame of the client's (`payload`, still masked with `mask`): kept, and
-    /// at the message's last frame checked as JSON.
+    /// A whole text frame of the client's (`payload`, still masked with `mask`), before it
+    /// passes: fed to the message's JSON check, which the message's last frame must complete.
+    /// Nothing is copied: the check keeps a few bytes of state.
     pub fn text_frame(
         &mut self,
         payload: &[u8],
@@ -153,18 +155,15 @@ impl DirPolicy {
         if !self.check_json {
             return Ok(());
         }
-        let acc = self.json.get_or_insert_with(Vec::new);
-        let from = acc.len();
-        acc.extend_from_slice(payload);
-        if let Some(k) = mask {
-            apply_mask(&mut acc[from..], k, 0);
+        let check = self.json.get_or_insert_with(JsonCheck::default);
+        let ok = match mask {
+            Some(k) => (payload.iter().zip(k.iter().cycle())).all(|(b, k)| check.feed_byte(b ^ k)),
+            None => check.feed(payload),
+        };
+        let ok = ok && (!fin || check.is_complete());
+        if fin || !ok {
+            self.json = None;
         }
-        if !fin {
-            return Ok(());
-        }
-        let ok = serde_json::from_slice::<serde::de::IgnoredAny>(acc).is_ok();
-        // The message is done: its bytes go (an idle connection holds no buffer).
-        self.json = None;
         if ok {
             Ok(())
         } else {

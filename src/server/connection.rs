@@ -7,13 +7,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
+use futures_rustls::rustls;
 
 use super::admit::{admit, Admitted};
 use super::Generation;
 use crate::admission::{self, Ticket};
 use crate::balance::{self, Lease};
 use crate::config::{Config, Route};
-use crate::drain::Drain;
+use crate::drain::{Drain, Watcher};
 use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
 use crate::metrics::RouteStats;
@@ -31,6 +32,8 @@ pub(super) async fn serve(
     drain: Arc<Drain>,
     id: u64,
 ) {
+    // The TLS handshake and the request head share one limit, counted from here.
+    let head_deadline = Instant::now() + gen.config.limits.handshake_timeout;
     let _ = stream.set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
     // On this worker thread's edge-triggered driver for the connection's whole life.
@@ -44,14 +47,8 @@ pub(super) async fn serve(
     let config = &gen.config;
     let mut watch = drain.watch();
     if let Some(tls) = &config.listener_tls {
-        let limit = config.limits.handshake_timeout;
-        let accept = Box::pin(crate::net::accept_tls(tls.clone(), stream, limit));
-        // A shutdown drops a client still in its TLS handshake.
-        let draining = async {
-            (&mut watch).await;
-            Err(std::io::Error::other("the gateway is shutting down"))
-        };
-        stream = match accept.or(draining).await {
+        let accepted = tls_handshake(tls, stream, head_deadline, &mut watch).await;
+        stream = match accepted {
             Ok(s) => s,
             Err(e) => {
                 log::debug!("conn {id} {peer}: TLS handshake failed: {e}");
@@ -62,7 +59,7 @@ pub(super) async fn serve(
     // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
     // gone before the relay starts: an idle relayed connection keeps only what it needs. A
     // shutdown during the handshake answers 503.
-    let opened = Box::pin(open(&mut stream, peer, &gen, id))
+    let opened = Box::pin(open(&mut stream, peer, &gen, id, head_deadline))
         .or(async {
             (&mut watch).await;
             Err(Refused(Error::ShuttingDown, None))
@@ -100,6 +97,23 @@ pub(super) async fn serve(
             format!("; {}", summary.errors.join("; "))
         }
     );
+}
+
+/// The TLS listener's handshake with a client, done by `deadline`; a shutdown drops a client
+/// still in it.
+async fn tls_handshake(
+    tls: &Arc<rustls::ServerConfig>,
+    stream: Stream,
+    deadline: Instant,
+    watch: &mut Watcher,
+) -> std::io::Result<Stream> {
+    let limit = deadline.saturating_duration_since(Instant::now());
+    let accept = Box::pin(crate::net::accept_tls(tls.clone(), stream, limit));
+    let draining = async {
+        watch.await;
+        Err(std::io::Error::other("the gateway is shutting down"))
+    };
+    accept.or(draining).await
 }
 
 /// The relay's rules for a connection on `route`.
@@ -165,22 +179,22 @@ enum Opening {
 /// Why a connection is refused, and on which route (`None`: before one matched).
 pub(super) struct Refused(pub(super) Error, pub(super) Option<usize>);
 
-/// Everything before the relay: request, route, token, connection limits, backend, 101.
-/// `Err` when the connection is to be refused; `ClientGone` when the client left after its
-/// 101 was due.
+/// Everything before the relay: request (complete by `head_deadline`), route, token,
+/// connection limits, backend, 101. `Err` when the connection is to be refused; `ClientGone`
+/// when the client left after its 101 was due.
 async fn open(
     stream: &mut Stream,
     peer: SocketAddr,
     gen: &Generation,
     id: u64,
+    head_deadline: Instant,
 ) -> Result<Opening, Refused> {
     let config = &gen.config;
     let limits = &config.limits;
-    let timeout = limits.handshake_timeout;
     let read = handshake::read_request(stream, limits.max_request_head_bytes)
         .or(async {
-            Timer::after(timeout).await;
-            Err(Error::HandshakeTimeout(timeout))
+            Timer::after(head_deadline.saturating_duration_since(Instant::now())).await;
+            Err(Error::HandshakeTimeout(limits.handshake_timeout))
         })
         .await;
     let (mut request, early) = read.map_err(|e| Refused(e, None))?;
