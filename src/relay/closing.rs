@@ -127,7 +127,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
 
     /// Shuts both legs down and reads what they still send for a moment, so that the last
     /// frames are not lost to a reset.
-    pub(super) async fn finish(self) {
+    pub(super) async fn finish(self: Box<Self>) {
         // A client whose close frame was read has nothing more to send: it is dropped at once,
         // before the backend's drain (the server closes first, as RFC 6455 asks; closing sends
         // the FIN). The backend leg is read to its end, so that the backend closes first and
@@ -140,7 +140,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             mut backend,
             legs,
             ..
-        } = self;
+        } = *self;
         let mut done = [
             legs[CLIENT].got_close || legs[CLIENT].dead,
             legs[BACKEND].dead,

@@ -104,7 +104,9 @@ pub async fn run<C: Transport, B: Transport>(
     rules: Rules,
     drain: Option<crate::drain::Watcher>,
 ) -> Summary {
-    let mut conn = Conn {
+    // On the heap: the connection's task then holds a pointer, not the state, and nothing
+    // large is moved when the relay starts or finishes.
+    let mut conn = Box::new(Conn {
         client,
         backend,
         dirs: [Direction::new(true), Direction::new(false)],
@@ -114,7 +116,7 @@ pub async fn run<C: Transport, B: Transport>(
         watch: watch::Watch::default(),
         throttle: [None, None],
         summary: Summary::default(),
-    };
+    });
     if let Some(p) = rules.policy {
         for (i, d) in conn.dirs.iter_mut().enumerate() {
             d.policy = Some(policy::DirPolicy::new(p, i == CLIENT));

@@ -70,7 +70,8 @@ pub(super) async fn serve(
         Ok(Opening::Answered) => return,
         Err(Refused(e, at)) => {
             let stats = at.and_then(|i| gen.stats.get(i)).unwrap_or(&gen.unrouted);
-            return refuse(&mut stream, peer, id, &e, stats).await;
+            // Boxed: its buffers are not part of every connection's task.
+            return Box::pin(refuse(&mut stream, peer, id, &e, stats)).await;
         }
     };
     let stats = &gen.stats[o.at];

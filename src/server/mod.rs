@@ -261,12 +261,14 @@ impl Gateway {
     ) {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation();
-        let task = connection::serve(stream, peer, generation, self.drain.clone(), id);
-        let task = AssertUnwindSafe(task).catch_unwind();
+        let drain = self.drain.clone();
         let alive = Alive::new();
         ex.spawn(async move {
             let _alive = alive;
-            if let Err(panic) = task.await {
+            // Made here, not captured: a captured future would be stored twice in the task
+            // (as the capture and as the future awaited).
+            let task = connection::serve(stream, peer, generation, drain, id);
+            if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
                 let what = panic
                     .downcast_ref::<&str>()
                     .map(|s| s.to_string())
