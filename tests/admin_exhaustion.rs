@@ -89,13 +89,7 @@ fn healthz_and_readyz_answer_within_1s_while_1000_idle_or_trickling_connections_
         "open files limit {limit} too low"
     );
     let (backend, _) = id_backend(0);
-    let json = format!(
-        r#"{{ "version": 1, "admin": {{ "host": "127.0.0.1", "port": 0 }},
-            "routers": [{{ "protocol": "websocket", "external_path": "/ws/chat",
-                "internal_path": "/ws", "methods": ["GET"],
-                "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}] }}] }}"#,
-        backend.port()
-    );
+    let json = admin_config(backend);
     let gw = GatewayProcess::start(&json, None);
     let admin = gw.admin_addr();
     let (opened, stop) = (

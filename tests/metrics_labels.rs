@@ -13,13 +13,7 @@ use futures_lite::StreamExt;
 #[test]
 fn client_close_codes_are_labelled_by_range_in_metrics() {
     let (backend, _) = id_backend(0);
-    let json = format!(
-        r#"{{ "version": 1, "admin": {{ "host": "127.0.0.1", "port": 0 }},
-            "routers": [{{ "protocol": "websocket", "external_path": "/ws/chat",
-                "internal_path": "/ws", "methods": ["GET"],
-                "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}] }}] }}"#,
-        backend.port()
-    );
+    let json = admin_config(backend);
     let gw = GatewayProcess::start(&json, None);
     let (addr, admin) = (gw.addr(), gw.admin_addr());
     let series = |side: &str, code: &str| {

@@ -267,16 +267,39 @@ pub async fn echo_ws(mut ws: Ws) {
 /// A backend that reports every request head it receives on a channel, answers 101 with
 /// `extra` response header lines, and echoes.
 pub fn request_recorder_with(extra: &'static str) -> (SocketAddr, smol::channel::Receiver<Head>) {
+    request_recorder_after("", extra)
+}
+
+/// [`request_recorder_with`], writing `interim` (interim answers such as a `100 Continue`)
+/// before its 101.
+pub fn request_recorder_after(
+    interim: &'static str,
+    extra: &'static str,
+) -> (SocketAddr, smol::channel::Receiver<Head>) {
     let (tx, rx) = smol::channel::unbounded();
     let addr = spawn_backend(move |mut s| {
         let tx = tx.clone();
         async move {
             let head = read_head(&mut s).await;
             let _ = tx.send(Head::parse(&head)).await;
-            echo_ws(accept_after_head(s, &head, extra).await).await;
+            if s.write_all(interim.as_bytes()).await.is_ok() {
+                echo_ws(accept_after_head(s, &head, extra).await).await;
+            }
         }
     });
     (addr, rx)
+}
+
+/// A config with one route `/ws/chat` -> `ws://127.0.0.1:PORT/ws` and an admin listener on
+/// 127.0.0.1:0.
+pub fn admin_config(backend: SocketAddr) -> String {
+    format!(
+        r#"{{ "version": 1, "admin": {{ "host": "127.0.0.1", "port": 0 }},
+            "routers": [{{ "protocol": "websocket", "external_path": "/ws/chat",
+                "internal_path": "/ws", "methods": ["GET"],
+                "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}] }}] }}"#,
+        backend.port()
+    )
 }
 
 /// [`request_recorder_with`] no extra header.
