@@ -141,7 +141,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             legs,
             ..
         } = *self;
-        let mut done = [
+        let done = [
             legs[CLIENT].got_close || legs[CLIENT].dead,
             legs[BACKEND].dead,
         ];
@@ -151,35 +151,70 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         if !done[BACKEND] && !legs[BACKEND].got_close {
             backend.shutdown_write();
         }
-        let mut client = (!done[CLIENT]).then_some(client);
-        let mut scratch = [0u8; 512];
-        let drain = poll_fn(|cx| {
-            let mut open = 0;
-            for (i, finished) in done.iter_mut().enumerate() {
-                while !*finished {
-                    let r = match (i, client.as_mut()) {
-                        (CLIENT, Some(c)) => Pin::new(c).poll_read(cx, &mut scratch),
-                        (CLIENT, None) => Poll::Ready(Ok(0)),
-                        _ => Pin::new(&mut backend).poll_read(cx, &mut scratch),
-                    };
-                    match r {
-                        Poll::Ready(Ok(n)) if n > 0 => continue,
-                        Poll::Pending => open += 1,
-                        Poll::Ready(_) => *finished = true,
-                    }
+        let client = (!done[CLIENT]).then_some(client);
+        drain_legs(client, backend, done).await;
+    }
+}
+
+/// Most bytes read from a closed connection's legs while they are drained, together: what a
+/// well-behaved peer still has in flight is far less; a peer that streams on gets a reset.
+const DRAIN_MAX: usize = 64 * 1024;
+
+/// Reads per leg before the drain yields to the other connections of its worker.
+const DRAIN_READS_PER_POLL: usize = 16;
+
+/// Reads and discards what the legs not `done` still send, until each has ended, [`DRAIN`]
+/// has passed since the start, or [`DRAIN_MAX`] bytes were read, whatever the peers do; it
+/// yields after [`DRAIN_READS_PER_POLL`] reads of a leg.
+async fn drain_legs<C: Transport, B: Transport>(
+    mut client: Option<C>,
+    mut backend: B,
+    mut done: [bool; 2],
+) {
+    let deadline = Timer::after(DRAIN);
+    let mut scratch = [0u8; 512];
+    let mut left = DRAIN_MAX;
+    let drain = poll_fn(|cx| {
+        let mut open = 0;
+        for (i, finished) in done.iter_mut().enumerate() {
+            let mut reads = 0;
+            while !*finished {
+                if left == 0 {
+                    *finished = true; // enough: what is left is reset
                     break;
                 }
+                let room = scratch.len().min(left);
+                let r = match (i, client.as_mut()) {
+                    (CLIENT, Some(c)) => Pin::new(c).poll_read(cx, &mut scratch[..room]),
+                    (CLIENT, None) => Poll::Ready(Ok(0)),
+                    _ => Pin::new(&mut backend).poll_read(cx, &mut scratch[..room]),
+                };
+                match r {
+                    Poll::Ready(Ok(n)) if n > 0 => {
+                        left -= n;
+                        reads += 1;
+                        if reads < DRAIN_READS_PER_POLL {
+                            continue;
+                        }
+                        // Busy: let the worker's other connections run.
+                        cx.waker().wake_by_ref();
+                        open += 1;
+                    }
+                    Poll::Pending => open += 1,
+                    Poll::Ready(_) => *finished = true,
+                }
+                break;
             }
-            if open == 0 {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        });
-        drain
-            .or(async {
-                Timer::after(DRAIN).await;
-            })
-            .await;
-    }
+        }
+        if open == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    });
+    drain
+        .or(async {
+            deadline.await;
+        })
+        .await;
 }

@@ -2,6 +2,10 @@
 //! Every wait has a deadline; nothing sleeps to wait for readiness.
 #![allow(dead_code)]
 
+mod victim;
+#[allow(unused_imports)]
+pub use victim::*;
+
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::Path;
