@@ -282,17 +282,6 @@ impl Direction {
                 }
                 return Ok(Event::None); // wait for the whole frame before passing any of it
             }
-            if let (false, Some(p)) = (h.is_control(), self.policy.as_mut()) {
-                if let Verdict::Wait = p.admit(&h, h.opcode != op::CONTINUATION, total)? {
-                    return Ok(Event::None); // throttled: the frame waits in the buffer
-                }
-                if json {
-                    // Whole: the buffer may shrink back once the frame is through.
-                    self.want = 0;
-                    let payload = &buf[at + h.header_len..at + total as usize];
-                    p.text_frame(payload, h.mask, h.fin)?;
-                }
-            }
             if self.from_client
                 && h.opcode == op::PONG
                 && rules.ping_interval.is_some()
@@ -303,6 +292,19 @@ impl Direction {
                 self.end -= total as usize;
                 self.keepalive_pongs += 1;
                 continue;
+            }
+            // Rates count every frame but a close (pings and pongs too: they cost the other
+            // side as much as data does); the close handshake always passes.
+            if let (true, Some(p)) = (h.opcode != op::CLOSE, self.policy.as_mut()) {
+                if let Verdict::Wait = p.admit(&h, h.opcode != op::CONTINUATION, total)? {
+                    return Ok(Event::None); // throttled: the frame waits in the buffer
+                }
+                if json {
+                    // Whole: the buffer may shrink back once the frame is through.
+                    self.want = 0;
+                    let payload = &buf[at + h.header_len..at + total as usize];
+                    p.text_frame(payload, h.mask, h.fin)?;
+                }
             }
             if self.last_frame.is_some() {
                 self.last_frame = Some(Instant::now());

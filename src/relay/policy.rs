@@ -96,8 +96,8 @@ impl DirPolicy {
         self.check_json
     }
 
-    /// Checks a data frame header at the start of its frame (`first`: it starts a message;
-    /// `text`: of a text message) before any of it passes.
+    /// Checks a frame header (data, ping or pong) at the start of its frame, before any of it
+    /// passes (`first`: it starts a message, as a control frame does; `total`: its wire size).
     pub fn admit(&mut self, h: &Header, first: bool, total: u64) -> Result<Verdict, Violation> {
         if first && h.opcode == op::TEXT && self.policy.deny_text {
             return Err(Violation::Unsupported("text messages are not allowed"));
