@@ -20,8 +20,11 @@ pub enum Error {
     TooManyHeaders(usize),
     /// The request head was not complete within `limits.handshake_timeout_ms`.
     HandshakeTimeout(Duration),
-    /// The client closed or broke the connection before its request was complete.
+    /// The client closed or broke the connection before its 101 (its request incomplete, or
+    /// while its backend was connected: that attempt is abandoned).
     ClientGone(String),
+    /// The client sent more than this many bytes between its request head and its 101.
+    TooMuchEarlyData(usize),
     /// No route has this `external_path`.
     NotFound(String),
     /// The route exists but the method is not GET.
@@ -100,7 +103,7 @@ impl Error {
     /// closed without an answer (timeout, client gone).
     pub fn status(&self) -> Option<u16> {
         Some(match self {
-            Error::BadRequest(_) | Error::BadUpgrade(_) => 400,
+            Error::BadRequest(_) | Error::BadUpgrade(_) | Error::TooMuchEarlyData(_) => 400,
             Error::HeadTooLarge(_) | Error::TooManyHeaders(_) => 431,
             Error::HandshakeTimeout(_) | Error::ClientGone(_) => return None,
             Error::NotFound(_) => 404,
@@ -210,6 +213,10 @@ impl fmt::Display for Error {
                 t.as_millis()
             ),
             Error::ClientGone(why) => write!(f, "client went away during the handshake: {why}"),
+            Error::TooMuchEarlyData(max) => write!(
+                f,
+                "more than {max} bytes sent before the 101: wait for the 101 before sending frames"
+            ),
             Error::NotFound(path) => write!(f, "no route for path {path}"),
             Error::MethodNotAllowed(m) => write!(f, "method {m} not allowed: use GET"),
             Error::NotUpgrade => write!(
