@@ -81,6 +81,16 @@ pub enum Error {
         /// When one may be usable again.
         retry_after: Duration,
     },
+    /// Too many connections already wait for the lookup of this backend name (the resolver
+    /// stalls on it).
+    ResolverBusy {
+        /// The backend's host name.
+        host: String,
+        /// How many may wait for one name.
+        max_waiting: usize,
+        /// The `Retry-After` announced.
+        retry_after: Duration,
+    },
     /// An open-connection limit is reached: `limits.max_connections` or the route's
     /// `max_connections`.
     Overloaded {
@@ -113,7 +123,10 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
-            Error::NoBackend { .. } | Error::ShuttingDown | Error::Overloaded { .. } => 503,
+            Error::NoBackend { .. }
+            | Error::ShuttingDown
+            | Error::Overloaded { .. }
+            | Error::ResolverBusy { .. } => 503,
             Error::TooManyRequests { .. } => 429,
             Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
             Error::BackendStatus { .. } => 502,
@@ -136,6 +149,7 @@ impl Error {
                 www_authenticate.as_deref().unwrap_or("Bearer").into(),
             ),
             Error::NoBackend { retry_after, .. }
+            | Error::ResolverBusy { retry_after, .. }
             | Error::Overloaded { retry_after, .. }
             | Error::TooManyRequests { retry_after, .. } => (
                 "Retry-After",
@@ -163,6 +177,11 @@ impl Error {
             Error::BackendFailed { .. } => {
                 "bad gateway: the backend's handshake failed (details in the gateway log)".into()
             }
+            Error::ResolverBusy { retry_after, .. } => format!(
+                "service unavailable: the backend's address is still being looked up; \
+                 retry in {} s",
+                retry_seconds(*retry_after)
+            ),
             other => other.to_string(),
         }
     }
@@ -250,6 +269,16 @@ impl fmt::Display for Error {
                 f,
                 "no backend of route {route} is available (each is marked down by its health \
                  check or has an open circuit breaker); retry in {} s",
+                retry_seconds(*retry_after)
+            ),
+            Error::ResolverBusy {
+                host,
+                max_waiting,
+                retry_after,
+            } => write!(
+                f,
+                "{max_waiting} connections already wait for the lookup of {host} (the resolver \
+                 stalls on it); retry in {} s",
                 retry_seconds(*retry_after)
             ),
             Error::Overloaded { what, retry_after } => {
