@@ -20,8 +20,11 @@ pub enum Error {
     TooManyHeaders(usize),
     /// The request head was not complete within `limits.handshake_timeout_ms`.
     HandshakeTimeout(Duration),
-    /// The client closed or broke the connection before its request was complete.
+    /// The client closed or broke the connection before its 101 (its request incomplete, or
+    /// while its backend was connected: that attempt is abandoned).
     ClientGone(String),
+    /// The client sent more than this many bytes between its request head and its 101.
+    TooMuchEarlyData(usize),
     /// No route has this `external_path`.
     NotFound(String),
     /// The route exists but the method is not GET.
@@ -78,6 +81,16 @@ pub enum Error {
         /// When one may be usable again.
         retry_after: Duration,
     },
+    /// Too many connections already wait for the lookup of this backend name (the resolver
+    /// stalls on it).
+    ResolverBusy {
+        /// The backend's host name.
+        host: String,
+        /// How many may wait for one name.
+        max_waiting: usize,
+        /// The `Retry-After` announced.
+        retry_after: Duration,
+    },
     /// An open-connection limit is reached: `limits.max_connections` or the route's
     /// `max_connections`.
     Overloaded {
@@ -100,7 +113,7 @@ impl Error {
     /// closed without an answer (timeout, client gone).
     pub fn status(&self) -> Option<u16> {
         Some(match self {
-            Error::BadRequest(_) | Error::BadUpgrade(_) => 400,
+            Error::BadRequest(_) | Error::BadUpgrade(_) | Error::TooMuchEarlyData(_) => 400,
             Error::HeadTooLarge(_) | Error::TooManyHeaders(_) => 431,
             Error::HandshakeTimeout(_) | Error::ClientGone(_) => return None,
             Error::NotFound(_) => 404,
@@ -110,7 +123,10 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
-            Error::NoBackend { .. } | Error::ShuttingDown | Error::Overloaded { .. } => 503,
+            Error::NoBackend { .. }
+            | Error::ShuttingDown
+            | Error::Overloaded { .. }
+            | Error::ResolverBusy { .. } => 503,
             Error::TooManyRequests { .. } => 429,
             Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
             Error::BackendStatus { .. } => 502,
@@ -133,6 +149,7 @@ impl Error {
                 www_authenticate.as_deref().unwrap_or("Bearer").into(),
             ),
             Error::NoBackend { retry_after, .. }
+            | Error::ResolverBusy { retry_after, .. }
             | Error::Overloaded { retry_after, .. }
             | Error::TooManyRequests { retry_after, .. } => (
                 "Retry-After",
@@ -160,6 +177,11 @@ impl Error {
             Error::BackendFailed { .. } => {
                 "bad gateway: the backend's handshake failed (details in the gateway log)".into()
             }
+            Error::ResolverBusy { retry_after, .. } => format!(
+                "service unavailable: the backend's address is still being looked up; \
+                 retry in {} s",
+                retry_seconds(*retry_after)
+            ),
             other => other.to_string(),
         }
     }
@@ -210,6 +232,10 @@ impl fmt::Display for Error {
                 t.as_millis()
             ),
             Error::ClientGone(why) => write!(f, "client went away during the handshake: {why}"),
+            Error::TooMuchEarlyData(max) => write!(
+                f,
+                "more than {max} bytes sent before the 101: wait for the 101 before sending frames"
+            ),
             Error::NotFound(path) => write!(f, "no route for path {path}"),
             Error::MethodNotAllowed(m) => write!(f, "method {m} not allowed: use GET"),
             Error::NotUpgrade => write!(
@@ -243,6 +269,16 @@ impl fmt::Display for Error {
                 f,
                 "no backend of route {route} is available (each is marked down by its health \
                  check or has an open circuit breaker); retry in {} s",
+                retry_seconds(*retry_after)
+            ),
+            Error::ResolverBusy {
+                host,
+                max_waiting,
+                retry_after,
+            } => write!(
+                f,
+                "{max_waiting} connections already wait for the lookup of {host} (the resolver \
+                 stalls on it); retry in {} s",
                 retry_seconds(*retry_after)
             ),
             Error::Overloaded { what, retry_after } => {

@@ -100,6 +100,12 @@ pub struct Limits {
     /// `max_connections` (unlimited when absent): open connections, all routes together.
     /// Past it: 503 with `Retry-After`.
     pub max_connections: Option<usize>,
+    /// `dns_cache_ms` (10000, 0 to 3600000): how long a backend name's addresses are reused
+    /// before it is looked up again (a failed lookup: at most 1 s). Without it, every
+    /// connection would run a blocking lookup; 10 s follows a backend that moves (a container
+    /// restarted elsewhere) within one health-check interval. 0: every connection looks it up
+    /// (the connections asking at the same time still share one lookup).
+    pub dns_cache: Duration,
 }
 
 impl Default for Limits {
@@ -113,6 +119,7 @@ impl Default for Limits {
             idle_timeout: None,
             ping_interval: None,
             max_connections: None,
+            dns_cache: Duration::from_millis(10_000),
         }
     }
 }
@@ -310,6 +317,13 @@ fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
         max_connections: l
             .raw("max_connections")
             .map(|_| l.int(report, "max_connections", 1, 100_000_000, 1) as usize),
+        dns_cache: Duration::from_millis(l.int(
+            report,
+            "dns_cache_ms",
+            0,
+            3_600_000,
+            d.dns_cache.as_millis() as u64,
+        )),
     };
     l.finish(report);
     limits

@@ -110,6 +110,7 @@ fn assert_default_limits(l: &Limits) {
     assert_eq!(l.max_message_bytes, 16 * 1024 * 1024);
     assert_eq!(l.max_frame_bytes, 16 * 1024 * 1024);
     assert_eq!(l.max_request_head_bytes, 8192);
+    assert_eq!(l.dns_cache, Duration::from_millis(10_000));
 }
 
 #[test]
@@ -354,7 +355,8 @@ fn server_and_limits_blocks() {
             "backend_connect_timeout_ms": 3000,
             "max_message_bytes": 65536,
             "max_frame_bytes": 4096,
-            "max_request_head_bytes": 256
+            "max_request_head_bytes": 256,
+            "dns_cache_ms": 0
         }
     })))
     .config;
@@ -367,6 +369,7 @@ fn server_and_limits_blocks() {
     assert_eq!(c.limits.max_message_bytes, 65536);
     assert_eq!(c.limits.max_frame_bytes, 4096);
     assert_eq!(c.limits.max_request_head_bytes, 256);
+    assert_eq!(c.limits.dns_cache, Duration::ZERO);
 
     // Port 0 (any free port) is allowed for the listener, and a partial block keeps defaults.
     let c = ok_value(&config_with(
@@ -683,6 +686,10 @@ fn top_level_errors() {
         (
             config_with(json!({ "limits": { "max_request_head_bytes": 0 } })),
             "limits.max_request_head_bytes: must be an integer from 256 to 1048576, found 0",
+        ),
+        (
+            config_with(json!({ "limits": { "dns_cache_ms": 3600001 } })),
+            "limits.dns_cache_ms: must be an integer from 0 to 3600000, found 3600001",
         ),
         (
             config_with(json!({ "tls": "ca.pem" })),

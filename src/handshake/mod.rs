@@ -2,7 +2,11 @@
 //! upgrade, and answer: 101 (once the backend accepted) or an error response.
 //!
 //! The head is read here, not by tungstenite's accept callback, because the answer must wait for
-//! the backend. Bytes the client sent after the head (an early first frame) are handed on.
+//! the backend. Bytes the client sent after the head (an early first frame) are handed on; while
+//! the backend is connected the client is watched ([`watch_early`]): if it leaves, so does the
+//! attempt.
+
+mod early;
 
 use std::time::Duration;
 
@@ -10,6 +14,7 @@ use crate::reactor::Timer;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt};
 
 use crate::error::{reason_phrase, Error};
+pub use early::{watch as watch_early, MAX_EARLY_BYTES};
 
 /// Most headers accepted in one request or response head.
 const MAX_HEADERS: usize = 100;

@@ -182,7 +182,7 @@ pub(super) struct Refused(pub(super) Error, pub(super) Option<usize>);
 
 /// Everything before the relay: request (complete by `head_deadline`), route, token,
 /// connection limits, backend, 101. `Err` when the connection is to be refused; `ClientGone`
-/// when the client left after its 101 was due.
+/// when the client left before its 101 (during the backend connect, or as it was written).
 async fn open(
     stream: &mut Stream,
     peer: SocketAddr,
@@ -198,7 +198,7 @@ async fn open(
             Err(Error::HandshakeTimeout(limits.handshake_timeout))
         })
         .await;
-    let (mut request, early) = read.map_err(|e| Refused(e, None))?;
+    let (mut request, mut early) = read.map_err(|e| Refused(e, None))?;
     if config.admin_on_public() && crate::admin::is_admin_request(&request) {
         let reply = crate::admin::reply(&request, || gen.status(false));
         crate::admin::respond(stream, &reply).await;
@@ -240,7 +240,11 @@ async fn open(
     let client = client_side(config, route, &request, &upgrade, who, &forwarded);
     let stats = &gen.stats[at];
     let connected = upstream::connect_any(config, route, &mut plan, &target, &client, stats);
-    let (chosen, upgraded, lease) = connected.await.map_err(|e| Refused(e, Some(at)))?;
+    // A client that leaves before its 101 ends the connect: dropped, it closes the backend
+    // socket and frees the lease and ticket, and no breaker hears of it.
+    let watched = async { Err(handshake::watch_early(stream, &mut early).await) };
+    let connected = connected.or(watched).await;
+    let (chosen, upgraded, lease) = connected.map_err(|e| Refused(e, Some(at)))?;
     log::debug!(
         "conn {id} {peer}: {} -> routers[{}] -> {}{}",
         route::split_target(&request.target).0,

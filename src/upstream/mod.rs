@@ -6,6 +6,7 @@
 
 mod answer;
 mod request;
+pub mod resolve;
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::net::Stream;
 use crate::reactor::Timer;
 use answer::handshake;
 pub use request::{request_head, ClientSide};
+use resolve::Failure;
 
 /// A backend that accepted the upgrade.
 pub struct Upgraded {
@@ -66,7 +68,9 @@ async fn connect(
 /// one accepts; each failure is logged and told to that backend's circuit breaker. A 4xx
 /// answer is the backend's answer and is not retried. When every attempt failed: the last
 /// failure that was not a timeout (502), or a timeout (504) when all of them timed out. When
-/// no backend could be tried at all (all down or open): 503 with `Retry-After`.
+/// no backend could be tried at all (all down or open, or too many connections waiting for
+/// the lookup of each name: that is the gateway's limit, and no breaker hears of it): 503
+/// with `Retry-After`.
 pub async fn connect_any(
     config: &Config,
     route: &Route,
@@ -102,23 +106,21 @@ pub async fn connect_any(
                 return Err(e);
             }
             Err(e) => {
-                attempt.failed(&e.to_string());
                 let next = if n < attempts && plan.has_more() {
                     "trying the next backend"
                 } else {
                     "giving up"
                 };
-                log::warn!(
-                    "conn {} {}: attempt {n}/{attempts}: {e}; {next}",
-                    client.id,
-                    client.peer
-                );
-                // A timeout never hides an earlier non-timeout failure: 504 means all timed out.
-                let timeout = |e: &Error| matches!(e, Error::BackendTimeout { .. });
-                failure = match failure {
-                    Some(prev) if timeout(&e) && !timeout(&prev) => Some(prev),
-                    _ => Some(e),
-                };
+                let (id, peer) = (client.id, client.peer);
+                if matches!(e, Error::ResolverBusy { .. }) {
+                    // The gateway's own limit, not the backend's failure: no verdict.
+                    drop(attempt);
+                    log::debug!("conn {id} {peer}: attempt {n}/{attempts}: {e}; {next}");
+                } else {
+                    attempt.failed(&e.to_string());
+                    log::warn!("conn {id} {peer}: attempt {n}/{attempts}: {e}; {next}");
+                }
+                failure = Some(reported(failure, e));
             }
         }
     }
@@ -128,22 +130,41 @@ pub async fn connect_any(
     }))
 }
 
+/// The failure the client hears of, of the one so far and a new one: a real failure over a
+/// timeout (504 means that every attempt timed out), and either over a lookup refused for
+/// too many waiters (503 means that no attempt was made); else the newer.
+fn reported(prev: Option<Error>, new: Error) -> Error {
+    let rank = |e: &Error| match e {
+        Error::ResolverBusy { .. } => 0,
+        Error::BackendTimeout { .. } => 1,
+        _ => 2,
+    };
+    match prev {
+        Some(prev) if rank(&prev) > rank(&new) => prev,
+        _ => new,
+    }
+}
+
 /// A TCP (and for `wss://`, TLS) connection to `backend`; `url` names it in errors.
 pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Result<Stream, Error> {
     let unreachable = |reason: String| Error::BackendUnreachable {
         url: url.to_string(),
         reason,
     };
-    // An IP address needs no resolver (which runs on a blocking thread).
-    let addrs = match backend.host.parse::<std::net::IpAddr>() {
-        Ok(ip) => vec![std::net::SocketAddr::new(ip, backend.port)],
-        Err(_) => smol::net::resolve((backend.host.as_str(), backend.port))
-            .await
-            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", backend.host)))?,
-    };
+    let resolved = resolve::Resolver::system()
+        .resolve(&backend.host, backend.port, config.limits.dns_cache)
+        .await;
+    let addrs = resolved.map_err(|f| match f {
+        Failure::Busy => Error::ResolverBusy {
+            host: backend.host.clone(),
+            max_waiting: resolve::MAX_WAITING_PER_NAME,
+            retry_after: resolve::FAILURE_TTL,
+        },
+        Failure::Failed(why) => unreachable(why),
+    })?;
     let mut last = None;
     let mut tcp = None;
-    for addr in addrs {
+    for &addr in addrs.iter() {
         match Stream::connect(addr).await {
             Ok(s) => {
                 tcp = Some(s);
@@ -182,4 +203,34 @@ pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Resul
             reason: format!("TLS: {e}"),
         })?;
     Ok(Stream::Tls(Box::new(stream)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn a_failure_is_reported_over_a_timeout_and_either_over_a_busy_resolver() {
+        let busy = || Error::ResolverBusy {
+            host: "h".into(),
+            max_waiting: 1,
+            retry_after: Duration::from_secs(1),
+        };
+        let timeout = || Error::BackendTimeout {
+            url: "ws://h".into(),
+            after: Duration::from_secs(1),
+        };
+        let refused = || Error::BackendUnreachable {
+            url: "ws://h".into(),
+            reason: "refused".into(),
+        };
+        let status = |prev: Option<Error>, new: Error| reported(prev, new).status();
+        assert_eq!(status(None, busy()), Some(503));
+        assert_eq!(status(Some(busy()), timeout()), Some(504));
+        assert_eq!(status(Some(timeout()), busy()), Some(504));
+        assert_eq!(status(Some(refused()), timeout()), Some(502));
+        assert_eq!(status(Some(timeout()), refused()), Some(502));
+        assert_eq!(status(Some(refused()), busy()), Some(502));
+    }
 }

@@ -362,6 +362,34 @@ impl GatewayProcess {
 
     /// [`GatewayProcess::start`] with `RUST_LOG=rust_log`.
     pub fn start_with_log(json: &str, nofile: Option<u32>, rust_log: &str) -> GatewayProcess {
+        let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
+        Self::spawn(
+            json,
+            &format!(r#"{limit}exec "$0" --config "$1""#),
+            &[],
+            rust_log,
+        )
+    }
+
+    /// [`GatewayProcess::start`] in a mount namespace of its own, where `/etc/resolv.conf` is
+    /// `resolv_conf`: the test chooses the DNS server the gateway's resolver asks. Needs
+    /// `unshare -m` (root); fails saying so when it cannot.
+    pub fn start_with_resolv_conf(json: &str, resolv_conf: &Path) -> GatewayProcess {
+        let unshare = std::process::Command::new("unshare")
+            .args(["-m", "true"])
+            .status();
+        assert!(
+            unshare.is_ok_and(|s| s.success()),
+            "this test runs the gateway with a resolv.conf of its own, in a private mount \
+             namespace: `unshare -m` must work (run the tests as root, as CI does)"
+        );
+        let script = r#"exec unshare -m sh -c 'mount --bind "$2" /etc/resolv.conf && exec "$0" --config "$1"' "$0" "$1" "$2""#;
+        Self::spawn(json, script, &[resolv_conf], "info")
+    }
+
+    /// Runs `sh -c script` with the gateway binary as `$0`, the config file for `json` as `$1`
+    /// and `args` from `$2` on.
+    fn spawn(json: &str, script: &str, args: &[&Path], rust_log: &str) -> GatewayProcess {
         use std::io::BufRead;
         use std::process::{Command, Stdio};
         use std::sync::atomic::{AtomicUsize, Ordering};
@@ -370,12 +398,12 @@ impl GatewayProcess {
         let config =
             std::env::temp_dir().join(format!("kairos-gw-{}-{n}.json", std::process::id()));
         std::fs::write(&config, Self::with_server(json)).expect("write config");
-        let limit = nofile.map_or(String::new(), |n| format!("ulimit -n {n} && "));
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!(r#"{limit}exec "$0" --config "$1""#))
+            .arg(script)
             .arg(env!("CARGO_BIN_EXE_kairos-gateway"))
             .arg(&config)
+            .args(args)
             // The test's config decides: the environment's listen overrides would not.
             .env_remove("KAIROS_HOST")
             .env_remove("KAIROS_PORT")
