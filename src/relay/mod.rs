@@ -291,12 +291,9 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             // After a read that did not fill the buffer the socket is most likely drained:
             // wait for readiness instead of paying for a read that would block.
             let wait = d.buf.is_none() || d.drained;
-            let (ready, idle_ok) = match src {
-                CLIENT => (wait_readable(client, wait, cx), client.waits_for_readable()),
-                _ => (
-                    wait_readable(backend, wait, cx),
-                    backend.waits_for_readable(),
-                ),
+            let ready = match src {
+                CLIENT => wait_readable(client, wait, cx),
+                _ => wait_readable(backend, wait, cx),
             };
             let res = match ready {
                 Poll::Ready(Ok(())) => {
@@ -326,7 +323,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 }
                 Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
                 Poll::Pending => {
-                    if d.is_empty() && idle_ok {
+                    if d.is_empty() {
                         d.buf = None; // idle: hold no buffer
                         d.busy = false;
                     }
@@ -370,14 +367,13 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     }
 }
 
-/// Before a read into a fresh buffer, waits for data without holding one (when the transport
-/// can tell).
+/// Before a read into a fresh buffer, waits for data without holding one.
 fn wait_readable<T: Transport>(
     t: &mut T,
     idle: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    if idle && t.waits_for_readable() {
+    if idle {
         t.poll_readable(cx)
     } else {
         Poll::Ready(Ok(()))

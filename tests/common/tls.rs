@@ -124,25 +124,27 @@ pub fn tls_echo_backend() -> (SocketAddr, String) {
     (addr, pki.ca_pem)
 }
 
-/// A config with a TLS listener for `listener`'s certificate and one route `/ws/chat` to the
-/// `wss://localhost` echo `backend` (trusting `backend_ca`), plus `extra` top-level members;
-/// with the files it names.
+/// A config with one route `/ws/chat` to the `wss://localhost` echo `backend` (trusting
+/// `backend_ca`), plus `extra` top-level members; with the file it names.
+pub fn wss_backend_json(backend: SocketAddr, backend_ca: &str, extra: &str) -> (String, TempFile) {
+    let ca_file = TempFile::new("backend-ca.pem", backend_ca);
+    let json = super::config_json(
+        backend,
+        &format!(r#""tls": {{ "ca_file": {} }}, {extra}"#, ca_file.json()),
+        "",
+    )
+    .replace("ws://127.0.0.1", "wss://localhost");
+    (json, ca_file)
+}
+
+/// [`wss_backend_json`] with a TLS listener for `listener`'s certificate: `wss://` on both legs.
 pub fn wss_both_legs_json(
     listener: &Pki,
     backend: SocketAddr,
     backend_ca: &str,
     extra: &str,
 ) -> (String, [TempFile; 3]) {
-    let ca_file = TempFile::new("backend-ca.pem", backend_ca);
     let (member, [cert, key]) = server_tls(listener);
-    let json = super::config_json(
-        backend,
-        &format!(
-            r#"{member} "tls": {{ "ca_file": {} }}, {extra}"#,
-            ca_file.json()
-        ),
-        "",
-    )
-    .replace("ws://127.0.0.1", "wss://localhost");
+    let (json, ca_file) = wss_backend_json(backend, backend_ca, &format!("{member} {extra}"));
     (json, [ca_file, cert, key])
 }
