@@ -3,11 +3,10 @@
 //! handshake on the route's `internal_path`, closed at once with 1000, or an HTTP GET of the
 //! backend's `health_check_path` expecting 2xx. `unhealthy_threshold` failures in a row mark a
 //! backend down (it gets no new connections; open ones are left alone), `healthy_threshold`
-//! successes in a row mark it up again. Each loop holds its balancers weakly and stops when
-//! they are gone.
+//! successes in a row mark it up again. The thread of a generation's checks ends as soon as its
+//! [`Checks`] is dropped (a reload replaced the generation), a probe under way included.
 
 use std::io;
-use std::rc::Rc;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -30,17 +29,24 @@ const MAX_HEAD: usize = 16 * 1024;
 /// verdict: the handshake already passed).
 const CLOSE_WAIT: Duration = Duration::from_millis(500);
 
-/// Starts the probe loops of every route with a health check on a `kairos-health` thread;
-/// does nothing when no route has one.
-pub fn start(config: Arc<Config>, balancers: &Arc<Balancers>) -> io::Result<()> {
+/// One generation's running health checks: dropping it stops them at once.
+pub struct Checks {
+    /// Never sent on: its drop closes the channel, which wakes the checks' thread.
+    _stop: smol::channel::Sender<()>,
+}
+
+/// Starts the probe loops of every route with a health check on a `kairos-health` thread,
+/// which runs until the returned [`Checks`] is dropped; `None` when no route has one.
+pub fn start(config: Arc<Config>, balancers: &Arc<Balancers>) -> io::Result<Option<Checks>> {
     if config.routes.iter().all(|r| r.health.is_none()) {
-        return Ok(());
+        return Ok(None);
     }
     let balancers = Arc::downgrade(balancers);
+    let (stop, stopped) = smol::channel::bounded::<()>(1);
     std::thread::Builder::new()
         .name("kairos-health".into())
         .spawn(move || {
-            let ex = Rc::new(LocalExecutor::new());
+            let ex = LocalExecutor::new();
             for (at, route) in config.routes.iter().enumerate() {
                 let Some(check) = route.health else {
                     continue;
@@ -50,17 +56,16 @@ pub fn start(config: Arc<Config>, balancers: &Arc<Balancers>) -> io::Result<()> 
                     ex.spawn(watch).detach();
                 }
             }
-            reactor::block_on(ex.run(async {
-                // Ends when every loop has ended (its balancers are gone).
-                while !ex.is_empty() {
-                    Timer::after(Duration::from_secs(1)).await;
-                }
-            }));
+            // Until the generation is replaced (the receive fails: nothing is ever sent); then
+            // dropping `ex` drops every loop, with its probe, sockets and timers, and the
+            // thread ends.
+            let _ = reactor::block_on(ex.run(stopped.recv()));
         })?;
-    Ok(())
+    Ok(Some(Checks { _stop: stop }))
 }
 
-/// Probes one backend every `check.interval` for as long as `balancers` lives.
+/// Probes one backend every `check.interval` for as long as `balancers` lives (and its
+/// [`Checks`]).
 async fn watch(
     config: Arc<Config>,
     balancers: Weak<Balancers>,
@@ -94,7 +99,7 @@ async fn watch(
             Ok(None) => Ok(()),
             Err(why) => Err(why),
         };
-        let Some(balancers) = balancers.upgrade().filter(|b| !b.is_retired()) else {
+        let Some(balancers) = balancers.upgrade() else {
             return;
         };
         match verdict {

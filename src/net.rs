@@ -1,6 +1,6 @@
-//! The connection type every stage uses: a plain socket on the worker thread's edge-triggered
-//! driver ([`crate::reactor`]), on async-io outside a worker thread, a TLS backend, or a client
-//! of the TLS listener.
+//! The connection type every stage uses: a plain socket on the thread's edge-triggered driver
+//! ([`crate::reactor`]), or on async-io on a thread without one; a `wss://` backend or a client
+//! of the TLS listener is TLS over such a plain stream, so a connection lives on one I/O loop.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -11,8 +11,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
-use futures_rustls::client::TlsStream;
-use futures_rustls::{rustls, server, TlsAcceptor};
+use futures_rustls::rustls::{self, ConnectionCommon};
+use futures_rustls::{client, server, TlsAcceptor};
 use smol::Async;
 
 use crate::reactor::{current, Socket, Timer};
@@ -21,10 +21,10 @@ use crate::reactor::{current, Socket, Timer};
 pub enum Stream {
     /// Plain TCP on [`crate::reactor`].
     Driver(Socket),
-    /// Plain TCP on async-io.
+    /// Plain TCP on async-io (on a thread without a driver).
     Async(Async<TcpStream>),
-    /// `wss://` backend.
-    Tls(Box<TlsStream<Async<TcpStream>>>),
+    /// A `wss://` backend, over the connected plain stream.
+    TlsClient(Box<client::TlsStream<Stream>>),
     /// A client of the TLS listener (`server.tls`), over the accepted plain stream.
     TlsServer(Box<server::TlsStream<Stream>>),
 }
@@ -89,45 +89,75 @@ impl Stream {
         match self {
             Stream::Driver(s) => s.get_ref(),
             Stream::Async(s) => s.get_ref(),
-            Stream::Tls(s) => s.get_ref().0.get_ref(),
+            Stream::TlsClient(s) => s.get_ref().0.tcp(),
             Stream::TlsServer(s) => s.get_ref().0.tcp(),
         }
     }
 
-    /// A plain connection moved to async-io, for TLS on top of it (a TLS stream as it is).
-    pub fn into_async(self) -> io::Result<Async<TcpStream>> {
-        match self {
-            Stream::Driver(s) => s.into_async(),
-            Stream::Async(s) => Ok(s),
-            Stream::Tls(_) | Stream::TlsServer(_) => Err(io::Error::other("already a TLS stream")),
-        }
-    }
-
-    /// Ready when a read would not block (a TLS stream is always ready: it may hold decrypted
-    /// bytes the socket does not show).
+    /// Ready when a read may find bytes (or the end), so that a reader can wait without a
+    /// buffer. A TLS stream is ready when its session holds plaintext (or a close) to give,
+    /// else until a read of the stream under it blocked: the session reads that until it
+    /// blocks or a record is whole, and a whole record leaves plaintext, so nothing is missed
+    /// (and the session shrinks its read buffer on that last read, so an idle one is small).
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Driver(s) => s.poll_readable(cx),
             Stream::Async(s) => s.poll_readable(cx),
-            Stream::Tls(_) | Stream::TlsServer(_) => Poll::Ready(Ok(())),
+            Stream::TlsClient(s) => {
+                let (inner, session) = s.get_mut();
+                tls_readable(inner, session, cx)
+            }
+            Stream::TlsServer(s) => {
+                let (inner, session) = s.get_mut();
+                tls_readable(inner, session, cx)
+            }
         }
     }
 
-    /// Sends FIN (no more writes). A client of the TLS listener first gets a TLS
-    /// close_notify, written as far as the socket takes it without waiting.
+    /// Sends FIN (no more writes). A TLS stream first sends a close_notify, written as far as
+    /// the socket takes it without waiting.
     pub fn shutdown_write(&mut self) {
-        if let Stream::TlsServer(s) = self {
-            let (inner, session) = s.get_mut();
-            session.send_close_notify();
-            let mut tcp = inner.tcp();
-            // The socket is non-blocking: a full send buffer ends this at once.
-            for _ in 0..4 {
-                if !session.wants_write() || session.write_tls(&mut tcp).is_err() {
-                    break;
-                }
+        match self {
+            Stream::TlsClient(s) => {
+                let (inner, session) = s.get_mut();
+                close_notify(inner.tcp(), session);
             }
+            Stream::TlsServer(s) => {
+                let (inner, session) = s.get_mut();
+                close_notify(inner.tcp(), session);
+            }
+            Stream::Driver(_) | Stream::Async(_) => {}
         }
         let _ = self.tcp().shutdown(Shutdown::Write);
+    }
+}
+
+/// [`Stream::poll_readable`] for TLS over `inner`.
+fn tls_readable<D>(
+    inner: &mut Stream,
+    session: &ConnectionCommon<D>,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<()>> {
+    // False when plaintext or a close_notify waits to be read.
+    if !session.wants_read() {
+        return Poll::Ready(Ok(()));
+    }
+    match inner {
+        Stream::Driver(s) => s.poll_readable_after_block(cx),
+        // async-io re-arms its interest: it reports bytes already there.
+        Stream::Async(s) => s.poll_readable(cx),
+        Stream::TlsClient(_) | Stream::TlsServer(_) => Poll::Ready(Ok(())),
+    }
+}
+
+/// Queues a TLS close_notify and writes what the session has to send.
+fn close_notify<D>(mut tcp: &TcpStream, session: &mut ConnectionCommon<D>) {
+    session.send_close_notify();
+    // The socket is non-blocking: a full send buffer ends this at once.
+    for _ in 0..4 {
+        if !session.wants_write() || session.write_tls(&mut tcp).is_err() {
+            break;
+        }
     }
 }
 
@@ -140,7 +170,7 @@ impl AsyncRead for Stream {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Async(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -155,7 +185,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Async(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
@@ -163,7 +193,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_flush(cx),
             Stream::Async(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
@@ -171,7 +201,7 @@ impl AsyncWrite for Stream {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_close(cx),
             Stream::Async(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
+            Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }

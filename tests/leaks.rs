@@ -1,7 +1,7 @@
 //! Nothing is leaked: after thousands of connections opened, used and ended in every way (clean
 //! close, client drop, backend drop, handshake timeout, idle timeout), the process's open file
-//! descriptors, the gateway's connection tasks, registered sockets and armed timers are back to
-//! their start values.
+//! descriptors, the gateway's connection tasks, registered sockets, armed timers and relay
+//! buffers are back to their start values.
 //!
 //! `KAIROS_LEAK_CONNECTIONS` sets the count (default 2000; `bench/leaks.sh` runs 10 000).
 
@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_lite::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use kairos_gateway::{reactor, server};
+use kairos_gateway::{reactor, relay, server};
 
 /// Echoes; with `?drop` in the path, drops TCP after the first message instead of echoing.
 fn backend() -> SocketAddr {
@@ -36,9 +36,16 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count())
 }
 
-fn state() -> (usize, usize, usize, usize) {
+fn state() -> (usize, usize, usize, usize, usize) {
     let (sockets, timers) = reactor::counts();
-    (open_fds(), server::open_connections(), sockets, timers)
+    let buffers = relay::buffers_held();
+    (
+        open_fds(),
+        server::open_connections(),
+        sockets,
+        timers,
+        buffers,
+    )
 }
 
 /// Reads until the peer closes; false if it did not within [`STEP`].
@@ -120,7 +127,8 @@ fn connections_ended_every_way_leave_no_fd_task_socket_or_timer_behind() {
         let settled = wait_until(Duration::from_secs(15), || state() == start).await;
         assert!(
             settled,
-            "after {n} connections: (fds, connections, sockets, timers) = {:?}, at start {start:?}",
+            "after {n} connections: (fds, connections, sockets, timers, relay buffers) = {:?}, \
+             at start {start:?}",
             state()
         );
     });

@@ -6,21 +6,21 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
+use common::tls::{
+    client_config, default_client, json_path, server_tls, tls_connect, tls_echo_backend,
+    wss_both_legs_json, wss_connect, TempFile, Wss,
+};
 use common::{
     accept_after_head, config_json, pki, read_head, run, spawn_backend, start_echo, start_gateway,
     wait_until, within, GatewayProcess, Pki, STEP,
 };
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
-use futures_rustls::client::TlsStream;
-use futures_rustls::pki_types::{CertificateDer, ServerName};
+use futures_rustls::pki_types::ServerName;
 use futures_rustls::rustls::{self, ProtocolVersion, SupportedProtocolVersion};
 use futures_rustls::TlsConnector;
 use kairos_gateway::net::tls_handshake_failures;
@@ -30,50 +30,6 @@ use smol::net::TcpStream;
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A file under the temp dir with a unique name, removed on drop.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(name: &str, contents: &str) -> TempFile {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
-            "kairos-tls-listener-{}-{}-{name}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::write(&path, contents).unwrap();
-        TempFile(path)
-    }
-
-    /// The path as a JSON string.
-    fn json(&self) -> String {
-        json_path(&self.0)
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
-
-fn json_path(p: &Path) -> String {
-    serde_json::to_string(p.to_str().unwrap()).unwrap()
-}
-
-/// A `"server": {"tls": ...}` member for `pki`'s leaf, with the files it names (keep them
-/// alive until the gateway has loaded its config).
-fn server_tls(pki: &Pki) -> (String, [TempFile; 2]) {
-    let cert = TempFile::new("cert.pem", &pki.cert_pem);
-    let key = TempFile::new("key.pem", &pki.key_pem);
-    let member = format!(
-        r#""server": {{ "tls": {{ "cert_file": {}, "key_file": {} }} }},"#,
-        cert.json(),
-        key.json()
-    );
-    (member, [cert, key])
-}
-
 /// A gateway with a TLS listener for a fresh `localhost` certificate and one route `/ws/chat`
 /// to `backend`; `extra` top-level members. Returns the address and the CA to trust.
 fn tls_gateway(backend: SocketAddr, extra: &str) -> (SocketAddr, String) {
@@ -81,55 +37,6 @@ fn tls_gateway(backend: SocketAddr, extra: &str) -> (SocketAddr, String) {
     let (member, _files) = server_tls(&pki);
     let gw = start_gateway(&config_json(backend, &format!("{member} {extra}"), ""));
     (gw, pki.ca_pem)
-}
-
-/// A rustls client trusting `ca_pem`, speaking only `versions`, offering `alpn`.
-fn client_config(
-    ca_pem: &str,
-    versions: &[&'static SupportedProtocolVersion],
-    alpn: &[&str],
-) -> Arc<rustls::ClientConfig> {
-    use futures_rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Arc::new(cfg)
-}
-
-fn default_client(ca_pem: &str) -> Arc<rustls::ClientConfig> {
-    client_config(ca_pem, rustls::ALL_VERSIONS, &["http/1.1"])
-}
-
-type Tls = TlsStream<TcpStream>;
-type Wss = WebSocketStream<Tls>;
-
-/// A TLS connection to the gateway, for the name `localhost`.
-async fn tls_connect(gw: SocketAddr, cfg: Arc<rustls::ClientConfig>) -> std::io::Result<Tls> {
-    let tcp = TcpStream::connect(gw).await?;
-    let name = ServerName::try_from("localhost").unwrap();
-    TlsConnector::from(cfg).connect(name, tcp).await
-}
-
-/// A `wss://localhost:PORT{path}` WebSocket through the gateway.
-async fn wss_connect(gw: SocketAddr, cfg: Arc<rustls::ClientConfig>, path: &str) -> Wss {
-    let tls = within(STEP, tls_connect(gw, cfg))
-        .await
-        .expect("no TLS handshake in time")
-        .expect("TLS handshake with the gateway");
-    let url = format!("wss://localhost:{}{path}", gw.port());
-    match within(STEP, async_tungstenite::client_async(url, tls)).await {
-        Some(Ok((ws, _))) => ws,
-        Some(Err(e)) => panic!("WebSocket handshake over TLS failed: {e}"),
-        None => panic!("no WebSocket handshake within {STEP:?}"),
-    }
 }
 
 /// The next data message (pings and pongs skipped), within [`STEP`].
@@ -170,33 +77,11 @@ fn wss_client_through_tls_listener_to_ws_backend() {
     });
 }
 
-/// A TLS echo backend for `localhost` with a CA of its own.
-fn tls_echo_backend() -> (SocketAddr, String) {
-    let pki = pki();
-    let acceptor = pki.acceptor();
-    let addr = spawn_backend(move |tcp| {
-        let acceptor = acceptor.clone();
-        async move {
-            if let Ok(tls) = acceptor.accept(tcp).await {
-                kairos_gateway::echo::handle(tls).await;
-            }
-        }
-    });
-    (addr, pki.ca_pem)
-}
-
 #[test]
 fn wss_client_through_tls_listener_to_wss_backend() {
     let (backend, backend_ca) = tls_echo_backend();
-    let ca_file = TempFile::new("backend-ca.pem", &backend_ca);
     let pki = pki();
-    let (member, _files) = server_tls(&pki);
-    let json = config_json(
-        backend,
-        &format!(r#"{member} "tls": {{ "ca_file": {} }},"#, ca_file.json()),
-        "",
-    )
-    .replace("ws://127.0.0.1", "wss://localhost");
+    let (json, _files) = wss_both_legs_json(&pki, backend, &backend_ca, "");
     let gw = start_gateway(&json);
     common::run(async {
         let ws = wss_connect(gw, default_client(&pki.ca_pem), "/ws/chat").await;

@@ -28,8 +28,6 @@ use strategy::{fnv1a, least_connections, rendezvous, round_robin, weighted_rando
 /// The balancers of every route of a config, by position in `config.routes`.
 pub struct Balancers {
     routes: Vec<Balancer>,
-    /// A newer config replaced this one: its health checks stop.
-    retired: AtomicBool,
 }
 
 /// One route's balancing state.
@@ -59,18 +57,7 @@ impl Balancers {
     pub fn new(config: &Config) -> Arc<Balancers> {
         Arc::new(Balancers {
             routes: config.routes.iter().map(Balancer::new).collect(),
-            retired: AtomicBool::new(false),
         })
-    }
-
-    /// Marks these balancers replaced by a newer config's.
-    pub fn retire(&self) {
-        self.retired.store(true, Relaxed);
-    }
-
-    /// Whether a newer config replaced these balancers.
-    pub fn is_retired(&self) -> bool {
-        self.retired.load(Relaxed)
     }
 
     /// The backends of route `route` (its position in `config.routes`) that a new connection

@@ -2,7 +2,9 @@
 //!
 //! Readiness is kept per direction: an edge sets it, a read clears it before reading (so an
 //! edge after that read sets it again), and a write that would block clears it and waits for the
-//! next edge. Closing the descriptor removes it from the epoll set; the slot is freed on drop.
+//! next edge. A socket also remembers what its last read found: waiting for an edge is right
+//! only once a read emptied it (bytes a read left behind bring no edge). Closing the descriptor
+//! removes it from the epoll set; the slot is freed on drop.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -124,6 +126,18 @@ fn retry<T>(
 pub struct Socket {
     stream: TcpStream,
     reg: Registration,
+    last_read: LastRead,
+}
+
+/// What a socket's last read found.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum LastRead {
+    /// As many bytes as it asked for, the end or an error (or no read yet): more may wait.
+    More,
+    /// Fewer bytes than it asked for: the socket was empty then, the next bytes bring an edge.
+    Short,
+    /// Nothing: it would have blocked.
+    Blocked,
 }
 
 impl Socket {
@@ -131,7 +145,11 @@ impl Socket {
     pub(crate) fn new(driver: Arc<Driver>, stream: TcpStream) -> io::Result<Socket> {
         let flags = EventFlags::IN | EventFlags::OUT | EventFlags::RDHUP | EventFlags::ET;
         let reg = Registration::new(driver, &stream, flags)?;
-        Ok(Socket { stream, reg })
+        Ok(Socket {
+            stream,
+            reg,
+            last_read: LastRead::More,
+        })
     }
 
     /// Connects to `addr` on `driver` without blocking the thread.
@@ -161,20 +179,27 @@ impl Socket {
         &self.stream
     }
 
-    /// Ready when the socket has shown readable since the last read (or is broken).
+    /// Ready when a read may find bytes (or the end): the last read did not empty the socket,
+    /// or an edge came since (or it is broken).
     pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.last_read == LastRead::More {
+            return Poll::Ready(Ok(()));
+        }
+        self.reg.poll_readable(cx).map(Ok)
+    }
+
+    /// [`Socket::poll_readable`], but waiting for an edge only once a read blocked: for a
+    /// reader above (TLS) whose own buffers are given back only on such a read.
+    pub fn poll_readable_after_block(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.last_read != LastRead::Blocked {
+            return Poll::Ready(Ok(()));
+        }
         self.reg.poll_readable(cx).map(Ok)
     }
 
     /// Sends FIN.
     pub fn shutdown_write(&self) {
         let _ = self.stream.shutdown(Shutdown::Write);
-    }
-
-    /// Leaves the driver (for async-io, e.g. under TLS).
-    pub fn into_async(self) -> io::Result<Async<TcpStream>> {
-        let _ = epoll::delete(&self.reg.driver.epoll, &self.stream);
-        Async::new(self.stream)
     }
 }
 
@@ -185,7 +210,13 @@ impl AsyncRead for Socket {
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        retry(&this.reg, cx, true, || (&this.stream).read(buf))
+        let read = retry(&this.reg, cx, true, || (&this.stream).read(buf));
+        this.last_read = match &read {
+            Poll::Pending => LastRead::Blocked,
+            Poll::Ready(Ok(n)) if *n > 0 && *n < buf.len() => LastRead::Short,
+            Poll::Ready(_) => LastRead::More,
+        };
+        read
     }
 }
 

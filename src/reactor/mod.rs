@@ -9,7 +9,8 @@
 //! entry in its thread's deadline map ([`timer`]). Each worker thread runs [`block_on`], which
 //! runs the executor and, when that has nothing to do, waits on its own epoll until the next
 //! deadline. A socket or timer made on a thread without a driver falls back to async-io. TLS
-//! backends and DNS stay on async-io and smol.
+//! (the listener's clients, `wss://` backends) runs over these sockets; only DNS stays on
+//! smol's blocking pool.
 
 pub mod io;
 pub mod timer;

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use super::buffer::Buf;
 use super::policy::{DirPolicy, Verdict};
 pub use super::rules::Rules;
 use super::rules::{check, Message};
@@ -53,7 +54,7 @@ pub struct Direction {
     pub from_client: bool,
     /// Bytes in flight: `[start..ready)` checked and waiting to be written, `[ready..end)` read
     /// but not yet checked. `None` while idle.
-    pub buf: Option<Box<[u8]>>,
+    pub buf: Option<Buf>,
     /// See `buf`.
     pub start: usize,
     /// See `buf`.
@@ -138,7 +139,7 @@ impl Direction {
                 self.buf = None;
             }
         } else if shrink {
-            let mut small = vec![0u8; BUF].into_boxed_slice();
+            let mut small = Buf::new(BUF);
             if let Some(buf) = self.buf.as_ref() {
                 small[..left].copy_from_slice(&buf[self.start..self.end]);
             }
@@ -171,7 +172,7 @@ impl Direction {
         if (self.end < old.len() && !self.busy) || old.len() >= size {
             return;
         }
-        let mut new = vec![0u8; size].into_boxed_slice();
+        let mut new = Buf::new(size);
         new[..self.end].copy_from_slice(&old[..self.end]);
         self.buf = Some(new);
     }

@@ -13,6 +13,7 @@
 //! stream. Once one leg is finished, the other gets [`CLOSE_GRACE`]; a leg whose close
 //! handshake is complete gets its FIN at once, without waiting for the other.
 
+mod buffer;
 mod closing;
 mod direction;
 mod json;
@@ -30,6 +31,8 @@ use std::time::Duration;
 use crate::reactor::Timer;
 use futures_lite::{AsyncWrite, FutureExt};
 
+pub use buffer::held as buffers_held;
+use buffer::Buf;
 pub use direction::Rules;
 use direction::{Direction, Event, BUF, SMALL_BUF};
 pub use policy::Policy;
@@ -126,7 +129,7 @@ pub async fn run<C: Transport, B: Transport>(
     conn.start_watch();
     for (i, early) in [client_early, backend_early].into_iter().enumerate() {
         if !early.is_empty() {
-            let mut buf = vec![0u8; BUF.max(early.len())].into_boxed_slice();
+            let mut buf = Buf::new(BUF.max(early.len()));
             buf[..early.len()].copy_from_slice(&early);
             conn.dirs[i].buf = Some(buf);
             conn.dirs[i].end = early.len();
@@ -288,20 +291,15 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             // After a read that did not fill the buffer the socket is most likely drained:
             // wait for readiness instead of paying for a read that would block.
             let wait = d.buf.is_none() || d.drained;
-            let (ready, idle_ok) = match src {
-                CLIENT => (wait_readable(client, wait, cx), client.waits_for_readable()),
-                _ => (
-                    wait_readable(backend, wait, cx),
-                    backend.waits_for_readable(),
-                ),
+            let ready = match src {
+                CLIENT => wait_readable(client, wait, cx),
+                _ => wait_readable(backend, wait, cx),
             };
             let res = match ready {
                 Poll::Ready(Ok(())) => {
                     d.drained = false;
                     let size = if d.busy { BUF } else { SMALL_BUF };
-                    let buf = d
-                        .buf
-                        .get_or_insert_with(|| vec![0u8; size].into_boxed_slice());
+                    let buf = d.buf.get_or_insert_with(|| Buf::new(size));
                     let space = buf.len() - d.end;
                     let res = match src {
                         CLIENT => Pin::new(client).poll_read(cx, &mut buf[d.end..]),
@@ -325,7 +323,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 }
                 Poll::Ready(Err(_)) => Outcome::Lost("connection reset"),
                 Poll::Pending => {
-                    if d.is_empty() && idle_ok {
+                    if d.is_empty() {
                         d.buf = None; // idle: hold no buffer
                         d.busy = false;
                     }
@@ -369,14 +367,13 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     }
 }
 
-/// Before a read into a fresh buffer, waits for data without holding one (when the transport
-/// can tell).
+/// Before a read into a fresh buffer, waits for data without holding one.
 fn wait_readable<T: Transport>(
     t: &mut T,
     idle: bool,
     cx: &mut Context<'_>,
 ) -> Poll<io::Result<()>> {
-    if idle && t.waits_for_readable() {
+    if idle {
         t.poll_readable(cx)
     } else {
         Poll::Ready(Ok(()))

@@ -17,7 +17,7 @@ use std::net::TcpListener;
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -90,6 +90,8 @@ pub struct Gateway {
     /// The connection counts of `limits.max_connections` and the routes' limits, which
     /// outlive every generation.
     admission: Arc<Admission>,
+    /// The health checks of the generation in force (a replaced one's stop with it).
+    health: Arc<Mutex<Option<crate::health::Checks>>>,
 }
 
 /// Connection numbers for the logs, unique across worker threads.
@@ -143,6 +145,7 @@ impl Gateway {
             current: Arc::new(RwLock::new(Generation::new(config, &admission))),
             drain: Drain::new(),
             admission,
+            health: Arc::default(),
         })
     }
 
@@ -160,15 +163,13 @@ impl Gateway {
     }
 
     /// Puts `config` in force for new connections (open ones keep theirs) and starts its
-    /// health checks; the previous generation's checks stop.
+    /// health checks; the previous generation's checks stop at once.
     pub fn swap(&self, config: Config) -> io::Result<()> {
         let next = Generation::new(Arc::new(config), &self.admission);
-        crate::health::start(next.config.clone(), &next.balancers)?;
-        let old = std::mem::replace(
-            &mut *self.current.write().unwrap_or_else(PoisonError::into_inner),
-            next,
-        );
-        old.balancers.retire();
+        let checks = crate::health::start(next.config.clone(), &next.balancers)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+        // Dropping the replaced checks ends their thread.
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = checks;
         Ok(())
     }
 
@@ -176,7 +177,9 @@ impl Gateway {
     /// own); they stop when their generation is replaced.
     pub fn start_health_checks(&self) -> io::Result<()> {
         let g = self.generation();
-        crate::health::start(g.config.clone(), &g.balancers)
+        let checks = crate::health::start(g.config.clone(), &g.balancers)?;
+        *self.health.lock().unwrap_or_else(PoisonError::into_inner) = checks;
+        Ok(())
     }
 
     /// Begins a graceful shutdown: the listening socket stops listening (new connects are

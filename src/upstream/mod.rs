@@ -181,8 +181,6 @@ pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Resul
     if !backend.tls {
         return Ok(tcp);
     }
-    // TLS runs on async-io.
-    let tcp = tcp.into_async().map_err(|e| unreachable(e.to_string()))?;
     let tls: Arc<rustls::ClientConfig> =
         config
             .backend_tls
@@ -202,7 +200,7 @@ pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Resul
             url: url.to_string(),
             reason: format!("TLS: {e}"),
         })?;
-    Ok(Stream::Tls(Box::new(stream)))
+    Ok(Stream::TlsClient(Box::new(stream)))
 }
 
 #[cfg(test)]

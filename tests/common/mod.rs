@@ -2,6 +2,7 @@
 //! Every wait has a deadline; nothing sleeps to wait for readiness.
 #![allow(dead_code)]
 
+pub mod tls;
 mod victim;
 #[allow(unused_imports)]
 pub use victim::*;

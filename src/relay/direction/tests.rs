@@ -59,9 +59,7 @@ fn pump(d: &mut Direction, rules: &Rules, input: &[u8], chunk: usize) -> Result<
             return Ok(largest);
         }
         let size = if d.busy { BUF } else { SMALL_BUF };
-        let buf = d
-            .buf
-            .get_or_insert_with(|| vec![0u8; size].into_boxed_slice());
+        let buf = d.buf.get_or_insert_with(|| Buf::new(size));
         largest = largest.max(buf.len());
         let space = buf.len() - d.end;
         assert!(space > 0, "no room to read");
