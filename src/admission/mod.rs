@@ -1,10 +1,10 @@
-//! Stage 4b: admission, between route/auth and upstream. Before the gateway spends a backend
-//! connection on a request it checks the connection limits: the client address's handshake
-//! rate and open connections on the route (`rate_limit.handshakes_per_second_per_ip`,
+//! Stage 3b: admission, between route and auth. Before the gateway spends a signature check or
+//! a backend connection on a request it checks the connection limits: the client address's
+//! handshake rate and open connections on the route (`rate_limit.handshakes_per_second_per_ip`,
 //! `rate_limit.connections_per_ip`: 429), then the route's and the whole gateway's open
 //! connections (`max_connections`, `limits.max_connections`: 503). A request that passes gets a
-//! [`Ticket`] that counts it until the connection ends (connecting, relaying, or refused later
-//! by the backend), however it ends: the ticket releases on drop.
+//! [`Ticket`] that counts it until the connection ends (refused for its token, connecting,
+//! relaying, or refused later by the backend), however it ends: the ticket releases on drop.
 //!
 //! The counts belong to the gateway ([`Admission`]), not to a config generation: a reload
 //! changes the limits, never the counts. A route's counts and per-address table are kept by
