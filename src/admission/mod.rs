@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use crate::config::{Bucket, Config, RateLimit};
 use crate::error::Error;
 pub use client::{client_ip, is_trusted};
-use table::{Over, Table, MAX_ADDRESSES};
+use table::{Over, Table};
 
 /// The `Retry-After` of a refusal for open connections: one may close any moment.
 const RETRY_OPEN: Duration = Duration::from_secs(1);
@@ -135,7 +135,7 @@ impl Admission {
                 let g = Arc::new(RouteGate {
                     name: name.to_string(),
                     open: AtomicUsize::new(0),
-                    clients: Mutex::new(Table::new(MAX_ADDRESSES)),
+                    clients: Mutex::new(Table::new()),
                 });
                 known.insert(name.to_string(), Arc::downgrade(&g));
                 g
@@ -212,10 +212,11 @@ impl RouteGate {
             Err(Over::Full) => {
                 if table.warn_full(now) {
                     log::warn!(
-                        "route {}: {MAX_ADDRESSES} client addresses are tracked for its \
+                        "route {}: {} client addresses are tracked for its \
                          rate_limit (each has an open connection or spent handshake tokens); \
-                         new addresses get 429 until some leave",
-                        self.name
+                         new addresses get 429 until some leave (max_tracked_clients)",
+                        self.name,
+                        rule.max_tracked_clients
                     );
                 }
                 (PerClient::TableFull { client }, RETRY_OPEN)

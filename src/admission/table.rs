@@ -4,8 +4,10 @@
 //! Bounded: an address is in the table only while it has an open connection or its bucket is
 //! not full (an address that would start afresh anyway needs no entry). Such entries are
 //! swept out when the table has doubled since the last sweep (so a sweep costs O(1) per new
-//! address, amortized), and the table never holds more than `cap` addresses: when it is full
-//! and a sweep frees nothing, new addresses are refused (429) rather than let it grow.
+//! address, amortized), and the table never holds more than `rate_limit.max_tracked_clients`
+//! addresses (57 bytes a slot in the hash table, 131 072 slots for 100 000 entries: 7.5 MB at
+//! the default): when it is full and a sweep frees nothing, new addresses are refused (429)
+//! rather than let it grow.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -13,10 +15,6 @@ use std::time::{Duration, Instant};
 
 use crate::bucket::{Bucket, Tokens};
 use crate::config::RateLimit;
-
-/// Addresses tracked per route at most: 57 bytes a slot in the hash table (131 072 slots for
-/// 100 000 entries), so 7.5 MB at worst.
-pub const MAX_ADDRESSES: usize = 100_000;
 
 /// The table is not swept below this size (a sweep of a small table is not worth it).
 const MIN_SWEEP: usize = 1024;
@@ -45,7 +43,6 @@ pub enum Over {
 /// The per-address table of one route.
 pub struct Table {
     map: HashMap<IpAddr, Entry>,
-    cap: usize,
     /// The size at which the next sweep happens.
     sweep_at: usize,
     last_sweep: Option<Instant>,
@@ -53,12 +50,11 @@ pub struct Table {
 }
 
 impl Table {
-    /// An empty table of at most `cap` addresses.
-    pub fn new(cap: usize) -> Table {
+    /// An empty table.
+    pub fn new() -> Table {
         Table {
             map: HashMap::new(),
-            cap,
-            sweep_at: MIN_SWEEP.min(cap),
+            sweep_at: MIN_SWEEP,
             last_sweep: None,
             last_full_warning: None,
         }
@@ -120,14 +116,14 @@ impl Table {
     /// Whether a new address may be added, sweeping idle entries first when the table has
     /// doubled since the last sweep (or is full, at most every [`FULL_SWEEP_GAP`]).
     fn make_room(&mut self, rule: &RateLimit, now: Instant) -> bool {
-        let len = self.map.len();
-        if len < self.sweep_at {
+        let (len, cap) = (self.map.len(), rule.max_tracked_clients);
+        if len < self.sweep_at.min(cap) {
             return true;
         }
         let recent = self
             .last_sweep
             .is_some_and(|t| now.saturating_duration_since(t) < FULL_SWEEP_GAP);
-        if len >= self.cap && recent {
+        if len >= cap && recent {
             return false;
         }
         let bucket = rule.handshakes_per_ip;
@@ -135,11 +131,11 @@ impl Table {
             .retain(|_, e| e.open > 0 || bucket.is_some_and(|b| !e.tokens.is_full(&b, now)));
         self.last_sweep = Some(now);
         let len = self.map.len();
-        self.sweep_at = (2 * len).max(MIN_SWEEP).min(self.cap);
+        self.sweep_at = (2 * len).max(MIN_SWEEP);
         if self.map.capacity() > 4 * len.max(MIN_SWEEP) {
             self.map.shrink_to(2 * len);
         }
-        len < self.cap
+        len < cap
     }
 }
 
@@ -186,20 +182,22 @@ mod tests {
         assert_eq!(t.take(&b, now), Err(MAX_WAIT));
     }
 
-    fn rule(per_ip: Option<u32>, b: Option<Bucket>) -> RateLimit {
+    /// A rule for a table of at most `cap` addresses.
+    fn rule(per_ip: Option<u32>, b: Option<Bucket>, cap: usize) -> RateLimit {
         RateLimit {
             connections_per_ip: per_ip,
             handshakes_per_ip: b,
+            max_tracked_clients: cap,
             ..RateLimit::default()
         }
     }
 
     #[test]
     fn open_connections_are_counted_per_address() {
-        let r = rule(Some(2), None);
+        let r = rule(Some(2), None, 10);
         let now = Instant::now();
         let (a, b) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
-        let mut t = Table::new(10);
+        let mut t = Table::new();
         assert_eq!(t.enter(a, &r, now), Ok(()));
         assert_eq!(t.enter(a, &r, now), Ok(()));
         assert_eq!(t.enter(a, &r, now), Err(Over::Connections(2)));
@@ -219,10 +217,10 @@ mod tests {
     #[test]
     fn the_table_stays_within_its_cap() {
         let b = bucket(1.0, 1.0);
-        let r = rule(None, Some(b));
+        let r = rule(None, Some(b), 3);
         let now = Instant::now();
         let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
-        let mut t = Table::new(3);
+        let mut t = Table::new();
         for i in 0..3 {
             assert_eq!(t.enter(ip(i), &r, now), Ok(()));
             t.leave(ip(i), Some(&b), now);
@@ -244,10 +242,10 @@ mod tests {
 
     #[test]
     fn an_address_without_connections_leaves_at_once() {
-        let r = rule(Some(5), None);
+        let r = rule(Some(5), None, 2);
         let now = Instant::now();
         let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
-        let mut t = Table::new(2);
+        let mut t = Table::new();
         assert_eq!(t.enter(ip(0), &r, now), Ok(()));
         assert_eq!(t.enter(ip(1), &r, now), Ok(()));
         assert_eq!(t.enter(ip(2), &r, now), Err(Over::Full));
@@ -258,10 +256,10 @@ mod tests {
     #[test]
     fn a_full_table_is_swept_at_most_every_gap() {
         let b = bucket(100.0, 1.0);
-        let r = rule(None, Some(b));
+        let r = rule(None, Some(b), 2);
         let t0 = Instant::now();
         let ip = |i: u8| IpAddr::from([192, 0, 2, i]);
-        let mut t = Table::new(2);
+        let mut t = Table::new();
         for i in 0..2 {
             assert_eq!(t.enter(ip(i), &r, t0), Ok(()));
             t.leave(ip(i), Some(&b), t0);

@@ -1406,6 +1406,7 @@ fn policy_fields_default_to_nothing_limited() {
     assert_eq!(c.limits.max_connections, None);
     assert_eq!(r.max_connections, None);
     assert_eq!(r.rate_limit, super::RateLimit::default());
+    assert_eq!(r.rate_limit.max_tracked_clients, 100_000);
     assert_eq!((r.origins.clone(), r.require_origin), (None, false));
     assert_eq!(r.filter, None);
     assert!(c.trusted_proxies.is_empty());
@@ -1421,7 +1422,8 @@ fn policy_fields_are_read() {
         "handshakes_per_second_per_ip": { "rate": 2, "burst": 5 },
         "messages_per_second": 50,
         "bytes_per_second": { "rate": 1024 },
-        "on_exceed": "close"
+        "on_exceed": "close",
+        "max_tracked_clients": 5000
     });
     r["allowed_origins"] = json!(["https://App.example.com", "http://localhost:8080"]);
     r["require_origin"] = json!(true);
@@ -1463,6 +1465,7 @@ fn policy_fields_are_read() {
         })
     );
     assert_eq!(rl.on_exceed, OnExceed::Close);
+    assert_eq!(rl.max_tracked_clients, 5000);
     assert_eq!(
         r.origins.as_deref(),
         Some(
@@ -1493,6 +1496,7 @@ fn policy_field_errors_name_the_field() {
         ("rate_limit", json!({ "bytes_per_second": { "rate": 10, "burst": 0.5 } }), "rate_limit.bytes_per_second: must be a positive number, or {\"rate\": N, \"burst\": M} with M >= 1"),
         ("rate_limit", json!({ "on_exceed": "drop" }), "rate_limit.on_exceed: \"drop\" is not \"throttle\" or \"close\""),
         ("rate_limit", json!({ "connections_per_ip": 0 }), "rate_limit.connections_per_ip: must be an integer from 1"),
+        ("rate_limit", json!({ "max_tracked_clients": 15 }), "rate_limit.max_tracked_clients: must be an integer from 16 to 1000000"),
         ("allowed_origins", json!(["example.com"]), "allowed_origins: \"example.com\" is not an origin"),
         ("allowed_origins", json!(["https://a.com/path"]), "is not an origin"),
         ("message_filter", json!({ "allow_types": ["ping"] }), "message_filter.allow_types: \"ping\" is not \"text\" or \"binary\""),
