@@ -1,6 +1,7 @@
 //! Hostile load on admission (issue 13): a client over its per-address handshake rate costs no
-//! signature check, and one host cannot lock strangers out of a route's per-address table,
-//! while a victim on the same one-worker gateway keeps its service.
+//! signature check, and one host (one IPv6 /64, or many prefixes) cannot lock strangers out of
+//! a route's per-address table, while a victim on the same one-worker gateway keeps its
+//! service.
 
 mod common;
 
@@ -225,4 +226,129 @@ fn a_refused_token_gives_back_every_place_it_took() {
         let r = raw_http(gw, upgrade_request("/ws/chat", &with(&bad)).as_bytes()).await;
         assert_eq!(r.status, 429, "{}", r.body);
     });
+}
+
+/// A one-worker gateway process behind a trusted proxy (127.0.0.1: the tests' clients name
+/// themselves in `X-Forwarded-For`) with two routes to one echo backend: `/ws/chat` (open, no
+/// limits: the victim's) and `/ws/limited` with `rate_limit`.
+fn proxied_gateway(rate_limit: &str) -> GatewayProcess {
+    let echo = start_echo();
+    let route = |path: &str, extra: &str| {
+        format!(
+            r#"{{ "protocol": "websocket", "methods": ["GET"], {extra}
+                  "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
+                  "external_path": "{path}", "internal_path": "/ws" }}"#,
+            echo.port()
+        )
+    };
+    let limited = format!(r#""rate_limit": {rate_limit},"#);
+    let json = format!(
+        r#"{{ "version": 1, "server": {{ "trusted_proxies": ["127.0.0.1"] }},
+              "routers": [ {}, {} ] }}"#,
+        route("/ws/chat", ""),
+        route("/ws/limited", &limited)
+    );
+    GatewayProcess::start(&json, None)
+}
+
+/// An upgrade of `/ws/limited` on behalf of `client`.
+fn from(client: &str) -> String {
+    upgrade_request("/ws/limited", &format!("X-Forwarded-For: {client}\r\n"))
+}
+
+/// A client outside every attacking prefix gets its 101 on `/ws/limited` within the victim's
+/// limit, and a new client on `/ws/chat` too.
+fn assert_stranger_served(addr: SocketAddr, stranger: &str) {
+    let started = Instant::now();
+    let status = handshake_status(addr, from(stranger).as_bytes());
+    let took = started.elapsed();
+    assert_eq!(
+        status,
+        Some(101),
+        "stranger {stranger} was refused after {took:?}"
+    );
+    assert!(took < VICTIM_CONNECT, "stranger {stranger} waited {took:?}");
+    assert_new_client_served(addr, "/ws/chat");
+}
+
+#[test]
+fn a_flood_from_one_ipv6_prefix_counts_as_one_client_and_strangers_keep_their_101() {
+    let gw = proxied_gateway(r#"{ "handshakes_per_second_per_ip": { "rate": 1, "burst": 5 } }"#);
+    let addr = gw.addr();
+    let victim = Victim::start(addr, "/ws/chat", Duration::from_millis(10));
+    // Every source address of one /64, a new one each time.
+    let attacker = |n: u64| from(&format!("2001:db8:a:b:{:x}:{:x}::1", n >> 16, n & 0xffff));
+    let statuses = std::thread::scope(|s| {
+        let attack = s.spawn(|| flood(addr, 2, attacker));
+        let mut i = 0;
+        while !attack.is_finished() {
+            i += 1;
+            // Each stranger from a /64 of its own (the next one, then others).
+            assert_stranger_served(addr, &format!("2001:db8:a:{:x}::1", 0xb + i));
+            assert_stranger_served(addr, &format!("198.51.100.{}", i % 250 + 1));
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        attack.join().expect("attack")
+    });
+    let report = victim.assert_served(100);
+    let (upgraded, refused) = (count(&statuses, 101), count(&statuses, 429));
+    eprintln!(
+        "{} handshakes from one /64: {upgraded} x 101, {refused} x 429; victim {report:?}",
+        statuses.len()
+    );
+    assert_eq!(upgraded + refused, statuses.len(), "{statuses:?}");
+    // The burst, one a second for 3 s, one of slack.
+    assert!(
+        upgraded <= 5 + ATTACK.as_secs() as usize + 1,
+        "the /64 got {upgraded} upgrades: its addresses were counted apart"
+    );
+}
+
+#[test]
+fn a_full_table_never_refuses_a_stranger() {
+    let gw = proxied_gateway(
+        r#"{ "handshakes_per_second_per_ip": { "rate": 0.01, "burst": 1 },
+             "max_tracked_clients": 32 }"#,
+    );
+    let addr = gw.addr();
+    let victim = Victim::start(addr, "/ws/chat", Duration::from_millis(10));
+    let path = "/ws/limited";
+    run(async {
+        // 32 prefixes, each holding a connection: the table is full of clients it may not
+        // forget. A stranger is let in untracked, and the gateway says so.
+        let mut held = Vec::new();
+        for i in 0..32 {
+            let me = format!("2001:db8:f:{i:x}::1");
+            let (ws, _) = try_connect(addr, path, &[("X-Forwarded-For", &me)])
+                .await
+                .unwrap_or_else(|e| panic!("{me}: {e}"));
+            held.push(ws);
+        }
+        assert_stranger_served(addr, "198.51.100.1");
+        assert!(gw.wait_for("untracked", STEP).is_some(), "no warning");
+        drop(held);
+    });
+    // New prefixes for 3 s, each spending its one token: the table fills with clients whose
+    // buckets refill for 100 s, again and again. The least recently seen make room.
+    let end = Instant::now() + ATTACK;
+    let mut flooded = 0u32;
+    while Instant::now() < end {
+        let (net, host) = (0xe000 + (flooded >> 16), flooded & 0xffff);
+        let me = format!("2001:db8:{net:x}:{host:x}::1");
+        assert_eq!(
+            handshake_status(addr, from(&me).as_bytes()),
+            Some(101),
+            "{me}"
+        );
+        flooded += 1;
+        if flooded % 50 == 0 {
+            assert_stranger_served(addr, &format!("198.51.100.{}", flooded / 50 % 250 + 2));
+        }
+    }
+    assert!(
+        gw.wait_for("least recently seen", STEP).is_some(),
+        "no eviction"
+    );
+    let report = victim.assert_served(100);
+    eprintln!("{flooded} prefixes flooded the table; victim {report:?}");
 }

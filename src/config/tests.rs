@@ -1410,6 +1410,7 @@ fn policy_fields_default_to_nothing_limited() {
     assert_eq!((r.origins.clone(), r.require_origin), (None, false));
     assert_eq!(r.filter, None);
     assert!(c.trusted_proxies.is_empty());
+    assert_eq!(c.ipv6_prefix, 64);
 }
 
 #[test]
@@ -1435,7 +1436,7 @@ fn policy_fields_are_read() {
     let c = ok_value(&json!({
         "version": 1, "routers": [r],
         "limits": { "max_connections": 1000 },
-        "server": { "trusted_proxies": ["10.0.0.0/8", "::1"] }
+        "server": { "trusted_proxies": ["10.0.0.0/8", "::1"], "ipv6_prefix": 56 }
     }))
     .config;
     let r = &c.routes[0];
@@ -1482,7 +1483,7 @@ fn policy_fields_are_read() {
         (true, false, true)
     );
     assert_eq!((f.max_up, f.max_down), (Some(4096), None));
-    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!((c.trusted_proxies.len(), c.ipv6_prefix), (2, 56));
     let mut any = router("/ws/chat");
     any["allowed_origins"] = json!(["*"]);
     assert_eq!(ok_value(&config(vec![any])).config.routes[0].origins, None);
@@ -1513,6 +1514,12 @@ fn policy_field_errors_name_the_field() {
         "server": { "trusted_proxies": ["10.0.0.0/40"] } }));
     assert!(
         e.contains("server.trusted_proxies: \"10.0.0.0/40\": the prefix must be 0 to 32"),
+        "{e}"
+    );
+    let e = one_error(&json!({ "version": 1, "routers": [router("/ws/chat")],
+        "server": { "ipv6_prefix": 129 } }));
+    assert!(
+        e.contains("server.ipv6_prefix: must be an integer from 32 to 128"),
         "{e}"
     );
 }
