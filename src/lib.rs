@@ -2,7 +2,7 @@
 //!
 //! One module per stage of a connection's life: [`server`] (listen, accept, one task per
 //! connection) -> [`handshake`] (read and bound the upgrade request, answer it) -> [`route`]
-//! (path -> route) -> [`auth`] (JWT) -> [`admission`] (connection limits) -> [`upstream`]
+//! (path -> route) -> [`admission`] (connection limits) -> [`auth`] (JWT) -> [`upstream`]
 //! (backend connect and handshake) -> [`relay`] (frames both ways until both legs are
 //! closed). [`config`] turns the JSON file into an immutable `Arc<Config>`; [`error`] is the
 //! one error type and its status/close-code mapping. [`echo`] is the demo and test backend.

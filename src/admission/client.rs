@@ -1,7 +1,9 @@
 //! Who the client is, for the per-address limits: the socket peer, or, when the peer is a
-//! trusted proxy (`server.trusted_proxies`), the address its `X-Forwarded-For` names.
+//! trusted proxy (`server.trusted_proxies`), the address its `X-Forwarded-For` names; and what
+//! the limits count it as ([`ClientKey`]: an IPv6 client by its prefix).
 
-use std::net::{IpAddr, SocketAddr};
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 use crate::config::Cidr;
 use crate::handshake::Head;
@@ -48,6 +50,45 @@ pub fn client_ip(peer: IpAddr, trusted: &[Cidr], req: &impl Head) -> IpAddr {
 pub fn is_trusted(peer: IpAddr, trusted: &[Cidr]) -> bool {
     let peer = peer.to_canonical();
     trusted.iter().any(|c| c.contains(peer))
+}
+
+/// What the per-address limits count: an IPv4 address, or an IPv6 address's network of its
+/// first `server.ipv6_prefix` bits (one host commonly has a whole /64 to pick addresses from,
+/// so counting IPv6 addresses apart would let it count as 2^64 clients). 18 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ClientKey {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl ClientKey {
+    /// The key of client address `ip`; IPv4-mapped IPv6 addresses count as IPv4.
+    pub fn new(ip: IpAddr, ipv6_prefix: u8) -> ClientKey {
+        match ip.to_canonical() {
+            IpAddr::V4(v4) => ClientKey {
+                net: IpAddr::V4(v4),
+                prefix: 32,
+            },
+            IpAddr::V6(v6) => {
+                let prefix = ipv6_prefix.min(128);
+                let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+                ClientKey {
+                    net: IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask)),
+                    prefix,
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for ClientKey {
+    /// `192.0.2.1`, `2001:db8::1` (a /128), or `2001:db8:1:2::/64`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.net {
+            IpAddr::V6(net) if self.prefix < 128 => write!(f, "{net}/{}", self.prefix),
+            net => write!(f, "{net}"),
+        }
+    }
 }
 
 /// `1.2.3.4`, `::1`, `[::1]`, `1.2.3.4:80` or `[::1]:80`.
@@ -115,6 +156,28 @@ mod tests {
             let got = client_ip(*peer, &trusted, &request(xff));
             assert_eq!(got, ip(want), "{what}");
         }
+    }
+
+    #[test]
+    fn ipv6_clients_are_counted_by_their_prefix() {
+        let key = |s: &str, prefix| ClientKey::new(ip(s), prefix);
+        #[rustfmt::skip]
+        let cases: &[(&str, u8, &str)] = &[
+            ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", 64, "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:ffff::1", 64, "2001:db8:1:2::/64"),
+            ("2001:db8:1:2:3:4:5:6", 48, "2001:db8:1::/48"),
+            ("2001:db8:1:2:3:4:5:6", 128, "2001:db8:1:2:3:4:5:6"),
+            ("2001:db8:1:2:3:4:5:6", 33, "2001:db8::/33"),
+            ("::ffff:203.0.113.5", 64, "203.0.113.5"),
+            ("203.0.113.5", 64, "203.0.113.5"),
+        ];
+        for (addr, prefix, want) in cases {
+            assert_eq!(key(addr, *prefix).to_string(), *want, "{addr}/{prefix}");
+        }
+        assert_eq!(key("2001:db8:1:2::1", 64), key("2001:db8:1:2::9", 64));
+        assert_ne!(key("2001:db8:1:2::1", 64), key("2001:db8:1:3::1", 64));
+        assert_ne!(key("2001:db8:1:2::", 64), key("2001:db8:1:2::", 128));
+        assert_eq!(key("::ffff:192.0.2.1", 64), key("192.0.2.1", 64));
     }
 
     #[test]

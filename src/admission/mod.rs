@@ -1,10 +1,10 @@
-//! Stage 4b: admission, between route/auth and upstream. Before the gateway spends a backend
-//! connection on a request it checks the connection limits: the client address's handshake
-//! rate and open connections on the route (`rate_limit.handshakes_per_second_per_ip`,
+//! Stage 3b: admission, between route and auth. Before the gateway spends a signature check or
+//! a backend connection on a request it checks the connection limits: the client address's
+//! handshake rate and open connections on the route (`rate_limit.handshakes_per_second_per_ip`,
 //! `rate_limit.connections_per_ip`: 429), then the route's and the whole gateway's open
 //! connections (`max_connections`, `limits.max_connections`: 503). A request that passes gets a
-//! [`Ticket`] that counts it until the connection ends (connecting, relaying, or refused later
-//! by the backend), however it ends: the ticket releases on drop.
+//! [`Ticket`] that counts it until the connection ends (refused for its token, connecting,
+//! relaying, or refused later by the backend), however it ends: the ticket releases on drop.
 //!
 //! The counts belong to the gateway ([`Admission`]), not to a config generation: a reload
 //! changes the limits, never the counts. A route's counts and per-address table are kept by
@@ -12,7 +12,9 @@
 //! connections the old config admitted against the new config's limit; a route that is
 //! removed is forgotten once its last connection ends. Per-address entries exist only on
 //! routes with a per-address rule, so routes without one pay two atomic increments and two
-//! decrements per connection, and nothing per frame.
+//! decrements per connection, and nothing per frame. An IPv6 client is counted by its
+//! `server.ipv6_prefix` network ([`ClientKey`]); a full table never refuses a newcomer
+//! (`table.rs` says what it does instead).
 
 mod client;
 mod table;
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::config::{Bucket, Config, RateLimit};
 use crate::error::Error;
-pub use client::{client_ip, is_trusted};
-use table::{Over, Table, MAX_ADDRESSES};
+pub use client::{client_ip, is_trusted, ClientKey};
+use table::{Entered, Over, Table};
 
 /// The `Retry-After` of a refusal for open connections: one may close any moment.
 const RETRY_OPEN: Duration = Duration::from_secs(1);
@@ -64,8 +66,8 @@ pub struct Ticket {
     gate: Arc<RouteGate>,
     global: bool,
     route: bool,
-    /// The client address counted in the route's table, and the bucket rule it came under.
-    client: Option<(IpAddr, Option<Bucket>)>,
+    /// The client counted in the route's table, and the bucket rule it came under.
+    client: Option<(ClientKey, Option<Bucket>)>,
 }
 
 /// An open-connection limit that is reached (answered 503).
@@ -90,22 +92,17 @@ pub enum Capacity {
 pub enum PerClient {
     /// `rate_limit.connections_per_ip`.
     Connections {
-        /// The client address.
-        client: IpAddr,
+        /// The client (address, or IPv6 prefix).
+        client: ClientKey,
         /// The limit.
         max: u32,
     },
     /// `rate_limit.handshakes_per_second_per_ip`.
     Handshakes {
-        /// The client address.
-        client: IpAddr,
+        /// The client (address, or IPv6 prefix).
+        client: ClientKey,
         /// The limit.
         bucket: Bucket,
-    },
-    /// The route tracks as many addresses as it may; a new one must wait.
-    TableFull {
-        /// The client address.
-        client: IpAddr,
     },
 }
 
@@ -135,7 +132,7 @@ impl Admission {
                 let g = Arc::new(RouteGate {
                     name: name.to_string(),
                     open: AtomicUsize::new(0),
-                    clients: Mutex::new(Table::new(MAX_ADDRESSES)),
+                    clients: Mutex::new(Table::new()),
                 });
                 known.insert(name.to_string(), Arc::downgrade(&g));
                 g
@@ -163,8 +160,10 @@ impl Gates {
         };
         let rule = &route.rate_limit;
         if rule.connections_per_ip.is_some() || rule.handshakes_per_ip.is_some() {
-            gate.enter_client(client, rule)?;
-            ticket.client = Some((client, rule.handshakes_per_ip));
+            let client = ClientKey::new(client, config.ipv6_prefix);
+            if gate.enter_client(client, rule)? {
+                ticket.client = Some((client, rule.handshakes_per_ip));
+            }
         }
         ticket.route = reserve(&gate.open, route.max_connections);
         if let (false, Some(max)) = (ticket.route, route.max_connections) {
@@ -202,26 +201,40 @@ fn reserve(count: &AtomicUsize, max: Option<usize>) -> bool {
 }
 
 impl RouteGate {
-    fn enter_client(&self, client: IpAddr, rule: &RateLimit) -> Result<(), Error> {
+    /// Counts `client` in the route's table under `rule`: `true` when it is counted (its
+    /// ticket must leave the table), `false` when it was admitted untracked.
+    fn enter_client(&self, client: ClientKey, rule: &RateLimit) -> Result<bool, Error> {
         let now = Instant::now();
         let mut table = lock(&self.clients);
         let (what, retry_after) = match table.enter(client, rule, now) {
-            Ok(()) => return Ok(()),
+            Ok(Entered::Tracked { evicted: 0 }) => return Ok(true),
+            Ok(entered) => {
+                if table.warn_due(entered, now) {
+                    self.warn_full(entered, rule.max_tracked_clients);
+                }
+                return Ok(entered != Entered::Untracked);
+            }
             Err(Over::Connections(max)) => (PerClient::Connections { client, max }, RETRY_OPEN),
             Err(Over::Handshakes(bucket, wait)) => (PerClient::Handshakes { client, bucket }, wait),
-            Err(Over::Full) => {
-                if table.warn_full(now) {
-                    log::warn!(
-                        "route {}: {MAX_ADDRESSES} client addresses are tracked for its \
-                         rate_limit (each has an open connection or spent handshake tokens); \
-                         new addresses get 429 until some leave",
-                        self.name
-                    );
-                }
-                (PerClient::TableFull { client }, RETRY_OPEN)
-            }
         };
         Err(Error::TooManyRequests { what, retry_after })
+    }
+
+    /// The warning for a full table (once a second at most).
+    fn warn_full(&self, entered: Entered, cap: usize) {
+        let route = &self.name;
+        match entered {
+            Entered::Tracked { evicted } => log::warn!(
+                "route {route}: {cap} clients are tracked for its rate_limit \
+                 (max_tracked_clients); the {evicted} least recently seen without an open \
+                 connection were forgotten (their handshake rate starts afresh)"
+            ),
+            Entered::Untracked => log::warn!(
+                "route {route}: {cap} clients are tracked for its rate_limit \
+                 (max_tracked_clients), each with an open connection; new clients are admitted \
+                 untracked (no per-address limit) until some leave"
+            ),
+        }
     }
 }
 
@@ -255,7 +268,6 @@ impl PerClient {
         match self {
             PerClient::Connections { .. } => "connections_per_ip",
             PerClient::Handshakes { .. } => "handshakes_per_ip",
-            PerClient::TableFull { .. } => "ip_table_full",
         }
     }
 }
@@ -288,11 +300,6 @@ impl fmt::Display for PerClient {
                 "too many new connections from {client}: this route allows {} a second, \
                  {} at once (rate_limit.handshakes_per_second_per_ip)",
                 bucket.rate, bucket.burst
-            ),
-            PerClient::TableFull { client } => write!(
-                f,
-                "too many client addresses are using this route's rate limits at once; \
-                 {client} is not admitted for now"
             ),
         }
     }

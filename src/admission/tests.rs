@@ -165,3 +165,46 @@ fn an_address_without_connections_or_spent_tokens_leaves_the_table() {
     let _t = gates.enter(&plain, 0, ip("192.0.2.1")).unwrap();
     assert_eq!(lock(&gates.routes[0].clients).len(), 0);
 }
+
+#[test]
+fn an_ipv6_client_is_counted_by_its_prefix() {
+    let route = [("/a", r#""rate_limit": { "connections_per_ip": 1 },"#)];
+    let c = config("", &route);
+    let gates = Admission::new().gates(&c);
+    let _first = gates.enter(&c, 0, ip("2001:db8:1:2::1")).unwrap();
+    let err = gates
+        .enter(&c, 0, ip("2001:db8:1:2:ffff::9"))
+        .err()
+        .unwrap();
+    assert_eq!(err.status(), Some(429));
+    assert!(
+        err.to_string()
+            .contains("2001:db8:1:2::/64 has 1 open connections"),
+        "{err}"
+    );
+    let _other = gates.enter(&c, 0, ip("2001:db8:1:3::1")).unwrap();
+    // server.ipv6_prefix: 128 counts every address apart.
+    let c = config(r#""server": { "ipv6_prefix": 128 },"#, &route);
+    let gates = Admission::new().gates(&c);
+    let _first = gates.enter(&c, 0, ip("2001:db8:1:2::1")).unwrap();
+    let _second = gates.enter(&c, 0, ip("2001:db8:1:2::2")).unwrap();
+}
+
+#[test]
+fn a_full_table_admits_a_stranger_untracked() {
+    let route = [(
+        "/a",
+        r#""rate_limit": { "connections_per_ip": 1, "max_tracked_clients": 16 },"#,
+    )];
+    let c = config("", &route);
+    let gates = Admission::new().gates(&c);
+    let held: Vec<Ticket> = (0..16)
+        .map(|i| gates.enter(&c, 0, ip(&format!("192.0.2.{i}"))).unwrap())
+        .collect();
+    let stranger = gates.enter(&c, 0, ip("198.51.100.1")).unwrap();
+    assert!(stranger.client.is_none(), "untracked");
+    assert_eq!(lock(&gates.routes[0].clients).len(), 16);
+    drop(stranger);
+    drop(held);
+    assert_eq!(lock(&gates.routes[0].clients).len(), 0);
+}

@@ -54,6 +54,10 @@ pub struct Config {
     /// `server.trusted_proxies` (none): peers whose `X-Forwarded-For` names the client for the
     /// per-address rate limits.
     pub trusted_proxies: Vec<Cidr>,
+    /// `server.ipv6_prefix` (64; 32 to 128): the per-address rate limits count an IPv6 client
+    /// by its first this many bits, as one host commonly has a whole /64 to pick addresses
+    /// from. IPv4 clients (and IPv4-mapped IPv6 ones) are counted by their address.
+    pub ipv6_prefix: u8,
     /// The routes served, in file order (routers with another protocol are skipped).
     pub routes: Vec<Route>,
     /// The `jwt` block, when present.
@@ -263,6 +267,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
         reload_poll: server.reload_poll,
         listener_tls: server.tls,
         trusted_proxies: server.trusted_proxies,
+        ipv6_prefix: server.ipv6_prefix,
         admin,
         routes,
         jwt,

@@ -26,19 +26,40 @@ pub enum OnExceed {
     Close,
 }
 
+/// The default of `rate_limit.max_tracked_clients`.
+pub const DEFAULT_TRACKED_CLIENTS: usize = 100_000;
+
 /// `rate_limit`: per client address and per connection.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct RateLimit {
     /// `connections_per_ip`: open connections of one client address on this route.
     pub connections_per_ip: Option<u32>,
     /// `handshakes_per_second_per_ip`: new connections of one client address.
     pub handshakes_per_ip: Option<Bucket>,
+    /// `max_tracked_clients` (100 000; 16 to 1 000 000): client addresses the route keeps
+    /// state for, for the two rules above. It bounds the memory of that state (about 75
+    /// bytes a client at most: 7.5 MB at the default), whoever floods the route.
+    pub max_tracked_clients: usize,
     /// `messages_per_second`: data messages, per connection and direction.
     pub messages: Option<Bucket>,
     /// `bytes_per_second`: wire bytes, per connection and direction.
     pub bytes: Option<Bucket>,
     /// `on_exceed` (throttle) for the message and byte rates.
     pub on_exceed: OnExceed,
+}
+
+impl Default for RateLimit {
+    /// No rule, and the default table bound.
+    fn default() -> RateLimit {
+        RateLimit {
+            connections_per_ip: None,
+            handshakes_per_ip: None,
+            max_tracked_clients: DEFAULT_TRACKED_CLIENTS,
+            messages: None,
+            bytes: None,
+            on_exceed: OnExceed::default(),
+        }
+    }
 }
 
 /// `message_filter`: what messages may pass, checked whole.
@@ -164,9 +185,11 @@ pub fn read_rate_limit(f: &mut Fields, report: &mut Report) -> RateLimit {
     let connections_per_ip = r
         .raw("connections_per_ip")
         .map(|_| r.int(report, "connections_per_ip", 1, 1_000_000, 1) as u32);
+    let tracked = DEFAULT_TRACKED_CLIENTS as u64;
     let limit = RateLimit {
         connections_per_ip,
         handshakes_per_ip: bucket(&mut r, report, "handshakes_per_second_per_ip"),
+        max_tracked_clients: r.int(report, "max_tracked_clients", 16, 1_000_000, tracked) as usize,
         messages: bucket(&mut r, report, "messages_per_second"),
         bytes: bucket(&mut r, report, "bytes_per_second"),
         on_exceed: match r.string(report, "on_exceed") {

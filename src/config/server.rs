@@ -24,6 +24,7 @@ pub(super) struct Server {
     pub reload_poll: Option<Duration>,
     pub tls: Option<Arc<rustls::ServerConfig>>,
     pub trusted_proxies: Vec<Cidr>,
+    pub ipv6_prefix: u8,
 }
 
 /// Reads the `server` block; relative TLS file paths are from `base`.
@@ -37,6 +38,7 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
         reload_poll: Some(Duration::from_millis(2000)),
         tls: None,
         trusted_proxies: Vec::new(),
+        ipv6_prefix: 64,
     };
     let Some(v) = root.raw("server") else {
         return server;
@@ -66,6 +68,8 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
         server.tls = read_listener_tls(t, base, report);
     }
     server.trusted_proxies = super::policies::read_trusted_proxies(&mut s, report);
+    let prefix = u64::from(server.ipv6_prefix);
+    server.ipv6_prefix = s.int(report, "ipv6_prefix", 32, 128, prefix) as u8;
     s.finish(report);
     server
 }

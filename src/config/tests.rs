@@ -1413,9 +1413,11 @@ fn policy_fields_default_to_nothing_limited() {
     assert_eq!(c.limits.max_connections, None);
     assert_eq!(r.max_connections, None);
     assert_eq!(r.rate_limit, super::RateLimit::default());
+    assert_eq!(r.rate_limit.max_tracked_clients, 100_000);
     assert_eq!((r.origins.clone(), r.require_origin), (None, false));
     assert_eq!(r.filter, None);
     assert!(c.trusted_proxies.is_empty());
+    assert_eq!(c.ipv6_prefix, 64);
 }
 
 #[test]
@@ -1428,7 +1430,8 @@ fn policy_fields_are_read() {
         "handshakes_per_second_per_ip": { "rate": 2, "burst": 5 },
         "messages_per_second": 50,
         "bytes_per_second": { "rate": 1024 },
-        "on_exceed": "close"
+        "on_exceed": "close",
+        "max_tracked_clients": 5000
     });
     r["allowed_origins"] = json!(["https://App.example.com", "http://localhost:8080"]);
     r["require_origin"] = json!(true);
@@ -1440,7 +1443,7 @@ fn policy_fields_are_read() {
     let c = ok_value(&json!({
         "version": 1, "routers": [r],
         "limits": { "max_connections": 1000 },
-        "server": { "trusted_proxies": ["10.0.0.0/8", "::1"] }
+        "server": { "trusted_proxies": ["10.0.0.0/8", "::1"], "ipv6_prefix": 56 }
     }))
     .config;
     let r = &c.routes[0];
@@ -1470,6 +1473,7 @@ fn policy_fields_are_read() {
         })
     );
     assert_eq!(rl.on_exceed, OnExceed::Close);
+    assert_eq!(rl.max_tracked_clients, 5000);
     assert_eq!(
         r.origins.as_deref(),
         Some(
@@ -1486,7 +1490,7 @@ fn policy_fields_are_read() {
         (true, false, true)
     );
     assert_eq!((f.max_up, f.max_down), (Some(4096), None));
-    assert_eq!(c.trusted_proxies.len(), 2);
+    assert_eq!((c.trusted_proxies.len(), c.ipv6_prefix), (2, 56));
     let mut any = router("/ws/chat");
     any["allowed_origins"] = json!(["*"]);
     assert_eq!(ok_value(&config(vec![any])).config.routes[0].origins, None);
@@ -1500,6 +1504,7 @@ fn policy_field_errors_name_the_field() {
         ("rate_limit", json!({ "bytes_per_second": { "rate": 10, "burst": 0.5 } }), "rate_limit.bytes_per_second: must be a positive number, or {\"rate\": N, \"burst\": M} with M >= 1"),
         ("rate_limit", json!({ "on_exceed": "drop" }), "rate_limit.on_exceed: \"drop\" is not \"throttle\" or \"close\""),
         ("rate_limit", json!({ "connections_per_ip": 0 }), "rate_limit.connections_per_ip: must be an integer from 1"),
+        ("rate_limit", json!({ "max_tracked_clients": 15 }), "rate_limit.max_tracked_clients: must be an integer from 16 to 1000000"),
         ("allowed_origins", json!(["example.com"]), "allowed_origins: \"example.com\" is not an origin"),
         ("allowed_origins", json!(["https://a.com/path"]), "is not an origin"),
         ("message_filter", json!({ "allow_types": ["ping"] }), "message_filter.allow_types: \"ping\" is not \"text\" or \"binary\""),
@@ -1516,6 +1521,12 @@ fn policy_field_errors_name_the_field() {
         "server": { "trusted_proxies": ["10.0.0.0/40"] } }));
     assert!(
         e.contains("server.trusted_proxies: \"10.0.0.0/40\": the prefix must be 0 to 32"),
+        "{e}"
+    );
+    let e = one_error(&json!({ "version": 1, "routers": [router("/ws/chat")],
+        "server": { "ipv6_prefix": 129 } }));
+    assert!(
+        e.contains("server.ipv6_prefix: must be an integer from 32 to 128"),
         "{e}"
     );
 }

@@ -1,6 +1,7 @@
 //! Stages 3 and 4 (route, auth) plus the route's origin policy: which route a request is
-//! for, whether its method, upgrade headers, `Origin` and token are acceptable, and what the
-//! backend is to be asked for.
+//! for, whether its method, upgrade headers and `Origin` are acceptable, and what the backend
+//! is to be asked for ([`admit`]); then, once the connection limits have let it in, whether its
+//! token is ([`authorize`]).
 
 use super::connection::Refused;
 use crate::auth::{extract_token, AuthError};
@@ -9,24 +10,47 @@ use crate::error::Error;
 use crate::handshake::{self, Head, Request, Upgrade};
 use crate::route;
 
+/// A verified token's claims.
+pub(super) type Claims = serde_json::Map<String, serde_json::Value>;
+
 /// What an admitted request is: its route (and position in `config.routes`), the backend's
-/// target, the upgrade fields, and the verified token's claims.
+/// target and the upgrade fields. Its token is not checked yet.
 pub(super) struct Admitted<'c> {
     pub(super) at: usize,
     pub(super) route: &'c Route,
     pub(super) target: String,
-    /// The client's query (for a `query:` sticky key).
+    /// The client's query, normalised (for a `query:` sticky key, and the token parameter).
     pub(super) query: Option<String>,
     pub(super) upgrade: Upgrade,
-    pub(super) claims: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
-/// Route, method, upgrade, origin and token checks, in that order. Returns the route, the
-/// backend's path and query (normalised; on an `auth_required` route the token parameter
-/// removed, unless the route's `pass_token_param`), the upgrade fields and the claims.
+/// Route, method, upgrade and origin checks, in that order. Returns the route, the backend's
+/// path and query (normalised; on an `auth_required` route the token parameter removed, unless
+/// the route's `pass_token_param`) and the upgrade fields. The token is [`authorize`]'s: the
+/// connection limits come between them, so that a client over its own limit costs no
+/// signature check.
 pub(super) fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c>, Refused> {
     let mut at = None;
     checks(config, req, &mut at).map_err(|e| Refused(e, at))
+}
+
+/// The token of a request [`admit`] let in: its claims on an `auth_required` route (401 when
+/// it has none or a bad one), `None` on the others.
+pub(super) fn authorize(
+    config: &Config,
+    admitted: &Admitted<'_>,
+    req: &Request,
+) -> Result<Option<Claims>, Refused> {
+    if !admitted.route.auth_required {
+        return Ok(None);
+    }
+    let verified = match config.jwt.as_ref() {
+        None => Err(Error::Unauthorized(AuthError::Missing)),
+        Some(jwt) => verify(jwt, req, admitted.query.as_deref()),
+    };
+    verified
+        .map(Some)
+        .map_err(|e| Refused(e, Some(admitted.at)))
 }
 
 /// The token of a request on an `auth_required` route, from its `Authorization` header or its
@@ -35,7 +59,7 @@ fn verify(
     jwt: &crate::auth::JwtVerifier,
     req: &Request,
     query: Option<&str>,
-) -> Result<serde_json::Map<String, serde_json::Value>, Error> {
+) -> Result<Claims, Error> {
     if req
         .header_raw("Authorization")
         .any(|v| std::str::from_utf8(v).is_err())
@@ -78,11 +102,6 @@ fn checks<'c>(
     }
     let upgrade = handshake::check_upgrade(req)?;
     check_origin(route, req)?;
-    let claims = match config.jwt.as_ref() {
-        _ if !route.auth_required => None,
-        None => return Err(Error::Unauthorized(AuthError::Missing)),
-        Some(jwt) => Some(verify(jwt, req, query.as_deref())?),
-    };
     let mut target = route.internal.render(&captures);
     // The token parameter is the gateway's, not the backend's (unless the route asks for it).
     let param = config.jwt.as_ref().and_then(|j| j.query_param.as_deref());
@@ -102,7 +121,6 @@ fn checks<'c>(
         target,
         query: query.map(|q| q.into_owned()),
         upgrade,
-        claims,
     })
 }
 

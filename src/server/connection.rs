@@ -1,5 +1,5 @@
-//! One connection's life: TLS (when the listener has it), request head, route, token,
-//! connection limits, backend, 101, relay; and its counters.
+//! One connection's life: TLS (when the listener has it), request head, route, connection
+//! limits, token, backend, 101, relay; and its counters.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
 use futures_rustls::rustls;
 
-use super::admit::{admit, Admitted};
+use super::admit::{admit, authorize, Admitted, Claims};
 use super::Generation;
 use crate::admission::{self, Ticket};
 use crate::balance::{self, Lease};
@@ -139,10 +139,7 @@ fn rules(config: &Config, route: &Route, deflate: bool, expires: Option<Instant>
 
 /// When a connection opened with `claims` must close: its token's `exp` (plus the leeway the
 /// token was accepted with), when `jwt.enforce_expiry`.
-fn expiry(
-    config: &Config,
-    claims: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Option<Instant> {
+fn expiry(config: &Config, claims: Option<&Claims>) -> Option<Instant> {
     let jwt = config.jwt.as_ref().filter(|j| j.enforce_expiry)?;
     let exp = claims?.get("exp")?.as_f64()?;
     let now = SystemTime::now()
@@ -180,8 +177,8 @@ enum Opening {
 /// Why a connection is refused, and on which route (`None`: before one matched).
 pub(super) struct Refused(pub(super) Error, pub(super) Option<usize>);
 
-/// Everything before the relay: request (complete by `head_deadline`), route, token,
-/// connection limits, backend, 101. `Err` when the connection is to be refused; `ClientGone`
+/// Everything before the relay: request (complete by `head_deadline`), route, connection
+/// limits, token, backend, 101. `Err` when the connection is to be refused; `ClientGone`
 /// when the client left before its 101 (during the backend connect, or as it was written).
 async fn open(
     stream: &mut Stream,
@@ -207,14 +204,20 @@ async fn open(
         return Ok(Opening::Answered);
     }
     drop_underscored(&mut request, id, peer);
+    let admitted = admit(config, &request)?;
+    let client_ip = admission::client_ip(peer.ip(), &config.trusted_proxies, &request);
+    // The connection limits before the token: a client over its own limit (or a full route)
+    // costs no signature check. A refused token drops the ticket, giving its places back.
+    let entered = gen.gates.enter(config, admitted.at, client_ip);
+    let ticket = entered.map_err(|e| Refused(e, Some(admitted.at)))?;
+    let claims = authorize(config, &admitted, &request)?;
     let Admitted {
         at,
         route,
         target,
         query,
         upgrade,
-        claims,
-    } = admit(config, &request)?;
+    } = admitted;
     if route.filter.as_ref().is_some_and(|f| f.require_json) {
         // Compressed text cannot be checked as JSON: permessage-deflate is not offered.
         request
@@ -222,10 +225,7 @@ async fn open(
             .retain(|(n, _)| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
     }
     let expires = expiry(config, claims.as_ref());
-    let client_ip = admission::client_ip(peer.ip(), &config.trusted_proxies, &request);
     let trusted_peer = admission::is_trusted(peer.ip(), &config.trusted_proxies);
-    let entered = gen.gates.enter(config, at, client_ip);
-    let ticket = entered.map_err(|e| Refused(e, Some(at)))?;
     let sticky = route.sticky.as_ref().and_then(|s| {
         balance::sticky_key(s, &request, query.as_deref(), claims.as_ref(), peer.ip())
     });
@@ -276,7 +276,7 @@ async fn open(
 /// is left out (logged).
 fn claim_headers<'c>(
     config: &'c Config,
-    claims: Option<&serde_json::Map<String, serde_json::Value>>,
+    claims: Option<&Claims>,
     id: u64,
     peer: SocketAddr,
 ) -> Vec<(&'c str, String)> {
