@@ -96,14 +96,7 @@ fn fixture(name: &str) -> std::path::PathBuf {
 /// A config with the ES256 key of `tests/fixtures/` and two routes to `echo`: `/ws/chat` (open,
 /// no limits: the victim's) and `/ws/auth` (a token needed, `handshakes_per_second_per_ip: 1`).
 fn es256_config(echo: SocketAddr) -> String {
-    let route = |path: &str, extra: &str| {
-        format!(
-            r#"{{ "protocol": "websocket", "methods": ["GET"], {extra}
-                  "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
-                  "external_path": "{path}", "internal_path": "/ws" }}"#,
-            echo.port()
-        )
-    };
+    let route = |path: &str, extra: &str| router(echo, path, "/ws", extra);
     let limited = r#""auth_required": true,
         "rate_limit": { "handshakes_per_second_per_ip": 1 },"#;
     // An absolute path: the process reads its config from a temporary directory.
@@ -233,14 +226,7 @@ fn a_refused_token_gives_back_every_place_it_took() {
 /// limits: the victim's) and `/ws/limited` with `rate_limit`.
 fn proxied_gateway(rate_limit: &str) -> GatewayProcess {
     let echo = start_echo();
-    let route = |path: &str, extra: &str| {
-        format!(
-            r#"{{ "protocol": "websocket", "methods": ["GET"], {extra}
-                  "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
-                  "external_path": "{path}", "internal_path": "/ws" }}"#,
-            echo.port()
-        )
-    };
+    let route = |path: &str, extra: &str| router(echo, path, "/ws", extra);
     let limited = format!(r#""rate_limit": {rate_limit},"#);
     let json = format!(
         r#"{{ "version": 1, "server": {{ "trusted_proxies": ["127.0.0.1"] }},

@@ -76,35 +76,12 @@ fn control_frame(opcode: u8) -> Vec<u8> {
 /// Routes: `/ws/limited` (to `limited`, with `rate`) and `/ws/chat` (to an echo backend).
 fn gateway(limited: SocketAddr, rate: &str) -> GatewayProcess {
     let echo = start_echo();
-    let route = |b: SocketAddr, path: &str, extra: &str| {
-        format!(
-            r#"{{ "protocol": "websocket", "methods": ["GET"], {extra}
-                  "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
-                  "external_path": "{path}", "internal_path": "/ws" }}"#,
-            b.port()
-        )
-    };
     let json = format!(
         r#"{{ "version": 1, "routers": [ {}, {} ] }}"#,
-        route(limited, "/ws/limited", rate),
-        route(echo, "/ws/chat", "")
+        router(limited, "/ws/limited", "/ws", rate),
+        router(echo, "/ws/chat", "/ws", "")
     );
     GatewayProcess::start(&json, None)
-}
-
-/// Upgrades a raw client on `path`.
-fn upgraded(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(upgrade_request(path, "").as_bytes())
-        .expect("write the upgrade");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).expect("read the answer"), 1, "closed");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "not upgraded");
-    s
 }
 
 /// Writes `frame` as fast as the gateway takes it for [`FLOOD`]; frames written.
@@ -132,7 +109,7 @@ fn pings_and_pongs_are_throttled_by_the_rates() {
         let gw = gateway(backend, RATE);
         let addr = gw.addr();
         let victim = Victim::start(addr, "/ws/chat", Duration::from_millis(10));
-        let mut s = upgraded(addr, "/ws/limited");
+        let mut s = raw_upgraded(addr, "/ws/limited");
         let started = Instant::now();
         let sent = flood(&mut s, &control_frame(opcode));
         let elapsed = started.elapsed().as_secs_f64();
@@ -160,7 +137,7 @@ fn pings_over_the_rate_close_the_sender_with_1008() {
     let gw = gateway(backend, RATE);
     let addr = gw.addr();
     let victim = Victim::start(addr, "/ws/chat", Duration::from_millis(10));
-    let mut s = upgraded(addr, "/ws/limited");
+    let mut s = raw_upgraded(addr, "/ws/limited");
     // Ten pings at once: the first is the burst, the second is over the rate.
     s.write_all(&control_frame(0x9).repeat(10)).expect("write");
     // The gateway's close: 1008 "rate limit".

@@ -5,7 +5,7 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,21 +14,6 @@ use common::*;
 
 /// How long each attack runs.
 const ATTACK: Duration = Duration::from_secs(3);
-
-/// A raw client socket that completed the upgrade of `path`.
-fn upgraded(addr: SocketAddr, path: &str) -> TcpStream {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.write_all(upgrade_request(path, "").as_bytes())
-        .expect("write the upgrade");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        assert_eq!(s.read(&mut byte).expect("read the answer"), 1, "closed");
-        head.push(byte[0]);
-    }
-    assert!(head.starts_with(b"HTTP/1.1 101"), "not upgraded");
-    s
-}
 
 /// Writes `chunk` again and again for [`ATTACK`] (or until the gateway stops taking it);
 /// the bytes written.
@@ -61,7 +46,7 @@ fn a_client_that_breaks_the_protocol_then_floods_never_freezes_the_worker() {
     let stop = Arc::new(AtomicBool::new(false));
     let attackers: Vec<_> = (0..2)
         .map(|_| {
-            let mut s = upgraded(addr, "/ws/chat");
+            let mut s = raw_upgraded(addr, "/ws/chat");
             // An unmasked text frame: a protocol violation, so the leg is closed and drained.
             s.write_all(&[0x81, 0x02, b'h', b'i']).expect("write");
             let stop = stop.clone();
@@ -110,8 +95,8 @@ fn a_backend_that_closes_then_streams_never_freezes_the_worker() {
     let echo = start_echo();
     let json = format!(
         r#"{{ "version": 1, "routers": [ {}, {} ] }}"#,
-        route_json_part(echo, "/ws/chat"),
-        route_json_part(streaming, "/ws/stream")
+        router(echo, "/ws/chat", "/ws", ""),
+        router(streaming, "/ws/stream", "/ws", "")
     );
     let gw = GatewayProcess::start(&json, None);
     let addr = gw.addr();
@@ -119,7 +104,7 @@ fn a_backend_that_closes_then_streams_never_freezes_the_worker() {
     let start = Instant::now();
     let mut opened = 0;
     while start.elapsed() < ATTACK {
-        let mut s = upgraded(addr, "/ws/stream");
+        let mut s = raw_upgraded(addr, "/ws/stream");
         // A close of its own (masked, code 1000), so that both legs are closed at once and the
         // gateway drains the backend's leg.
         s.write_all(&[0x88, 0x82, 1, 2, 3, 4, 0x03 ^ 1, 0xe8 ^ 2])
@@ -139,14 +124,4 @@ fn a_backend_that_closes_then_streams_never_freezes_the_worker() {
         "{opened} streaming backends sent {} bytes; victim {report:?}",
         bytes.load(Ordering::Relaxed)
     );
-}
-
-/// A websocket router for `backend` at `path` (internal `/ws`).
-fn route_json_part(backend: SocketAddr, path: &str) -> String {
-    format!(
-        r#"{{ "protocol": "websocket", "methods": ["GET"],
-              "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
-              "external_path": "{path}", "internal_path": "/ws" }}"#,
-        backend.port()
-    )
 }

@@ -19,25 +19,15 @@ fn token(sub: &str) -> String {
     hs256_token(SECRET, &json!({ "sub": sub, "exp": unix_now() + 600 }))
 }
 
-/// One route to `backend`, with `extra` fields.
-fn route(backend: SocketAddr, ext: &str, int: &str, extra: &str) -> String {
-    format!(
-        r#"{{ "protocol": "websocket", "methods": ["GET"], {extra}
-              "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
-              "external_path": "{ext}", "internal_path": "{int}" }}"#,
-        backend.port()
-    )
-}
-
 /// `/ws/{room}` (public) and `/ws/admin` (`auth_required`) on the same recording backend, and
 /// `/rooms/{room}` -> `/api/rooms/{room}/socket`.
 fn confusable_gateway() -> (SocketAddr, smol::channel::Receiver<Head>) {
     let (backend, rx) = request_recorder();
     let json = format!(
         r#"{{ "version": 1, "jwt": {{ "secret": "{SECRET}" }}, "routers": [ {}, {}, {} ] }}"#,
-        route(backend, "/ws/{room}", "/public/{room}", ""),
-        route(backend, "/ws/admin", "/admin", r#""auth_required": true,"#),
-        route(backend, "/rooms/{room}", "/api/rooms/{room}/socket", ""),
+        router(backend, "/ws/{room}", "/public/{room}", ""),
+        router(backend, "/ws/admin", "/admin", r#""auth_required": true,"#),
+        router(backend, "/rooms/{room}", "/api/rooms/{room}/socket", ""),
     );
     (start_gateway(&json), rx)
 }
@@ -136,7 +126,7 @@ fn identity_gateway(trusted: bool) -> (SocketAddr, smol::channel::Receiver<Head>
         r#"{{ {proxies} "version": 1,
               "jwt": {{ "secret": "{SECRET}", "forward_claims": {{ "sub": "X-User-Id" }} }},
               "routers": [ {} ] }}"#,
-        route(backend, "/ws/chat", "/ws", r#""auth_required": true,"#)
+        router(backend, "/ws/chat", "/ws", r#""auth_required": true,"#)
     );
     (start_gateway(&json), rx)
 }
@@ -281,15 +271,15 @@ fn no_token_reaches_a_log_line_or_a_backend_that_did_not_ask_for_it() {
     let auth = r#""auth_required": true,"#;
     let json = format!(
         r#"{{ "version": 1, "jwt": {{ "secret": "{SECRET}" }}, "routers": [ {}, {}, {}, {} ] }}"#,
-        route(backend, "/ws/chat", "/ws", auth),
-        route(
+        router(backend, "/ws/chat", "/ws", auth),
+        router(
             backend,
             "/ws/pass",
             "/ws",
             r#""auth_required": true, "pass_token_param": true,"#
         ),
-        route(down_addr, "/ws/down", "/ws", auth),
-        route(backend, "/ws/open", "/ws", ""),
+        router(down_addr, "/ws/down", "/ws", auth),
+        router(backend, "/ws/open", "/ws", ""),
     );
     let gw = GatewayProcess::start_with_log(&json, None, "trace");
     let addr = gw.addr();

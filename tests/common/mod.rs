@@ -295,6 +295,34 @@ pub fn request_recorder_after(
     (addr, rx)
 }
 
+/// One websocket router to `ws://127.0.0.1:PORT` of `backend`, `external` -> `internal`, with
+/// `extra` fields (JSON members followed by a comma, e.g. `"auth_required": true,`).
+pub fn router(backend: SocketAddr, external: &str, internal: &str, extra: &str) -> String {
+    format!(
+        r#"{{ "protocol": "websocket", "methods": ["GET"], {extra}
+              "backends": [{{ "host": "ws://127.0.0.1", "port": {} }}],
+              "external_path": "{external}", "internal_path": "{internal}" }}"#,
+        backend.port()
+    )
+}
+
+/// A plain (blocking) client socket whose upgrade of `path` was answered 101: for attacks
+/// written byte by byte.
+pub fn raw_upgraded(addr: SocketAddr, path: &str) -> std::net::TcpStream {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).expect("connect");
+    s.write_all(upgrade_request(path, "").as_bytes())
+        .expect("write the upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).expect("read the answer"), 1, "closed");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "not upgraded");
+    s
+}
+
 /// A config with one route `/ws/chat` -> `ws://127.0.0.1:PORT/ws` and an admin listener on
 /// 127.0.0.1:0.
 pub fn admin_config(backend: SocketAddr) -> String {
