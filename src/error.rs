@@ -5,8 +5,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
-use crate::admission::{Capacity, PerClient};
 use crate::auth::AuthError;
+use crate::config::Bucket;
 
 /// Everything that can end a connection early. `Display` says what happened and, where it helps,
 /// what to fix.
@@ -324,5 +324,94 @@ pub fn close_for_violation(v: crate::frame::Violation) -> (u16, &'static str) {
         Violation::Unsupported(why) => (1003, why),
         Violation::Invalid(why) => (1007, why),
         Violation::Policy(why) => (1008, why),
+    }
+}
+
+/// An open-connection limit that is reached (answered 503).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Capacity {
+    /// `limits.max_connections`: the whole gateway.
+    Gateway {
+        /// The limit.
+        max: usize,
+    },
+    /// The route's `max_connections`.
+    Route {
+        /// The route's `external_path`.
+        route: String,
+        /// The limit.
+        max: usize,
+    },
+}
+
+/// A per-address limit a client is over (answered 429).
+#[derive(Debug, Clone, PartialEq)]
+pub enum PerClient {
+    /// `rate_limit.connections_per_ip`.
+    Connections {
+        /// The client (its address, or its IPv6 network).
+        client: String,
+        /// The limit.
+        max: u32,
+    },
+    /// `rate_limit.handshakes_per_second_per_ip`.
+    Handshakes {
+        /// The client (its address, or its IPv6 network).
+        client: String,
+        /// The limit.
+        bucket: Bucket,
+    },
+}
+
+impl Capacity {
+    /// The `reason` label of `kairos_rejections_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Capacity::Gateway { .. } => "max_connections",
+            Capacity::Route { .. } => "route_max_connections",
+        }
+    }
+}
+
+impl PerClient {
+    /// The `reason` label of `kairos_rejections_total`.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PerClient::Connections { .. } => "connections_per_ip",
+            PerClient::Handshakes { .. } => "handshakes_per_ip",
+        }
+    }
+}
+
+impl fmt::Display for Capacity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Capacity::Gateway { max } => write!(
+                f,
+                "the gateway has {max} open connections, its limit (limits.max_connections)"
+            ),
+            Capacity::Route { route, max } => write!(
+                f,
+                "route {route} has {max} open connections, its limit (max_connections)"
+            ),
+        }
+    }
+}
+
+impl fmt::Display for PerClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PerClient::Connections { client, max } => write!(
+                f,
+                "{client} has {max} open connections on this route, its limit \
+                 (rate_limit.connections_per_ip)"
+            ),
+            PerClient::Handshakes { client, bucket } => write!(
+                f,
+                "too many new connections from {client}: this route allows {} a second, \
+                 {} at once (rate_limit.handshakes_per_second_per_ip)",
+                bucket.rate, bucket.burst
+            ),
+        }
     }
 }

@@ -20,14 +20,13 @@ mod client;
 mod table;
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 use crate::config::{Bucket, Config, RateLimit};
-use crate::error::Error;
+use crate::error::{Capacity, Error, PerClient};
 pub use client::{client_ip, is_trusted, ClientKey};
 use table::{Entered, Over, Table};
 
@@ -68,42 +67,6 @@ pub struct Ticket {
     route: bool,
     /// The client counted in the route's table, and the bucket rule it came under.
     client: Option<(ClientKey, Option<Bucket>)>,
-}
-
-/// An open-connection limit that is reached (answered 503).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Capacity {
-    /// `limits.max_connections`: the whole gateway.
-    Gateway {
-        /// The limit.
-        max: usize,
-    },
-    /// The route's `max_connections`.
-    Route {
-        /// The route's `external_path`.
-        route: String,
-        /// The limit.
-        max: usize,
-    },
-}
-
-/// A per-address limit a client is over (answered 429).
-#[derive(Debug, Clone, PartialEq)]
-pub enum PerClient {
-    /// `rate_limit.connections_per_ip`.
-    Connections {
-        /// The client (address, or IPv6 prefix).
-        client: ClientKey,
-        /// The limit.
-        max: u32,
-    },
-    /// `rate_limit.handshakes_per_second_per_ip`.
-    Handshakes {
-        /// The client (address, or IPv6 prefix).
-        client: ClientKey,
-        /// The limit.
-        bucket: Bucket,
-    },
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -214,8 +177,20 @@ impl RouteGate {
                 }
                 return Ok(entered != Entered::Untracked);
             }
-            Err(Over::Connections(max)) => (PerClient::Connections { client, max }, RETRY_OPEN),
-            Err(Over::Handshakes(bucket, wait)) => (PerClient::Handshakes { client, bucket }, wait),
+            Err(Over::Connections(max)) => (
+                PerClient::Connections {
+                    client: client.to_string(),
+                    max,
+                },
+                RETRY_OPEN,
+            ),
+            Err(Over::Handshakes(bucket, wait)) => (
+                PerClient::Handshakes {
+                    client: client.to_string(),
+                    bucket,
+                },
+                wait,
+            ),
         };
         Err(Error::TooManyRequests { what, retry_after })
     }
@@ -248,59 +223,6 @@ impl Drop for Ticket {
         }
         if let Some((ip, bucket)) = self.client {
             lock(&self.gate.clients).leave(ip, bucket.as_ref(), Instant::now());
-        }
-    }
-}
-
-impl Capacity {
-    /// The `reason` label of `kairos_rejections_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Capacity::Gateway { .. } => "max_connections",
-            Capacity::Route { .. } => "route_max_connections",
-        }
-    }
-}
-
-impl PerClient {
-    /// The `reason` label of `kairos_rejections_total`.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            PerClient::Connections { .. } => "connections_per_ip",
-            PerClient::Handshakes { .. } => "handshakes_per_ip",
-        }
-    }
-}
-
-impl fmt::Display for Capacity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Capacity::Gateway { max } => write!(
-                f,
-                "the gateway has {max} open connections, its limit (limits.max_connections)"
-            ),
-            Capacity::Route { route, max } => write!(
-                f,
-                "route {route} has {max} open connections, its limit (max_connections)"
-            ),
-        }
-    }
-}
-
-impl fmt::Display for PerClient {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            PerClient::Connections { client, max } => write!(
-                f,
-                "{client} has {max} open connections on this route, its limit \
-                 (rate_limit.connections_per_ip)"
-            ),
-            PerClient::Handshakes { client, bucket } => write!(
-                f,
-                "too many new connections from {client}: this route allows {} a second, \
-                 {} at once (rate_limit.handshakes_per_second_per_ip)",
-                bucket.rate, bucket.burst
-            ),
         }
     }
 }
