@@ -11,7 +11,6 @@ use async_tungstenite::tungstenite::Message;
 use common::*;
 use futures_lite::AsyncWriteExt;
 use serde_json::json;
-use smol::net::TcpStream;
 
 const SECRET: &str = "trust-boundary-secret";
 
@@ -65,7 +64,7 @@ fn an_encoded_or_decorated_admin_path_never_reaches_the_backend_unauthenticated(
         assert_eq!(status_of(gw, "/ws/%zz", "").await, 400);
         // With a token, the admin route is reached, and the backend gets the normal form.
         let auth = format!("Authorization: Bearer {}\r\n", token("alice"));
-        let (mut s, head) = raw_upgrade(gw, "/ws/%61dmin", &auth).await;
+        let (mut s, head) = raw_upgrade(gw, upgrade_request("/ws/%61dmin", &auth).as_bytes()).await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         assert_eq!(next_request(&rx).await.request_line, "GET /admin HTTP/1.1");
         let _ = s.close().await;
@@ -76,14 +75,14 @@ fn an_encoded_or_decorated_admin_path_never_reaches_the_backend_unauthenticated(
             ("/ws/caf%c3%a9", "/public/caf%C3%A9"),
             ("/rooms/r%2d1?x=%3d", "/api/rooms/r-1/socket?x=%3D"),
         ] {
-            let (mut s, head) = raw_upgrade(gw, target, "").await;
+            let (mut s, head) = raw_upgrade(gw, upgrade_request(target, "").as_bytes()).await;
             assert!(head.starts_with("HTTP/1.1 101 "), "{target}: {head}");
             let line = next_request(&rx).await.request_line;
             assert_eq!(line, format!("GET {want} HTTP/1.1"), "{target}");
             let _ = s.close().await;
         }
         // Case is significant (RFC 3986): /ws/ADMIN is a public room, as documented.
-        let (_s, head) = raw_upgrade(gw, "/ws/ADMIN", "").await;
+        let (_s, head) = raw_upgrade(gw, upgrade_request("/ws/ADMIN", "").as_bytes()).await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         assert_eq!(
             next_request(&rx).await.request_line,
@@ -91,19 +90,6 @@ fn an_encoded_or_decorated_admin_path_never_reaches_the_backend_unauthenticated(
         );
         assert!(rx.is_empty(), "a refused request reached the backend");
     });
-}
-
-/// Sends an upgrade for `target` with `extra` header lines; the open stream and the answer's
-/// head.
-async fn raw_upgrade(gw: SocketAddr, target: &str, extra: &str) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(gw).await.expect("connect");
-    s.write_all(upgrade_request(target, extra).as_bytes())
-        .await
-        .expect("write");
-    let head = within(STEP, read_head(&mut s))
-        .await
-        .expect("answer in time");
-    (s, head)
 }
 
 /// Headers a client sends to pose as someone else, to smuggle a hop-by-hop header, or to steer
@@ -136,7 +122,7 @@ fn forged_identity_and_forwarding_headers_never_reach_the_backend() {
     let (gw, rx) = identity_gateway(false);
     run(async {
         let extra = format!("Authorization: Bearer {}\r\n{FORGED}", token("alice"));
-        let (_s, head) = raw_upgrade(gw, "/ws/chat", &extra).await;
+        let (_s, head) = raw_upgrade(gw, upgrade_request("/ws/chat", &extra).as_bytes()).await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         let seen = next_request(&rx).await;
         assert_eq!(seen.values("X-User-Id"), ["alice"], "{}", seen.text);
@@ -182,7 +168,7 @@ fn a_trusted_proxy_keeps_its_forwarding_headers_and_this_hop_is_appended() {
              Forwarded: for=203.0.113.5;proto=https\r\nX_User_Id: admin\r\n",
             token("alice")
         );
-        let (_s, head) = raw_upgrade(gw, "/ws/chat", &extra).await;
+        let (_s, head) = raw_upgrade(gw, upgrade_request("/ws/chat", &extra).as_bytes()).await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         let seen = next_request(&rx).await;
         assert_eq!(seen.one("X-Forwarded-For"), "203.0.113.5, 127.0.0.1");
@@ -287,7 +273,11 @@ fn no_token_reaches_a_log_line_or_a_backend_that_did_not_ask_for_it() {
     let signature = t.rsplit('.').next().expect("a signature").to_string();
     let forged = format!("{}.{}", &t[..t.rfind('.').expect("dot")], "c2lnbmF0dXJl");
     run(async {
-        let (_a, head) = raw_upgrade(addr, &format!("/ws/chat?room=1&access_token={t}"), "").await;
+        let (_a, head) = raw_upgrade(
+            addr,
+            upgrade_request(&format!("/ws/chat?room=1&access_token={t}"), "").as_bytes(),
+        )
+        .await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         let seen = next_request(&rx).await;
         assert_eq!(
@@ -295,11 +285,15 @@ fn no_token_reaches_a_log_line_or_a_backend_that_did_not_ask_for_it() {
             "removed by default"
         );
         let bearer = format!("Authorization: Bearer {t}\r\n");
-        let (_b, head) = raw_upgrade(addr, "/ws/chat", &bearer).await;
+        let (_b, head) = raw_upgrade(addr, upgrade_request("/ws/chat", &bearer).as_bytes()).await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         next_request(&rx).await;
         // The route that asks for the parameter gets it; the logs still do not.
-        let (_c, head) = raw_upgrade(addr, &format!("/ws/pass?access_token={t}"), "").await;
+        let (_c, head) = raw_upgrade(
+            addr,
+            upgrade_request(&format!("/ws/pass?access_token={t}"), "").as_bytes(),
+        )
+        .await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         let want = format!("GET /ws?access_token={t} HTTP/1.1");
         assert_eq!(next_request(&rx).await.request_line, want);
@@ -309,7 +303,11 @@ fn no_token_reaches_a_log_line_or_a_backend_that_did_not_ask_for_it() {
         assert_eq!(status_of(addr, "/ws/chat", &forged_auth).await, 401);
         let forged_query = format!("/ws/chat?access_token={forged}");
         assert_eq!(status_of(addr, &forged_query, "").await, 401);
-        let (_d, head) = raw_upgrade(addr, &format!("/ws/open?access_token={t}"), "").await;
+        let (_d, head) = raw_upgrade(
+            addr,
+            upgrade_request(&format!("/ws/open?access_token={t}"), "").as_bytes(),
+        )
+        .await;
         assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
         next_request(&rx).await;
     });

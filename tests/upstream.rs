@@ -47,17 +47,6 @@ fn rooms_gateway(backend: SocketAddr) -> SocketAddr {
     ))
 }
 
-/// Opens a raw TCP connection to the gateway, sends `request` in one write and reads the
-/// response head.
-async fn raw_upgrade(gw: SocketAddr, request: &[u8]) -> (TcpStream, String) {
-    let mut s = TcpStream::connect(gw).await.expect("connect to gateway");
-    s.write_all(request).await.expect("write request");
-    let head = within(STEP, read_head(&mut s))
-        .await
-        .expect("no response head from the gateway in time");
-    (s, head)
-}
-
 /// Checks that the gateway refuses an upgrade of `path` with `status`, both for a WebSocket
 /// client and for a raw request, and that the error response is a short text body whose length
 /// matches `Content-Length`, with no 101 before it.

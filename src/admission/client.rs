@@ -19,7 +19,7 @@ use crate::handshake::Head;
 /// walk can no longer vouch for. Empty entries are skipped; an entry may carry a port
 /// (`1.2.3.4:5678`, `[::1]:5678`). IPv4-mapped IPv6 addresses count as IPv4.
 pub fn client_ip(peer: IpAddr, trusted: &[Cidr], req: &impl Head) -> IpAddr {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    let is_trusted = |ip: IpAddr| is_trusted(ip, trusted);
     let mut client = peer.to_canonical();
     if !is_trusted(client) {
         return client;

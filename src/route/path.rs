@@ -37,11 +37,22 @@ fn plain(b: u8, query: bool) -> bool {
         || (query && b == b'?')
 }
 
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
+/// The byte an escape `%XY` at `bytes[at]` stands for, if there is one there.
+pub(super) fn escape_at(bytes: &[u8], at: usize) -> Option<u8> {
+    let hex = |b: Option<&u8>| b.and_then(|b| (*b as char).to_digit(16));
+    if bytes.get(at) != Some(&b'%') {
+        return None;
+    }
+    let (h, l) = (hex(bytes.get(at + 1))?, hex(bytes.get(at + 2))?);
+    Some((h * 16 + l) as u8)
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
+
+/// Appends `%XY` (upper-case hex) for `b`.
+fn push_escape(out: &mut Vec<u8>, b: u8) {
+    out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+}
 
 /// The RFC 3986 6.2.2 normal form of a path (`query`: false) or query (true); borrowed when it
 /// is normal already. An `%` not followed by two hex digits is an error.
@@ -55,22 +66,16 @@ pub fn normalize(text: &str, query: bool) -> Result<Cow<'_, str>, String> {
     while i < bytes.len() {
         let b = bytes[i];
         if b == b'%' {
-            let digits = bytes
-                .get(i + 1)
-                .copied()
-                .and_then(hex)
-                .zip(bytes.get(i + 2).copied().and_then(hex));
-            let Some((h, l)) = digits else {
+            let Some(v) = escape_at(bytes, i) else {
                 let what = if query { "query" } else { "path" };
                 return Err(format!(
                     "invalid percent-encoding in the {what}: % must be followed by two hex digits"
                 ));
             };
-            let v = h * 16 + l;
             if unreserved(v) {
                 out.push(v);
             } else {
-                out.extend_from_slice(&[b'%', HEX[h as usize], HEX[l as usize]]);
+                push_escape(&mut out, v);
             }
             i += 3;
             continue;
@@ -78,7 +83,7 @@ pub fn normalize(text: &str, query: bool) -> Result<Cow<'_, str>, String> {
         if plain(b, query) {
             out.push(b);
         } else {
-            out.extend_from_slice(&[b'%', HEX[(b >> 4) as usize], HEX[(b & 15) as usize]]);
+            push_escape(&mut out, b);
         }
         i += 1;
     }
@@ -108,16 +113,13 @@ pub(super) fn capturable(seg: &str) -> bool {
     let bytes = seg.as_bytes();
     let mut i = 0;
     while i < bytes.len() {
-        let mut b = bytes[i];
-        if b == b'%' {
-            if let (Some(h), Some(l)) = (
-                bytes.get(i + 1).copied().and_then(hex),
-                bytes.get(i + 2).copied().and_then(hex),
-            ) {
-                b = h * 16 + l;
+        let b = match escape_at(bytes, i) {
+            Some(v) => {
                 i += 2;
+                v
             }
-        }
+            None => bytes[i],
+        };
         if forbidden_in_capture(b) {
             return false;
         }

@@ -3,6 +3,8 @@
 
 use std::borrow::Cow;
 
+use super::path::escape_at;
+
 /// Removes every `name=...` parameter from a query string, whatever the encoding of its name
 /// (`access%5Ftoken` too, as a backend may decode it); `None` when nothing is left.
 pub fn strip_query_param(query: &str, name: &str) -> Option<String> {
@@ -61,21 +63,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
-                out.push(h * 16 + l);
-                i += 3;
-                continue;
-            }
+        if let Some(v) = escape_at(bytes, i) {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 #[cfg(test)]

@@ -98,18 +98,14 @@ fn forwarding(client: &ClientSide<'_>, line: &mut impl FnMut(&str, &[u8])) {
     let req = client.request;
     let host = req.header("Host").unwrap_or_default();
     let peer = client.peer.ip().to_canonical();
-    let kept = |name: &str| -> Vec<&[u8]> {
-        if client.trusted_peer {
-            req.headers
-                .iter()
-                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, v)| v.as_slice())
-                .collect()
-        } else {
-            Vec::new()
+    // What a trusted proxy sent of a forwarding header; nothing from anyone else.
+    let kept = |name: &'static str| -> Vec<&[u8]> {
+        match client.trusted_peer {
+            true => req.header_raw(name).collect(),
+            false => Vec::new(),
         }
     };
-    let appended = |name: &str, ours: &str| -> Vec<u8> {
+    let appended = |name: &'static str, ours: &str| -> Vec<u8> {
         let mut all = kept(name).join(&b", "[..]);
         if !all.is_empty() {
             all.extend_from_slice(b", ");

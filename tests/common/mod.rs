@@ -306,6 +306,17 @@ pub fn router(backend: SocketAddr, external: &str, internal: &str, extra: &str) 
     )
 }
 
+/// Opens a raw TCP connection to the gateway, sends `request` in one write and reads the
+/// response head.
+pub async fn raw_upgrade(gw: SocketAddr, request: &[u8]) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(gw).await.expect("connect to gateway");
+    s.write_all(request).await.expect("write request");
+    let head = within(STEP, read_head(&mut s))
+        .await
+        .expect("no response head from the gateway in time");
+    (s, head)
+}
+
 /// A plain (blocking) client socket whose upgrade of `path` was answered 101: for attacks
 /// written byte by byte.
 pub fn raw_upgraded(addr: SocketAddr, path: &str) -> std::net::TcpStream {
