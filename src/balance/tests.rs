@@ -85,3 +85,18 @@ fn nothing_usable_gives_an_empty_plan_and_a_wait() {
     assert!(order.is_empty());
     assert_eq!(wait, Duration::from_secs(20)); // 2 probes 10 s apart
 }
+
+#[test]
+fn own_ln_matches_std_within_two_ulp_over_the_rendezvous_range() {
+    let mut h = 1u64;
+    for i in 0..200_000u64 {
+        h = strategy::mix(h ^ i);
+        let u = ((h >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+        for x in [u, u * 1e-12, 1.0 - u * 1e-9] {
+            let (ours, std) = (strategy::ln(x), x.ln());
+            let ulp = f64::EPSILON * std.abs().max(f64::MIN_POSITIVE);
+            assert!((ours - std).abs() <= 2.0 * ulp, "ln({x}): {ours} vs {std}");
+        }
+    }
+    assert_eq!(strategy::ln(1.0), 0.0);
+}
