@@ -14,7 +14,7 @@ fn main() {
         }
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let listener = match smol::block_on(smol::net::TcpListener::bind(addr)) {
+    let listener = match std::net::TcpListener::bind(addr) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("echo_backend: cannot listen on {addr}: {e}");
@@ -25,5 +25,8 @@ fn main() {
         Ok(a) => println!("echo backend listening on ws://{a}"),
         Err(e) => eprintln!("echo_backend: {e}"),
     }
-    smol::block_on(kairos_gateway::echo::serve(listener));
+    if let Err(e) = kairos_gateway::echo::serve(listener) {
+        eprintln!("echo_backend: {e}");
+        std::process::exit(1);
+    }
 }

@@ -13,9 +13,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use async_channel::{Receiver, Sender};
+use async_executor::LocalExecutor;
 use futures_lite::{AsyncWriteExt, FutureExt};
-use smol::channel::{Receiver, Sender};
-use smol::LocalExecutor;
 
 use crate::handshake::{self, Head, Request};
 use crate::net::Stream;
@@ -80,7 +80,7 @@ async fn serve(listener: Arc<TcpListener>, status: StatusFn, ex: Rc<LocalExecuto
             return;
         }
     };
-    let (ended, ended_rx) = smol::channel::bounded(1);
+    let (ended, ended_rx) = async_channel::bounded(1);
     let table = Rc::new(RefCell::new(Table {
         open: 0,
         next_id: 0,
@@ -166,7 +166,7 @@ struct Slot {
 
 impl Slot {
     fn admit(table: &Rc<RefCell<Table>>) -> Slot {
-        let (evict, evicted) = smol::channel::bounded(1);
+        let (evict, evicted) = async_channel::bounded(1);
         let since = Instant::now();
         let mut t = table.borrow_mut();
         let id = t.next_id;

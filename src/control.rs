@@ -11,17 +11,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use async_signal::{Signal, Signals};
-use futures_lite::{FutureExt, StreamExt};
+use futures_lite::FutureExt;
 
 use crate::config::{self, Config};
 use crate::metrics;
+use crate::reactor::{self, Timer};
 use crate::server::{self, Gateway};
-
-/// The signals the gateway handles (registered before it listens, so that none is missed).
-pub fn signals() -> std::io::Result<Signals> {
-    Signals::new([Signal::Term, Signal::Int, Signal::Hup])
-}
+use crate::signals::{Registered, Signal, Signals};
 
 /// Loads and validates the config at `path`, logs its warnings, and applies the listen
 /// environment (`KAIROS_HOST`, `KAIROS_PORT`); `Err` lists every problem.
@@ -41,39 +37,44 @@ pub fn load(path: &Path) -> Result<Config, Vec<String>> {
 }
 
 enum Event {
-    Signal(Option<std::io::Result<Signal>>),
+    Signal(std::io::Result<Signal>),
     Poll,
 }
 
-/// Handles signals and reloads until a shutdown ends; returns the process exit status.
-pub fn run(gateway: Gateway, path: PathBuf, mut signals: Signals) -> u8 {
-    smol::block_on(async {
+/// Handles signals (registered before the gateway listened, so that none is missed) and
+/// reloads until a shutdown ends; returns the process exit status.
+pub fn run(gateway: Gateway, path: PathBuf, signals: Registered) -> u8 {
+    reactor::block_on(async {
+        let signals = match signals.listen() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot read signals ({e}); stop the gateway with SIGKILL");
+                std::future::pending().await
+            }
+        };
         let mut last = std::fs::read(&path).ok();
         loop {
             let poll = gateway.config().reload_poll;
             let event = async { Event::Signal(signals.next().await) }
                 .or(async {
                     match poll {
-                        Some(every) => smol::Timer::after(every).await,
+                        Some(every) => Timer::after(every).await,
                         None => std::future::pending().await,
                     };
                     Event::Poll
                 })
                 .await;
             match event {
-                Event::Signal(Some(Ok(Signal::Hup))) => {
+                Event::Signal(Ok(Signal::Hup)) => {
                     last = std::fs::read(&path).ok();
                     reload(&gateway, &path, "SIGHUP");
                 }
-                Event::Signal(Some(Ok(sig))) => {
-                    return shutdown(&gateway, &mut signals, sig).await;
+                Event::Signal(Ok(sig)) => {
+                    return shutdown(&gateway, &signals, sig).await;
                 }
-                Event::Signal(other) => {
-                    log::error!("signal handling failed ({other:?}); signals are ignored now");
-                    signals = match self::signals() {
-                        Ok(s) => s,
-                        Err(_) => std::future::pending().await,
-                    };
+                Event::Signal(Err(e)) => {
+                    log::error!("signal handling failed ({e}); signals are ignored now");
+                    std::future::pending::<()>().await;
                 }
                 Event::Poll => {
                     let now = std::fs::read(&path).ok();
@@ -133,25 +134,21 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
 }
 
 /// Graceful shutdown; returns the exit status.
-async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
+async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     let timeout = gateway.config().shutdown_timeout;
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
     log::info!(
         "{}: shutting down: no new connections; {} open connection(s) get 1001 \
          (waiting up to {} ms; a second signal exits at once)",
-        if sig == Signal::Int {
-            "SIGINT"
-        } else {
-            "SIGTERM"
-        },
+        sig.name(),
         server::open_connections(),
         timeout.as_millis()
     );
     let deadline = Instant::now() + timeout;
     let drained = async {
         while server::open_connections() > 0 && Instant::now() < deadline {
-            smol::Timer::after(Duration::from_millis(10)).await;
+            Timer::after(Duration::from_millis(10)).await;
         }
         let left = server::open_connections();
         if left > 0 {
@@ -163,7 +160,7 @@ async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
     };
     let again = async {
         // Another SIGTERM or SIGINT; a SIGHUP now changes nothing.
-        while let Some(Ok(Signal::Hup)) = signals.next().await {}
+        while let Ok(Signal::Hup) = signals.next().await {}
         log::warn!(
             "second signal: exiting now with {} connection(s) open",
             server::open_connections()

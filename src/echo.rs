@@ -12,39 +12,63 @@ use async_tungstenite::tungstenite::handshake::server::{
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use async_tungstenite::tungstenite::Message;
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use async_executor::LocalExecutor;
 use futures_lite::{AsyncRead, AsyncWrite, StreamExt};
-use smol::net::{TcpListener, TcpStream};
+
+use crate::net::Stream;
+use crate::reactor::{self, Listener, Timer};
 
 use async_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-/// Accepts connections on `listener` forever, one task each (on smol's global executor).
-pub async fn serve(listener: TcpListener) {
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => smol::spawn(handle_tcp(stream, peer)).detach(),
-            Err(e) => {
-                log::warn!("echo backend: accept failed: {e}");
-                smol::Timer::after(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+/// Accepts connections on `listener` forever, one task each, on this thread (with its own
+/// I/O driver).
+pub fn serve(listener: TcpListener) -> io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = Arc::new(listener);
+    reactor::block_on(async {
+        let listener = Listener::new(listener)?;
+        let tasks = LocalExecutor::new();
+        tasks
+            .run(async {
+                loop {
+                    match listener.accept().await {
+                        Ok((stream, peer)) => tasks.spawn(handle_tcp(stream, peer)).detach(),
+                        Err(e) => {
+                            log::warn!("echo backend: accept failed: {e}");
+                            Timer::after(std::time::Duration::from_millis(50)).await;
+                        }
+                    }
+                }
+            })
+            .await
+    })
 }
 
 /// Binds `addr` and serves echo there on a background thread; returns the bound address.
 pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
-    let listener = smol::block_on(TcpListener::bind(addr))?;
+    let listener = TcpListener::bind(addr)?;
     let local = listener.local_addr()?;
     std::thread::Builder::new()
         .name("echo-backend".into())
-        .spawn(move || smol::block_on(serve(listener)))?;
+        .spawn(move || {
+            if let Err(e) = serve(listener) {
+                log::error!("echo backend: {e}");
+            }
+        })?;
     Ok(local)
 }
 
-async fn handle_tcp(stream: TcpStream, peer: SocketAddr) {
+async fn handle_tcp(stream: std::net::TcpStream, peer: SocketAddr) {
     let _ = stream.set_nodelay(true);
     log::debug!("echo backend: connection from {peer}");
-    handle(stream).await;
+    match Stream::accepted(stream) {
+        Ok(stream) => handle(stream).await,
+        Err(e) => log::warn!("echo backend: {peer}: {e}"),
+    }
 }
 
 /// Performs the server handshake on `stream` and echoes until the client closes.

@@ -10,10 +10,10 @@ use std::io;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use async_executor::LocalExecutor;
 use async_tungstenite::tungstenite::handshake::client::generate_key;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::{AsyncWriteExt, FutureExt};
-use smol::LocalExecutor;
 
 use crate::balance::Balancers;
 use crate::config::{Backend, Config, HealthCheck, Route};
@@ -32,7 +32,7 @@ const CLOSE_WAIT: Duration = Duration::from_millis(500);
 /// One generation's running health checks: dropping it stops them at once.
 pub struct Checks {
     /// Never sent on: its drop closes the channel, which wakes the checks' thread.
-    _stop: smol::channel::Sender<()>,
+    _stop: async_channel::Sender<()>,
 }
 
 /// Starts the probe loops of every route with a health check on a `kairos-health` thread,
@@ -42,7 +42,7 @@ pub fn start(config: Arc<Config>, balancers: &Arc<Balancers>) -> io::Result<Opti
         return Ok(None);
     }
     let balancers = Arc::downgrade(balancers);
-    let (stop, stopped) = smol::channel::bounded::<()>(1);
+    let (stop, stopped) = async_channel::bounded::<()>(1);
     std::thread::Builder::new()
         .name("kairos-health".into())
         .spawn(move || {

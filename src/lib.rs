@@ -30,4 +30,5 @@ pub mod reactor;
 pub mod relay;
 pub mod route;
 pub mod server;
+pub mod signals;
 pub mod upstream;

@@ -130,8 +130,9 @@ fn run(config: Arc<Config>, path: PathBuf, demo: bool) -> Result<u8, String> {
         start_demo_backend(&config)?;
     }
     // Before listening: a SIGTERM from now on is a graceful shutdown, never a kill.
-    let signals = control::signals().map_err(|e| format!("cannot handle signals: {e}"))?;
-    let gateway = smol::block_on(Gateway::bind(config.clone())).map_err(|e| e.to_string())?;
+    let signals =
+        kairos_gateway::signals::register().map_err(|e| format!("cannot handle signals: {e}"))?;
+    let gateway = Gateway::bind(config.clone()).map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "kairos-gateway {} listening on {addr}",

@@ -1,6 +1,7 @@
 //! The connection type every stage uses: a plain socket on the thread's edge-triggered driver
-//! ([`crate::reactor`]), or on async-io on a thread without one; a `wss://` backend or a client
-//! of the TLS listener is TLS over such a plain stream, so a connection lives on one I/O loop.
+//! ([`crate::reactor`]; the shared driver on a thread without one); a `wss://` backend or a
+//! client of the TLS listener is TLS over such a plain stream, so a connection lives on one
+//! I/O loop.
 
 use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -13,16 +14,13 @@ use std::time::Duration;
 use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
 use futures_rustls::rustls::{self, ConnectionCommon};
 use futures_rustls::{client, server, TlsAcceptor};
-use smol::Async;
 
-use crate::reactor::{current, Socket, Timer};
+use crate::reactor::{current_or_shared, Socket, Timer};
 
 /// A connection (client or backend).
 pub enum Stream {
     /// Plain TCP on [`crate::reactor`].
     Driver(Socket),
-    /// Plain TCP on async-io (on a thread without a driver).
-    Async(Async<TcpStream>),
     /// A `wss://` backend, over the connected plain stream.
     TlsClient(Box<client::TlsStream<Stream>>),
     /// A client of the TLS listener (`server.tls`), over the accepted plain stream.
@@ -66,29 +64,23 @@ pub async fn accept_tls(
 }
 
 impl Stream {
-    /// An accepted connection, on this thread's driver (async-io outside a worker thread). It
+    /// An accepted connection, on this thread's driver (the shared one outside a worker). It
     /// must be non-blocking already, as [`crate::reactor::Listener::accept`] gives it: that
     /// saves a system call per connection.
     pub fn accepted(stream: TcpStream) -> io::Result<Stream> {
-        match current() {
-            Some(driver) => Socket::new(driver, stream).map(Stream::Driver),
-            None => Async::new(stream).map(Stream::Async),
-        }
+        Socket::new(current_or_shared()?.0, stream).map(Stream::Driver)
     }
 
     /// A plain connection to `addr`, made without blocking the thread.
     pub async fn connect(addr: SocketAddr) -> io::Result<Stream> {
-        match current() {
-            Some(driver) => Socket::connect(driver, addr).await.map(Stream::Driver),
-            None => Async::<TcpStream>::connect(addr).await.map(Stream::Async),
-        }
+        let driver = current_or_shared()?.0;
+        Socket::connect(driver, addr).await.map(Stream::Driver)
     }
 
     /// The TCP connection underneath.
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Driver(s) => s.get_ref(),
-            Stream::Async(s) => s.get_ref(),
             Stream::TlsClient(s) => s.get_ref().0.tcp(),
             Stream::TlsServer(s) => s.get_ref().0.tcp(),
         }
@@ -102,7 +94,6 @@ impl Stream {
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Driver(s) => s.poll_readable(cx),
-            Stream::Async(s) => s.poll_readable(cx),
             Stream::TlsClient(s) => {
                 let (inner, session) = s.get_mut();
                 tls_readable(inner, session, cx)
@@ -126,7 +117,7 @@ impl Stream {
                 let (inner, session) = s.get_mut();
                 close_notify(inner.tcp(), session);
             }
-            Stream::Driver(_) | Stream::Async(_) => {}
+            Stream::Driver(_) => {}
         }
         let _ = self.tcp().shutdown(Shutdown::Write);
     }
@@ -144,8 +135,6 @@ fn tls_readable<D>(
     }
     match inner {
         Stream::Driver(s) => s.poll_readable_after_block(cx),
-        // async-io re-arms its interest: it reports bytes already there.
-        Stream::Async(s) => s.poll_readable(cx),
         Stream::TlsClient(_) | Stream::TlsServer(_) => Poll::Ready(Ok(())),
     }
 }
@@ -169,7 +158,6 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Async(s) => Pin::new(s).poll_read(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
@@ -184,7 +172,6 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Async(s) => Pin::new(s).poll_write(cx, buf),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
@@ -192,7 +179,6 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_flush(cx),
-            Stream::Async(s) => Pin::new(s).poll_flush(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
@@ -200,7 +186,6 @@ impl AsyncWrite for Stream {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_close(cx),
-            Stream::Async(s) => Pin::new(s).poll_close(cx),
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_close(cx),
         }

@@ -17,9 +17,8 @@ use futures_lite::{AsyncRead, AsyncWrite};
 use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
-use smol::Async;
 
-use super::{current, lock, store, Driver, Source, SOCKETS};
+use super::{current_or_shared, lock, store, Driver, Source, SOCKETS};
 
 /// A descriptor's place in a driver.
 pub struct Registration {
@@ -119,6 +118,35 @@ fn retry<T>(
         if ready.is_pending() {
             return Poll::Pending;
         }
+    }
+}
+
+/// The read end of a self-pipe (a Unix socket pair) on this thread's driver: what a signal
+/// handler writes to.
+pub struct Pipe {
+    stream: std::os::unix::net::UnixStream,
+    reg: Registration,
+}
+
+impl Pipe {
+    /// Registers `stream` (made non-blocking) with this thread's driver.
+    pub fn new(stream: std::os::unix::net::UnixStream) -> io::Result<Pipe> {
+        stream.set_nonblocking(true)?;
+        let (driver, _) = current_or_shared()?;
+        let reg = Registration::new(driver, &stream, EventFlags::IN | EventFlags::ET)?;
+        Ok(Pipe { stream, reg })
+    }
+
+    /// Ready once something was written, which it takes (several writes count as one).
+    pub fn poll_recv(&self, cx: &Context<'_>) -> Poll<io::Result<()>> {
+        let mut buf = [0u8; 16];
+        retry(&self.reg, cx, true, || {
+            match (&self.stream).read(&mut buf) {
+                Ok(0) => Err(io::ErrorKind::UnexpectedEof.into()),
+                Ok(_) => Ok(()),
+                Err(e) => Err(e),
+            }
+        })
     }
 }
 
@@ -238,37 +266,27 @@ impl AsyncWrite for Socket {
     }
 }
 
-/// The listening socket (shared by the worker threads) on this thread's driver, or on async-io
-/// outside a worker thread.
-pub enum Listener {
-    /// On the driver.
-    Driver(Arc<TcpListener>, Registration),
-    /// On async-io.
-    Async(Async<TcpListener>),
+/// The listening socket (shared by the worker threads) on this thread's driver (the shared
+/// driver outside a worker thread).
+pub struct Listener {
+    listener: Arc<TcpListener>,
+    reg: Registration,
 }
 
 impl Listener {
     /// Registers a bound, listening, non-blocking socket with this thread's driver.
     /// Exclusive wake-ups: a new connection wakes one waiting worker, not all of them.
     pub fn new(listener: Arc<TcpListener>) -> io::Result<Listener> {
-        match current() {
-            Some(driver) => {
-                let flags = EventFlags::IN | EventFlags::ET | EventFlags::EXCLUSIVE;
-                let reg = Registration::new(driver, &*listener, flags)?;
-                Ok(Listener::Driver(listener, reg))
-            }
-            None => Async::new(listener.try_clone()?).map(Listener::Async),
-        }
+        let (driver, _) = current_or_shared()?;
+        let flags = EventFlags::IN | EventFlags::ET | EventFlags::EXCLUSIVE;
+        let reg = Registration::new(driver, &*listener, flags)?;
+        Ok(Listener { listener, reg })
     }
 
     /// Accepts a connection (non-blocking, close-on-exec).
     pub async fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
-        match self {
-            Listener::Driver(l, reg) => {
-                std::future::poll_fn(|cx| retry(reg, cx, true, || accept(l))).await
-            }
-            Listener::Async(l) => l.read_with(accept).await,
-        }
+        let (l, reg) = (&self.listener, &self.reg);
+        std::future::poll_fn(|cx| retry(reg, cx, true, || accept(l))).await
     }
 }
 

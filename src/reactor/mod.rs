@@ -8,9 +8,10 @@
 //! registered once, edge-triggered, with readiness kept per direction ([`io`]); a timer is an
 //! entry in its thread's deadline map ([`timer`]). Each worker thread runs [`block_on`], which
 //! runs the executor and, when that has nothing to do, waits on its own epoll until the next
-//! deadline. A socket or timer made on a thread without a driver falls back to async-io. TLS
-//! (the listener's clients, `wss://` backends) runs over these sockets; only DNS stays on
-//! smol's blocking pool.
+//! deadline. A socket or timer made on a thread without a driver (a test's, say) joins the shared
+//! driver, one thread started on first use ([`shared`]). TLS (the listener's clients, `wss://`
+//! backends) runs over these sockets; only DNS runs on the blocking pool. There is no other I/O
+//! loop in the process.
 
 pub mod io;
 pub mod timer;
@@ -28,7 +29,7 @@ use rustix::event::epoll::{self, EventData, EventFlags};
 use rustix::event::{eventfd, EventfdFlags, Timespec};
 use rustix::fd::OwnedFd;
 
-pub use io::{Listener, Socket};
+pub use io::{Listener, Pipe, Socket};
 pub use timer::Timer;
 
 /// The key of the driver's own wake-up eventfd.
@@ -57,13 +58,42 @@ pub(crate) fn current() -> Option<Arc<Driver>> {
     CURRENT.with(|c| c.borrow().clone())
 }
 
+/// This thread's driver, or else the shared one (whose thread starts on first use), and
+/// whether it is the shared one (which a new timer must wake: it may be asleep with a later
+/// deadline).
+pub(crate) fn current_or_shared() -> std::io::Result<(Arc<Driver>, bool)> {
+    if let Some(d) = current() {
+        return Ok((d, false));
+    }
+    static SHARED: std::sync::OnceLock<Result<Arc<Driver>, String>> = std::sync::OnceLock::new();
+    let shared = SHARED.get_or_init(|| {
+        let driver = Arc::new(Driver::new().map_err(|e| e.to_string())?);
+        let d = driver.clone();
+        std::thread::Builder::new()
+            .name("kairos-io".into())
+            .spawn(move || {
+                let (mut events, mut wakers) = (Vec::with_capacity(EVENTS), Vec::new());
+                loop {
+                    d.wait(&mut events, true);
+                    d.dispatch(&events, &mut wakers);
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(driver)
+    });
+    match shared {
+        Ok(d) => Ok((d.clone(), true)),
+        Err(e) => Err(std::io::Error::other(format!("no I/O driver: {e}"))),
+    }
+}
+
 /// Runs `future` on this thread, with a driver for the sockets and timers made here.
 pub fn block_on<F: Future>(future: F) -> F::Output {
     let driver = match Driver::new() {
         Ok(d) => Arc::new(d),
         Err(e) => {
-            log::warn!("cannot create an epoll instance ({e}); using async-io alone");
-            return smol::block_on(future);
+            log::warn!("cannot create an epoll instance ({e}); this thread's sockets use the shared driver");
+            return futures_lite::future::block_on(future);
         }
     };
     CURRENT.with(|c| *c.borrow_mut() = Some(driver.clone()));
@@ -111,8 +141,7 @@ impl Wake for Signal {
     fn wake_by_ref(self: &Arc<Self>) {
         self.woken.store(true, SeqCst);
         if self.sleeping.swap(false, SeqCst) {
-            // Nothing to do if it fails: the counter is full, so a wake-up is pending anyway.
-            let _ = rustix::io::write(&self.driver.notify, &1u64.to_ne_bytes());
+            self.driver.notify();
         }
     }
 }
@@ -159,6 +188,12 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Driver {
+    /// Wakes the driver's thread (to look at its timers again).
+    fn notify(&self) {
+        // Nothing to do if it fails: the counter is full, so a wake-up is pending anyway.
+        let _ = rustix::io::write(&self.notify, &1u64.to_ne_bytes());
+    }
+
     fn new() -> std::io::Result<Driver> {
         let epoll = epoll::create(epoll::CreateFlags::CLOEXEC)?;
         let notify = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;

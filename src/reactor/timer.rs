@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use std::sync::atomic::Ordering::Relaxed;
 
-use super::{current, lock, Driver, TIMERS};
+use super::{current_or_shared, lock, Driver, TIMERS};
 
 /// Completes once its duration has passed.
 pub struct Timer {
@@ -22,8 +22,6 @@ enum State {
     New,
     /// In `driver`'s map under this key.
     Armed(Arc<Driver>, (Instant, u64)),
-    /// The first poll ran on a thread without a driver.
-    Smol(smol::Timer),
     Done,
 }
 
@@ -51,27 +49,28 @@ impl Future for Timer {
             return Poll::Ready(());
         }
         match &mut this.state {
-            State::New => match current() {
-                Some(driver) => {
-                    let key = {
-                        let mut timers = lock(&driver.timers);
-                        let key = (deadline, timers.next);
-                        timers.next += 1;
-                        timers.map.insert(key, cx.waker().clone());
-                        key
-                    };
-                    TIMERS.fetch_add(1, Relaxed);
-                    this.state = State::Armed(driver, key);
-                }
-                None => {
-                    let mut t = smol::Timer::at(deadline);
-                    let ready = Pin::new(&mut t).poll(cx).is_ready();
-                    this.state = State::Smol(t);
-                    if ready {
-                        return Poll::Ready(());
+            State::New => {
+                let (driver, shared) = match current_or_shared() {
+                    Ok(d) => d,
+                    Err(e) => {
+                        // No epoll at all: nothing in the process can wait; say so.
+                        log::error!("timer not armed: {e}");
+                        return Poll::Pending;
                     }
+                };
+                let key = {
+                    let mut timers = lock(&driver.timers);
+                    let key = (deadline, timers.next);
+                    timers.next += 1;
+                    timers.map.insert(key, cx.waker().clone());
+                    key
+                };
+                TIMERS.fetch_add(1, Relaxed);
+                if shared {
+                    driver.notify();
                 }
-            },
+                this.state = State::Armed(driver, key);
+            }
             State::Armed(driver, key) => {
                 let mut timers = lock(&driver.timers);
                 match timers.map.get_mut(key) {
@@ -81,7 +80,6 @@ impl Future for Timer {
                     None => return Poll::Ready(()),
                 }
             }
-            State::Smol(t) => return Pin::new(t).poll(cx).map(|_| ()),
             State::Done => return Poll::Ready(()),
         }
         Poll::Pending

@@ -12,16 +12,16 @@ mod admit;
 mod connection;
 
 use std::io;
-use std::net::SocketAddr;
 use std::net::TcpListener;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use async_executor::LocalExecutor;
 use futures_lite::FutureExt;
-use smol::LocalExecutor;
 
 use crate::admin::Status;
 use crate::admission::{Admission, Gates};
@@ -123,14 +123,13 @@ impl Drop for Alive {
 
 impl Gateway {
     /// Binds `config.host:config.port`.
-    pub async fn bind(config: Arc<Config>) -> io::Result<Gateway> {
+    pub fn bind(config: Arc<Config>) -> io::Result<Gateway> {
         let shown = format!("{}:{}", config.host, config.port);
         let named =
             |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {shown}: {e}"));
-        let addr = smol::net::resolve((config.host.as_str(), config.port))
-            .await
+        let addr = (config.host.as_str(), config.port)
+            .to_socket_addrs()
             .map_err(named)?
-            .into_iter()
             .next()
             .ok_or_else(|| named(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
         let listener = TcpListener::bind(addr).map_err(named)?;
@@ -287,7 +286,7 @@ impl Gateway {
 /// Starts a gateway on `threads` background worker threads and returns the address it listens
 /// on. Used by the tests and by `--demo`; the threads live as long as the process.
 pub fn start(config: Arc<Config>, threads: usize) -> io::Result<SocketAddr> {
-    let gateway = smol::block_on(Gateway::bind(config))?;
+    let gateway = Gateway::bind(config)?;
     let addr = gateway.local_addr()?;
     gateway.start_health_checks()?;
     for i in 0..threads.max(1) {

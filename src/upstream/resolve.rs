@@ -1,6 +1,6 @@
 //! Stage 5, before the TCP connect: a backend's name to its addresses.
 //!
-//! The lookup (getaddrinfo) blocks, so it runs on smol's blocking pool, shared by the whole
+//! The lookup (getaddrinfo) blocks, so it runs on the blocking pool (the `blocking` crate), shared by the whole
 //! process. Without care, one name that does not resolve fills that pool with stalled lookups,
 //! one per connection, and the connects of every other backend wait behind them (issue 13:
 //! 2,000 upgrades to such a route made a healthy `ws://localhost` route answer 504). So here:
@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
-use smol::lock::OnceCell;
+use async_lock::OnceCell;
 
 /// Connections that may wait for one name's lookup under way. A lookup that answers takes
 /// milliseconds, so this many are only waiting when the resolver stalls; the next ones are
@@ -154,7 +154,7 @@ impl Resolver {
     /// anyone still waits for it.
     fn start(&self, host: &str, port: u16, to: Arc<Lookup>) {
         let (run, host) = (self.lookup.clone(), host.to_string());
-        smol::unblock(move || {
+        blocking::unblock(move || {
             let answer = match run(&host, port) {
                 Ok(addrs) => Ok(addrs.into()),
                 Err(e) => Err(format!("cannot resolve {host}: {e}")),
