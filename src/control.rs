@@ -16,6 +16,7 @@ use futures_lite::{FutureExt, StreamExt};
 
 use crate::config::{self, Config};
 use crate::metrics;
+use crate::plural::count;
 use crate::server::{self, Gateway};
 
 /// The signals the gateway handles (registered before it listens, so that none is missed).
@@ -97,8 +98,8 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
                 log::error!("reload: {p}");
             }
             log::error!(
-                "reload ({why}): {} problem(s) in {shown}; the config in force stays",
-                problems.len()
+                "reload ({why}): {} in {shown}; the config in force stays",
+                count(problems.len(), "problem")
             );
             metrics::reloaded(false);
             return;
@@ -120,8 +121,8 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
     match gateway.swap(new) {
         Ok(()) => {
             log::info!(
-                "reload ({why}): {shown} applied to new connections ({} routes)",
-                gateway.config().routes.len()
+                "reload ({why}): {shown} applied to new connections ({})",
+                count(gateway.config().routes.len(), "route")
             );
             metrics::reloaded(true);
         }
@@ -138,14 +139,14 @@ async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
     log::info!(
-        "{}: shutting down: no new connections; {} open connection(s) get 1001 \
+        "{}: shutting down: no new connections; {} get 1001 \
          (waiting up to {} ms; a second signal exits at once)",
         if sig == Signal::Int {
             "SIGINT"
         } else {
             "SIGTERM"
         },
-        server::open_connections(),
+        count(server::open_connections(), "open connection"),
         timeout.as_millis()
     );
     let deadline = Instant::now() + timeout;
@@ -155,7 +156,10 @@ async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
         }
         let left = server::open_connections();
         if left > 0 {
-            log::warn!("shutdown: {left} connection(s) still open after the timeout; exiting");
+            log::warn!(
+                "shutdown: {} still open after the timeout; exiting",
+                count(left, "connection")
+            );
         } else {
             log::info!("shutdown: every connection closed; exiting");
         }
@@ -165,8 +169,8 @@ async fn shutdown(gateway: &Gateway, signals: &mut Signals, sig: Signal) -> u8 {
         // Another SIGTERM or SIGINT; a SIGHUP now changes nothing.
         while let Some(Ok(Signal::Hup)) = signals.next().await {}
         log::warn!(
-            "second signal: exiting now with {} connection(s) open",
-            server::open_connections()
+            "second signal: exiting now with {} open",
+            count(server::open_connections(), "connection")
         );
         1
     };
