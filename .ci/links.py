@@ -1,14 +1,18 @@
 #!/usr/bin/env python3
-"""Checks every relative link of README.md and docs/*.md: the file it names exists, and an
+"""Checks every relative link of README.md, docs/*.md, bench/README.md and bench/results/*.md
+(flat: pages in subdirectories of docs/ are not looked for): the file it names exists, and an
 anchor (#part) names a heading of that file (GitHub's slugs). External links are not fetched
 (CI may be offline). docs/WEBSOCKET_GUIDE.md is a verbatim copy of the Kairos guide, whose
 links point into the documentation it came from: it is not checked, but may be linked to."""
 import os, re, sys
 
 root = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-pages = ["README.md"] + sorted(
-    os.path.join("docs", f) for f in os.listdir(os.path.join(root, "docs")) if f.endswith(".md")
-)
+def md_in(folder):
+    return sorted(
+        os.path.join(folder, f) for f in os.listdir(os.path.join(root, folder)) if f.endswith(".md")
+    )
+
+pages = ["README.md"] + md_in("docs") + ["bench/README.md"] + md_in(os.path.join("bench", "results"))
 pages = [p for p in pages if p != os.path.join("docs", "WEBSOCKET_GUIDE.md")]
 
 def slugs(path):

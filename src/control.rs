@@ -15,6 +15,7 @@ use futures_lite::FutureExt;
 
 use crate::config::{self, Config};
 use crate::metrics;
+use crate::plural::count;
 use crate::reactor::{self, Timer};
 use crate::server::{self, Gateway};
 use crate::signals::{Registered, Signal, Signals};
@@ -42,8 +43,9 @@ enum Event {
 }
 
 /// Handles signals (registered before the gateway listened, so that none is missed) and
-/// reloads until a shutdown ends; returns the process exit status.
-pub fn run(gateway: Gateway, path: PathBuf, signals: Registered) -> u8 {
+/// reloads until a shutdown ends; returns the process exit status. `contents` is the file as
+/// read before the config in force was loaded from it.
+pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: Registered) -> u8 {
     reactor::block_on(async {
         let signals = match signals.listen() {
             Ok(s) => s,
@@ -52,7 +54,7 @@ pub fn run(gateway: Gateway, path: PathBuf, signals: Registered) -> u8 {
                 std::future::pending().await
             }
         };
-        let mut last = std::fs::read(&path).ok();
+        let mut last = contents;
         loop {
             let poll = gateway.config().reload_poll;
             let event = async { Event::Signal(signals.next().await) }
@@ -98,8 +100,8 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
                 log::error!("reload: {p}");
             }
             log::error!(
-                "reload ({why}): {} problem(s) in {shown}; the config in force stays",
-                problems.len()
+                "reload ({why}): {} in {shown}; the config in force stays",
+                count(problems.len(), "problem")
             );
             metrics::reloaded(false);
             return;
@@ -121,8 +123,8 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
     match gateway.swap(new) {
         Ok(()) => {
             log::info!(
-                "reload ({why}): {shown} applied to new connections ({} routes)",
-                gateway.config().routes.len()
+                "reload ({why}): {shown} applied to new connections ({})",
+                count(gateway.config().routes.len(), "route")
             );
             metrics::reloaded(true);
         }
@@ -139,10 +141,10 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
     log::info!(
-        "{}: shutting down: no new connections; {} open connection(s) get 1001 \
+        "{}: shutting down: no new connections; {} get 1001 \
          (waiting up to {} ms; a second signal exits at once)",
         sig.name(),
-        server::open_connections(),
+        count(server::open_connections(), "open connection"),
         timeout.as_millis()
     );
     let deadline = Instant::now() + timeout;
@@ -152,7 +154,10 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
         }
         let left = server::open_connections();
         if left > 0 {
-            log::warn!("shutdown: {left} connection(s) still open after the timeout; exiting");
+            log::warn!(
+                "shutdown: {} still open after the timeout; exiting",
+                count(left, "connection")
+            );
         } else {
             log::info!("shutdown: every connection closed; exiting");
         }
@@ -162,8 +167,8 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
         // Another SIGTERM or SIGINT; a SIGHUP now changes nothing.
         while let Ok(Signal::Hup) = signals.next().await {}
         log::warn!(
-            "second signal: exiting now with {} connection(s) open",
-            server::open_connections()
+            "second signal: exiting now with {} open",
+            count(server::open_connections(), "connection")
         );
         1
     };

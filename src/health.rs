@@ -19,6 +19,7 @@ use crate::balance::Balancers;
 use crate::config::{Backend, Config, HealthCheck, Route};
 use crate::handshake::{self, read_final_response, Head};
 use crate::net::Stream;
+use crate::plural::count;
 use crate::reactor::{self, Timer};
 use crate::upstream;
 
@@ -108,7 +109,8 @@ async fn watch(
                 if !up && passed >= check.healthy_threshold {
                     up = true;
                     balancers.set_up(at, index, true);
-                    log::info!("{name} is up: {passed} health checks in a row passed");
+                    let passed = count(passed as usize, "health check");
+                    log::info!("{name} is up: {passed} in a row passed");
                 }
             }
             Err(why) => {
@@ -118,9 +120,10 @@ async fn watch(
                     up = false;
                     balancers.set_up(at, index, false);
                     log::warn!(
-                        "{name} is down: {failed} health checks in a row failed (last: {why}); \
-                         it gets no new connections until {} pass",
-                        check.healthy_threshold
+                        "{name} is down: {} in a row failed (last: {why}); \
+                         it gets no new connections until it passes {} in a row",
+                        count(failed as usize, "health check"),
+                        count(check.healthy_threshold as usize, "health check")
                     );
                 }
             }

@@ -4,11 +4,12 @@
 #![forbid(unsafe_code)]
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kairos_gateway::config::Config;
+use kairos_gateway::config::{Backend, Config};
+use kairos_gateway::plural::count;
 use kairos_gateway::server::Gateway;
 use kairos_gateway::{admin, control};
 
@@ -22,7 +23,8 @@ OPTIONS:
     --config PATH   config file (default: $KAIROS_CONFIG_PATH, else ./config.json)
     --check         validate the config, print every problem or \"config OK: N routes\", exit
     --demo          also run the example echo backend in-process on the address of the
-                    config's first backend (ws://localhost:3000 in the shipped config.json)
+                    config's first backend, which must be ws:// on this machine
+                    (ws://localhost:3000 in the shipped config.json)
     --version       print the version
     --help          print this help
 
@@ -83,15 +85,14 @@ fn main() -> ExitCode {
         }
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let path = args
-        .config
-        .or_else(|| {
-            // Empty counts as unset, as for KAIROS_HOST / KAIROS_PORT.
-            std::env::var_os("KAIROS_CONFIG_PATH")
-                .filter(|p| !p.is_empty())
-                .map(PathBuf::from)
-        })
-        .unwrap_or_else(|| PathBuf::from("config.json"));
+    let (path, from) = config_path(args.config);
+    if let Err(e) = config_file_exists(&path, from) {
+        eprintln!("error: {e}\nkairos-gateway: no config file; nothing started");
+        return ExitCode::FAILURE;
+    }
+    // Read before the config is parsed (and long before the gateway listens): a change made
+    // from here on, by whoever saw the gateway listen, is seen as a change and reloaded.
+    let contents = std::fs::read(&path).ok();
     let config = match control::load(&path) {
         Ok(c) => c,
         Err(problems) => {
@@ -104,17 +105,17 @@ fn main() -> ExitCode {
                 eprintln!("error: ... and {} more", problems.len() - SHOWN);
             }
             eprintln!(
-                "kairos-gateway: {} problem(s) in the config; nothing started",
-                problems.len()
+                "kairos-gateway: {} in the config; nothing started",
+                count(problems.len(), "problem")
             );
             return ExitCode::FAILURE;
         }
     };
     if args.check {
-        println!("config OK: {} routes", config.routes.len());
+        println!("config OK: {}", count(config.routes.len(), "route"));
         return ExitCode::SUCCESS;
     }
-    match run(Arc::new(config), path, args.demo) {
+    match run(Arc::new(config), path, contents, args.demo) {
         Ok(status) => ExitCode::from(status),
         Err(e) => {
             log::error!("{e}");
@@ -123,8 +124,45 @@ fn main() -> ExitCode {
     }
 }
 
+/// The config file to load, made absolute (every message names the file it means, and a
+/// reload reads the same file), and where its name came from.
+fn config_path(flag: Option<PathBuf>) -> (PathBuf, &'static str) {
+    let (path, from) = match flag {
+        Some(p) => (p, "given with --config"),
+        // Empty counts as unset, as for KAIROS_HOST / KAIROS_PORT.
+        None => match std::env::var_os("KAIROS_CONFIG_PATH").filter(|p| !p.is_empty()) {
+            Some(p) => (PathBuf::from(p), "from KAIROS_CONFIG_PATH"),
+            None => (
+                PathBuf::from("config.json"),
+                "the default: config.json in the current directory",
+            ),
+        },
+    };
+    (std::path::absolute(&path).unwrap_or(path), from)
+}
+
+/// A config path that names nothing, or a directory, is the command line's mistake: say which
+/// file was tried and how to name another. Any other problem is the config loader's to report.
+fn config_file_exists(path: &Path, from: &str) -> Result<(), String> {
+    let shown = path.display();
+    let what = match std::fs::metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist",
+        Ok(meta) if meta.is_dir() => "is a directory",
+        _ => return Ok(()),
+    };
+    Err(format!(
+        "config file {shown} {what} ({from}); give the path of a config file with \
+         --config PATH (or KAIROS_CONFIG_PATH)"
+    ))
+}
+
 /// Serves until a shutdown; returns the exit status.
-fn run(config: Arc<Config>, path: PathBuf, demo: bool) -> Result<u8, String> {
+fn run(
+    config: Arc<Config>,
+    path: PathBuf,
+    contents: Option<Vec<u8>>,
+    demo: bool,
+) -> Result<u8, String> {
     raise_open_files_limit();
     if demo {
         start_demo_backend(&config)?;
@@ -171,7 +209,7 @@ fn run(config: Arc<Config>, path: PathBuf, demo: bool) -> Result<u8, String> {
     gateway
         .start_health_checks()
         .map_err(|e| format!("cannot start the health check thread: {e}"))?;
-    log::info!("{} worker thread(s)", config.workers);
+    log::info!("{}", count(config.workers, "worker thread"));
     for i in 0..config.workers {
         let gateway = gateway.clone();
         std::thread::Builder::new()
@@ -179,7 +217,7 @@ fn run(config: Arc<Config>, path: PathBuf, demo: bool) -> Result<u8, String> {
             .spawn(move || gateway.run_worker())
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
-    Ok(control::run(gateway, path, signals))
+    Ok(control::run(gateway, path, contents, signals))
 }
 
 /// Each proxied connection holds two sockets: the soft open-files limit (often 1024) would cap
@@ -209,36 +247,92 @@ fn raise_open_files_limit() {
     }
 }
 
-/// `--demo`: the echo backend on the first backend's address (which must be local and ws://).
+/// `--demo`: the echo backend on the first backend's address, which must be `ws://` and a
+/// loopback address of this machine (`localhost`, `127.0.0.1`, `::1`, or a name that resolves
+/// to one): anywhere else the route would never reach it, so nothing is started and the
+/// gateway does not start either. Says which other backends of the config it does not serve.
 fn start_demo_backend(config: &Config) -> Result<(), String> {
-    let Some(b) = config.routes.first().map(|r| &r.backends[0]) else {
+    let Some((route, b)) = config
+        .routes
+        .first()
+        .and_then(|r| Some((r.external.as_str(), r.backends.first()?)))
+    else {
         return Err("--demo needs at least one route in the config".to_string());
     };
-    if b.tls {
-        return Err(format!(
-            "--demo serves ws:// only; the first backend is {}",
-            b.origin()
-        ));
-    }
-    let ip: IpAddr = match (b.host.as_str(), b.port).to_socket_addrs() {
-        Ok(mut addrs) => addrs
-            .find(|a| a.ip().is_loopback())
-            .map(|a| a.ip())
-            .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST)),
-        Err(_) => IpAddr::V4(Ipv4Addr::LOCALHOST),
-    };
-    if !ip.is_loopback() {
-        return Err(format!(
-            "--demo runs the echo backend on this machine; the first backend {} is not local",
-            b.origin()
-        ));
-    }
-    let addr = kairos_gateway::echo::start(SocketAddr::new(ip, b.port)).map_err(|e| {
+    let not_started = |why: String| {
         format!(
-            "--demo: cannot start the echo backend on {}: {e}",
+            "--demo: the echo backend was not started: route {route}'s first backend {} {why}; \
+             point it at ws://localhost:PORT, or run without --demo",
+            b.origin()
+        )
+    };
+    if b.tls {
+        return Err(not_started(
+            "is wss:// (the echo backend serves ws:// only)".into(),
+        ));
+    }
+    let ip = loopback_of(b).map_err(not_started)?;
+    let addr = kairos_gateway::echo::start(SocketAddr::new(ip, b.port)).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            " (something already listens there: run without --demo to use it)"
+        } else {
+            ""
+        };
+        format!(
+            "--demo: cannot start the echo backend on {}: {e}{hint}",
             b.origin()
         )
     })?;
-    log::info!("demo echo backend started on ws://{addr}");
+    log::info!(
+        "--demo: echo backend started on ws://{addr}, for route {route}'s backend {}",
+        b.origin()
+    );
+    let mut others: Vec<String> = Vec::new();
+    for other in config.routes.iter().flat_map(|r| &r.backends) {
+        let served = !other.tls && other.port == addr.port() && loopback_of(other) == Ok(ip);
+        if !served && !others.contains(&other.origin()) {
+            others.push(other.origin());
+        }
+    }
+    if !others.is_empty() {
+        log::warn!(
+            "--demo: no echo backend for {} (only the first route's first backend gets one)",
+            others.join(", ")
+        );
+    }
     Ok(())
+}
+
+/// The loopback address `backend`'s host names (`localhost` is 127.0.0.1, as the gateway's
+/// resolver tries it first); `Err` says why it names none.
+fn loopback_of(backend: &Backend) -> Result<IpAddr, String> {
+    let host = backend.host.as_str();
+    if host
+        .strip_suffix('.')
+        .unwrap_or(host)
+        .eq_ignore_ascii_case("localhost")
+    {
+        return Ok(Ipv4Addr::LOCALHOST.into());
+    }
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return match ip.is_loopback() {
+            true => Ok(ip),
+            false => Err("is not a loopback address (localhost, 127.0.0.1, ::1)".into()),
+        };
+    }
+    let ips: Vec<IpAddr> = (host, backend.port)
+        .to_socket_addrs()
+        .map_err(|e| format!("does not resolve ({e})"))?
+        .map(|a| a.ip())
+        .collect();
+    match ips.iter().find(|ip| ip.is_loopback()) {
+        Some(ip) => Ok(*ip),
+        None => {
+            let shown: Vec<String> = ips.iter().map(IpAddr::to_string).collect();
+            Err(format!(
+                "resolves to [{}], no loopback address",
+                shown.join(", ")
+            ))
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Malformed frames through a real gateway: each case opens a raw TCP connection, does the
 //! handshake by hand, writes the bad bytes (often a header whose payload never comes) and
-//! checks the close code each leg gets (README, "Relay and close codes"), that it comes at once,
+//! checks the close code each leg gets (docs/behaviour.md, "Close codes"), that it comes at once,
 //! and that both TCP connections end. After the bad peers, a normal client still echoes.
 
 mod common;
@@ -257,7 +257,7 @@ fn client_length_over_max_frame_bytes_closes_1009() {
     ]);
 }
 
-/// A non-final fragment that is not UTF-8 is passed on (README): the backend (the real echo
+/// A non-final fragment that is not UTF-8 is passed on (docs/behaviour.md, "Relay"): the backend (the real echo
 /// backend, which checks fragments itself) or the gateway fails the message; the client gets
 /// 1007 either way and its connection ends.
 #[test]

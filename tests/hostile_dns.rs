@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-/// Connections that may wait for one name's lookup (`MAX_WAITING_PER_NAME`, in the README).
+/// Connections that may wait for one name's lookup (`MAX_WAITING_PER_NAME`, in docs/limits.md).
 const MAX_WAITING: usize = 128;
 
 /// A DNS server on 127.x.y.z:53 that answers A queries for its names with 127.0.0.1 (other

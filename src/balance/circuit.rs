@@ -6,6 +6,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::config::CircuitBreaker;
+use crate::plural::count;
 
 /// One backend's breaker.
 pub struct Circuit {
@@ -108,10 +109,10 @@ impl Circuit {
             State::Closed { failures } if failures + 1 >= threshold => {
                 *state = State::Open { until };
                 log::info!(
-                    "{}: circuit open after {} failed connects in a row (last: {why}); \
+                    "{}: circuit open after {} in a row (last: {why}); \
                      no new connections for {open_ms} ms",
                     self.name,
-                    failures + 1
+                    count(failures as usize + 1, "failed connect")
                 );
             }
             State::Closed { failures } => {

@@ -132,6 +132,11 @@ impl Plan {
         None
     }
 
+    /// How many backends the plan holds (the usable ones when it was made), tried or not.
+    pub fn candidates(&self) -> usize {
+        self.order.len()
+    }
+
     /// Whether backends are left to try.
     pub fn has_more(&self) -> bool {
         self.next < self.order.len()

@@ -19,6 +19,7 @@ use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
 use crate::metrics::RouteStats;
 use crate::net::Stream;
+use crate::plural::count;
 use crate::reactor::Timer;
 use crate::relay::{self, Policy, Rules};
 use crate::route;
@@ -89,8 +90,8 @@ pub(super) async fn serve(
     .await;
     stats.closed(&summary.traffic, &summary.closes);
     log::debug!(
-        "conn {id} {peer}: closed; {} messages to backend, {} to client{}",
-        summary.traffic.data_messages(0),
+        "conn {id} {peer}: closed; {} to backend, {} to client{}",
+        count(summary.traffic.data_messages(0) as usize, "message"),
         summary.traffic.data_messages(1),
         if summary.errors.is_empty() {
             String::new()

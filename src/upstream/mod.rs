@@ -79,7 +79,8 @@ pub async fn connect_any(
     client: &ClientSide<'_>,
     stats: &RouteStats,
 ) -> Result<(usize, Upgraded, Option<Lease>), Error> {
-    let attempts = 1 + route.max_retries as usize;
+    // What may be tried: a log line never counts attempts that cannot happen.
+    let attempts = (1 + route.max_retries as usize).min(plan.candidates());
     let mut failure = None;
     let mut n = 0;
     while n < attempts {
@@ -106,19 +107,19 @@ pub async fn connect_any(
                 return Err(e);
             }
             Err(e) => {
-                let next = if n < attempts && plan.has_more() {
-                    "trying the next backend"
-                } else {
-                    "giving up"
-                };
+                let next = after_failure(route, n, attempts, plan.has_more());
                 let (id, peer) = (client.id, client.peer);
+                let which = match attempts {
+                    1 => String::new(),
+                    _ => format!("attempt {n}/{attempts}: "),
+                };
                 if matches!(e, Error::ResolverBusy { .. }) {
                     // The gateway's own limit, not the backend's failure: no verdict.
                     drop(attempt);
-                    log::debug!("conn {id} {peer}: attempt {n}/{attempts}: {e}; {next}");
+                    log::debug!("conn {id} {peer}: {which}{e}; {next}");
                 } else {
                     attempt.failed(&e.to_string());
-                    log::warn!("conn {id} {peer}: attempt {n}/{attempts}: {e}; {next}");
+                    log::warn!("conn {id} {peer}: {which}{e}; {next}");
                 }
                 failure = Some(reported(failure, e));
             }
@@ -128,6 +129,21 @@ pub async fn connect_any(
         route: route.external.as_str().to_string(),
         retry_after: plan.retry_after(),
     }))
+}
+
+/// What follows failed attempt `n` of `attempts`, for its log line.
+fn after_failure(route: &Route, n: usize, attempts: usize, has_more: bool) -> &'static str {
+    if n < attempts && has_more {
+        "trying the next backend"
+    } else if attempts > 1 {
+        "giving up"
+    } else if route.backends.len() == 1 {
+        "no other backend to try"
+    } else if route.max_retries == 0 {
+        "not retried (retry.max_retries is 0)"
+    } else {
+        "no other backend is usable (down or circuit open)"
+    }
 }
 
 /// The failure the client hears of, of the one so far and a new one: a real failure over a

@@ -2,6 +2,7 @@
 //! Every wait has a deadline; nothing sleeps to wait for readiness.
 #![allow(dead_code)]
 
+pub mod cli;
 pub mod tls;
 mod victim;
 #[allow(unused_imports)]
@@ -408,6 +409,16 @@ impl GatewayProcess {
             &format!(r#"{limit}exec "$0" --config "$1""#),
             &[],
             rust_log,
+        )
+    }
+
+    /// [`GatewayProcess::start`] with more arguments after `--config FILE` (`"--demo"`).
+    pub fn start_with_args(json: &str, args: &str) -> GatewayProcess {
+        Self::spawn(
+            json,
+            &format!(r#"exec "$0" --config "$1" {args}"#),
+            &[],
+            "info",
         )
     }
 

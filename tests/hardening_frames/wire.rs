@@ -14,7 +14,7 @@ use crate::common::{
     accept_after_head, connect, next_data, read_head, spawn_backend, upgrade_request, within, STEP,
 };
 
-/// How fast the gateway must answer a violation (README: at once, no waiting for payload).
+/// How fast the gateway must answer a violation (docs/limits.md: at once, no waiting for payload).
 pub const FAST: Duration = Duration::from_secs(1);
 
 /// The masking key of the test clients.
@@ -117,8 +117,8 @@ pub async fn open(gw: SocketAddr, query: &str) -> TcpStream {
 }
 
 /// Reads the client's frames up to the gateway's close (unmasked); returns its code and the
-/// data frames before it (the echo of a message a case completed: the README says what the
-/// backend still sends is delivered first).
+/// data frames before it (the echo of a message a case completed: docs/behaviour.md says what
+/// the backend still sends is delivered first).
 pub async fn read_close(s: &mut TcpStream, case: &str) -> (u16, Vec<Received>) {
     let mut before = Vec::new();
     loop {
