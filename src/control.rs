@@ -37,6 +37,18 @@ pub fn load(path: &Path) -> Result<Config, Vec<String>> {
     Ok(config)
 }
 
+/// The config file's contents, to tell a change: at most one byte over the size a config may
+/// have (a device or a pipe named as the config never ends).
+pub fn snapshot(path: &Path) -> Option<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    let file = std::fs::File::open(path).ok()?;
+    file.take(config::MAX_CONFIG_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .ok()?;
+    Some(bytes)
+}
+
 enum Event {
     Signal(std::io::Result<Signal>),
     Poll,
@@ -68,7 +80,7 @@ pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: 
                 .await;
             match event {
                 Event::Signal(Ok(Signal::Hup)) => {
-                    last = std::fs::read(&path).ok();
+                    last = snapshot(&path);
                     reload(&gateway, &path, "SIGHUP");
                 }
                 Event::Signal(Ok(sig)) => {
@@ -79,7 +91,7 @@ pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: 
                     std::future::pending::<()>().await;
                 }
                 Event::Poll => {
-                    let now = std::fs::read(&path).ok();
+                    let now = snapshot(&path);
                     if now.is_some() && now != last {
                         last = now;
                         reload(&gateway, &path, "the config file changed");

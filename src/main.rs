@@ -92,7 +92,7 @@ fn main() -> ExitCode {
     }
     // Read before the config is parsed (and long before the gateway listens): a change made
     // from here on, by whoever saw the gateway listen, is seen as a change and reloaded.
-    let contents = std::fs::read(&path).ok();
+    let contents = control::snapshot(&path);
     let config = match control::load(&path) {
         Ok(c) => c,
         Err(problems) => {
