@@ -17,7 +17,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
-use kairos_gateway::auth::{JwtSettings, JwtVerifier, KeySource};
+use kairos_gateway::auth::JwtVerifier;
+use kairos_gateway::config::{Jwt, KeySource};
 use serde_json::json;
 
 /// The HMAC secret of the HS256 case.
@@ -55,7 +56,7 @@ fn main() {
     }
     for (label, alg, stem) in CASES {
         let token = forged(alg, stem, &keys);
-        let verifier = JwtVerifier::new(&settings(alg, stem, &keys)).expect("verifier");
+        let verifier = JwtVerifier::from_config(&settings(alg, stem, &keys)).expect("verifier");
         assert!(
             verifier.verify(&token).is_err(),
             "{label}: a forged token verified"
@@ -84,7 +85,7 @@ fn key_path(keys: &Path, stem: &str, public: bool) -> PathBuf {
 }
 
 /// The `jwt` block of the gateway for `alg`.
-fn settings(alg: &str, stem: Option<&str>, keys: &Path) -> JwtSettings {
+fn settings(alg: &str, stem: Option<&str>, keys: &Path) -> Jwt {
     let key = match stem {
         None => KeySource::Secret(SECRET.to_string()),
         Some(stem) => {
@@ -96,7 +97,7 @@ fn settings(alg: &str, stem: Option<&str>, keys: &Path) -> JwtSettings {
             }
         }
     };
-    JwtSettings {
+    Jwt {
         key,
         algorithms: vec![alg.to_string()],
         issuer: None,

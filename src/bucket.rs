@@ -1,11 +1,18 @@
 //! The token bucket behind every rate of the config (`handshakes_per_second_per_ip`,
 //! `messages_per_second`, `bytes_per_second`): a level that refills at `rate` tokens a second
-//! up to `burst`. The bucket's settings ([`Bucket`]) live in the config; a [`Tokens`] is only
-//! its level and when it was last looked at.
+//! up to `burst`. A [`Bucket`] is its settings (the config holds them); a [`Tokens`] is only
+//! its level and when it was last looked at. Imports nothing of the crate.
 
 use std::time::{Duration, Instant};
 
-pub use crate::config::Bucket;
+/// A token bucket: `rate` tokens a second, at most `burst` saved up.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Bucket {
+    /// Tokens added per second.
+    pub rate: f64,
+    /// Largest number of tokens held (what may be spent at once).
+    pub burst: f64,
+}
 
 /// The longest wait announced (a bucket refilling at 0.00001/s would say a day and more).
 pub const MAX_WAIT: Duration = Duration::from_secs(86_400);

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
 
+use crate::auth::JwtVerifier;
 use crate::config::{self, Config};
 use crate::metrics;
 use crate::plural::count;
@@ -20,10 +21,14 @@ use crate::reactor::{self, Timer};
 use crate::server::{self, Gateway};
 use crate::signals::{Registered, Signal, Signals};
 
-/// Loads and validates the config at `path`, logs its warnings, and applies the listen
-/// environment (`KAIROS_HOST`, `KAIROS_PORT`); `Err` lists every problem.
+/// Loads and validates the config at `path`, builds its token verifier to check it, logs its
+/// warnings, and applies the listen environment (`KAIROS_HOST`, `KAIROS_PORT`); `Err` lists
+/// every problem. What `--check`, the start and a reload all go through.
 pub fn load(path: &Path) -> Result<Config, Vec<String>> {
-    let loaded = config::load_file(path).map_err(|e| e.problems)?;
+    // `auth` builds the verifier from the `jwt` block (each generation builds its own): what it
+    // refuses (an algorithm, a key) is a problem of the file like any other.
+    let loaded = config::load_file(path, &|jwt| JwtVerifier::from_config(jwt).map(drop))
+        .map_err(|e| e.problems)?;
     for w in &loaded.warnings {
         log::warn!("{}: {w}", path.display());
     }

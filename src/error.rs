@@ -1,12 +1,11 @@
 //! The one error type of a proxied connection, and the only place where an error is mapped to
-//! an HTTP status (before the upgrade) or a WebSocket close code (after it).
+//! an HTTP status (before the upgrade) or a WebSocket close code (after it). The refusals the
+//! stages name ([`AuthError`], [`Capacity`], [`PerClient`]) are declared beside it, so that it
+//! imports nothing of the stages (only the frame rules' `Violation`).
 
 use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
-
-use crate::auth::AuthError;
-use crate::config::Bucket;
 
 /// Everything that can end a connection early. `Display` says what happened and, where it helps,
 /// what to fix.
@@ -327,6 +326,65 @@ pub fn close_for_violation(v: crate::frame::Violation) -> (u16, &'static str) {
     }
 }
 
+/// Why a request was refused with 401. The text is sent to the client in the response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthError {
+    /// No token in the header nor the query.
+    Missing,
+    /// `exp` is in the past (beyond the leeway).
+    Expired,
+    /// `nbf` is in the future (beyond the leeway).
+    NotYetValid,
+    /// The signature does not verify with the configured key.
+    BadSignature,
+    /// `iss` missing or not the configured issuer.
+    WrongIssuer,
+    /// `aud` missing or not the configured audience.
+    WrongAudience,
+    /// A required claim is absent.
+    MissingClaim(String),
+    /// The token's `alg` is not in `jwt.algorithms`.
+    AlgorithmNotAllowed(String),
+    /// Not a JWT at all (shape, base64, JSON), or two tokens at once.
+    Malformed(String),
+}
+
+impl AuthError {
+    /// A short fixed label for the metrics (`kairos_auth_failures_total{reason}`).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Expired => "expired",
+            AuthError::NotYetValid => "not_yet_valid",
+            AuthError::BadSignature => "bad_signature",
+            AuthError::WrongIssuer => "wrong_issuer",
+            AuthError::WrongAudience => "wrong_audience",
+            AuthError::MissingClaim(_) => "missing_claim",
+            AuthError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
+            AuthError::Malformed(_) => "malformed",
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AuthError::Missing => write!(
+                f,
+                "missing token: send Authorization: Bearer <token> or the token query parameter"
+            ),
+            AuthError::Expired => write!(f, "token expired"),
+            AuthError::NotYetValid => write!(f, "token not yet valid (nbf)"),
+            AuthError::BadSignature => write!(f, "bad token signature"),
+            AuthError::WrongIssuer => write!(f, "wrong token issuer (iss)"),
+            AuthError::WrongAudience => write!(f, "wrong token audience (aud)"),
+            AuthError::MissingClaim(c) => write!(f, "token is missing the required claim {c:?}"),
+            AuthError::AlgorithmNotAllowed(a) => write!(f, "token algorithm {a} not allowed"),
+            AuthError::Malformed(why) => write!(f, "malformed token: {why}"),
+        }
+    }
+}
+
 /// An open-connection limit that is reached (answered 503).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Capacity {
@@ -358,8 +416,10 @@ pub enum PerClient {
     Handshakes {
         /// The client (its address, or its IPv6 network).
         client: String,
-        /// The limit.
-        bucket: Bucket,
+        /// The limit: new connections a second.
+        rate: f64,
+        /// The limit: new connections at once.
+        burst: f64,
     },
 }
 
@@ -406,11 +466,14 @@ impl fmt::Display for PerClient {
                 "{client} has {max} open connections on this route, its limit \
                  (rate_limit.connections_per_ip)"
             ),
-            PerClient::Handshakes { client, bucket } => write!(
+            PerClient::Handshakes {
+                client,
+                rate,
+                burst,
+            } => write!(
                 f,
-                "too many new connections from {client}: this route allows {} a second, \
-                 {} at once (rate_limit.handshakes_per_second_per_ip)",
-                bucket.rate, bucket.burst
+                "too many new connections from {client}: this route allows {rate} a second, \
+                 {burst} at once (rate_limit.handshakes_per_second_per_ip)"
             ),
         }
     }

@@ -20,7 +20,8 @@ pub mod op {
 /// Longest frame header: 2 bytes, 8 bytes of length, 4 of mask.
 pub const MAX_HEADER: usize = 14;
 
-/// What a peer did wrong; each maps to a close code in [`crate::error`].
+/// What a peer did wrong; each maps to a close code in one place (the error module's
+/// `close_for_violation`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
     /// Breaks the framing rules (1002).

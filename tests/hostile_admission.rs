@@ -131,7 +131,9 @@ fn forged_es256() -> String {
 fn check_cost(config_json: &str, token: &str) -> Duration {
     let loaded = kairos_gateway::config::parse(config_json, Path::new(env!("CARGO_MANIFEST_DIR")))
         .unwrap_or_else(|e| panic!("{e}"));
-    let jwt = loaded.config.jwt.expect("a jwt block");
+    let settings = loaded.config.jwt.expect("a jwt block");
+    let jwt = kairos_gateway::auth::JwtVerifier::from_config(&settings)
+        .unwrap_or_else(|e| panic!("{e:?}"));
     (0..20)
         .map(|_| {
             let started = Instant::now();

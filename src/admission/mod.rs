@@ -25,7 +25,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use crate::config::{Bucket, Config, RateLimit};
+use crate::bucket::Bucket;
+use crate::config::{Config, RateLimit};
 use crate::error::{Capacity, Error, PerClient};
 pub use client::{client_ip, is_trusted, ClientKey};
 use table::{Entered, Over, Table};
@@ -187,7 +188,8 @@ impl RouteGate {
             Err(Over::Handshakes(bucket, wait)) => (
                 PerClient::Handshakes {
                     client: client.to_string(),
-                    bucket,
+                    rate: bucket.rate,
+                    burst: bucket.burst,
                 },
                 wait,
             ),

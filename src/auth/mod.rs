@@ -2,175 +2,50 @@
 //!
 //! The token comes from `Authorization: Bearer <t>` (scheme case-insensitive) or, for browsers
 //! that cannot set headers, from the query parameter `jwt.query_param`. A token is never logged.
+//! The verifier is built from the config's `jwt` block ([`JwtVerifier::from_config`]) by
+//! whoever loads a config (its problems are config problems) and by each server generation.
 
 use std::fmt;
 use std::str::FromStr;
 
 use jsonwebtoken::errors::ErrorKind;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, AlgorithmFamily, DecodingKey, Validation};
 use serde_json::{Map, Value};
+
+use crate::config::{Jwt, KeySource};
+use crate::error::AuthError;
 
 /// Longest token accepted, in bytes (real tokens are well under 8 KiB; this bounds the work).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
-/// Why a request was refused with 401. The text is sent to the client in the response body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AuthError {
-    /// No token in the header nor the query.
-    Missing,
-    /// `exp` is in the past (beyond the leeway).
-    Expired,
-    /// `nbf` is in the future (beyond the leeway).
-    NotYetValid,
-    /// The signature does not verify with the configured key.
-    BadSignature,
-    /// `iss` missing or not the configured issuer.
-    WrongIssuer,
-    /// `aud` missing or not the configured audience.
-    WrongAudience,
-    /// A required claim is absent.
-    MissingClaim(String),
-    /// The token's `alg` is not in `jwt.algorithms`.
-    AlgorithmNotAllowed(String),
-    /// Not a JWT at all (shape, base64, JSON), or two tokens at once.
-    Malformed(String),
-}
-
-impl AuthError {
-    /// A short fixed label for the metrics (`kairos_auth_failures_total{reason}`).
-    pub fn reason(&self) -> &'static str {
-        match self {
-            AuthError::Missing => "missing",
-            AuthError::Expired => "expired",
-            AuthError::NotYetValid => "not_yet_valid",
-            AuthError::BadSignature => "bad_signature",
-            AuthError::WrongIssuer => "wrong_issuer",
-            AuthError::WrongAudience => "wrong_audience",
-            AuthError::MissingClaim(_) => "missing_claim",
-            AuthError::AlgorithmNotAllowed(_) => "algorithm_not_allowed",
-            AuthError::Malformed(_) => "malformed",
-        }
-    }
-}
-
-impl fmt::Display for AuthError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            AuthError::Missing => write!(
-                f,
-                "missing token: send Authorization: Bearer <token> or the token query parameter"
-            ),
-            AuthError::Expired => write!(f, "token expired"),
-            AuthError::NotYetValid => write!(f, "token not yet valid (nbf)"),
-            AuthError::BadSignature => write!(f, "bad token signature"),
-            AuthError::WrongIssuer => write!(f, "wrong token issuer (iss)"),
-            AuthError::WrongAudience => write!(f, "wrong token audience (aud)"),
-            AuthError::MissingClaim(c) => write!(f, "token is missing the required claim {c:?}"),
-            AuthError::AlgorithmNotAllowed(a) => write!(f, "token algorithm {a} not allowed"),
-            AuthError::Malformed(why) => write!(f, "malformed token: {why}"),
-        }
-    }
-}
-
-/// Where the key comes from, as written in the config.
-#[derive(Debug, Clone)]
-pub enum KeySource {
-    /// `jwt.secret`: an HMAC secret.
-    Secret(String),
-    /// `jwt.public_key_file`: the PEM text of an RSA, EC or Ed25519 public key, and its path.
-    PublicKeyPem {
-        /// File the PEM came from (for error messages).
-        path: String,
-        /// PEM text.
-        pem: Vec<u8>,
-    },
-}
-
-/// The validated `jwt` block: a key, the rules, and where to look for the token.
+/// What checks a token: the key and the rules of the config's `jwt` block, built by
+/// [`JwtVerifier::from_config`] (the rest of the block, such as where the token is looked for,
+/// is read from the config where it is used).
 pub struct JwtVerifier {
     key: DecodingKey,
     validation: Validation,
     required_claims: Vec<String>,
-    /// Query parameter that may carry the token (`None`: header only).
-    pub query_param: Option<String>,
-    /// `leeway_seconds`: clock skew allowed for `exp` and `nbf`.
-    pub leeway_seconds: u64,
-    /// `enforce_expiry` (true): a connection is closed with 1008 when its token expires.
-    pub enforce_expiry: bool,
-    /// `forward_claims`: (claim, header) pairs set on the backend request.
-    pub forward_claims: Vec<(String, String)>,
-    /// `strip_authorization` (false): the backend gets neither the `Authorization` header nor
-    /// the token parameter.
-    pub strip_authorization: bool,
 }
 
 impl fmt::Debug for JwtVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("JwtVerifier")
             .field("algorithms", &self.validation.algorithms)
-            .field("query_param", &self.query_param)
             .finish_non_exhaustive()
     }
 }
 
-/// Settings of the `jwt` block before the key is loaded.
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    /// The key.
-    pub key: KeySource,
-    /// `algorithms` (names as in the JWT header).
-    pub algorithms: Vec<String>,
-    /// `issuer`: required and checked when set.
-    pub issuer: Option<String>,
-    /// `audience`: required and checked when set.
-    pub audience: Option<String>,
-    /// `required_claims`: names that must be present (besides `exp`).
-    pub required_claims: Vec<String>,
-    /// `leeway_seconds`.
-    pub leeway_seconds: u64,
-    /// `query_param`.
-    pub query_param: Option<String>,
-    /// `enforce_expiry`.
-    pub enforce_expiry: bool,
-    /// `forward_claims`: (claim, header) pairs.
-    pub forward_claims: Vec<(String, String)>,
-    /// `strip_authorization`.
-    pub strip_authorization: bool,
-}
-
 impl JwtVerifier {
-    /// Builds the verifier; each error is one problem, named by its field.
-    pub fn new(s: &JwtSettings) -> Result<JwtVerifier, Vec<String>> {
+    /// Builds the verifier of the config's `jwt` block: its algorithms and its key. `Err` holds
+    /// every problem, one line each, named by its field (`jwt.algorithms: ...`), as a config
+    /// problem is: whoever loads a config builds the verifier and reports them with the rest.
+    pub fn from_config(s: &Jwt) -> Result<JwtVerifier, Vec<String>> {
         let mut errors = Vec::new();
-        let mut algs = Vec::new();
-        for name in &s.algorithms {
-            if name.eq_ignore_ascii_case("none") {
-                errors.push("jwt.algorithms: \"none\" is never allowed".to_string());
-            } else {
-                match Algorithm::from_str(name) {
-                    Ok(a) => algs.push(a),
-                    Err(_) => errors.push(format!(
-                        "jwt.algorithms: unknown algorithm {name:?} (use HS256/384/512, \
-                         RS256/384/512, PS256/384/512, ES256/384 or EdDSA)"
-                    )),
-                }
-            }
-        }
-        if s.algorithms.is_empty() {
-            errors.push("jwt.algorithms: must name at least one algorithm".to_string());
-        }
-        let families: Vec<_> = algs.iter().map(|a| a.family()).collect();
-        if families.windows(2).any(|w| w[0] != w[1]) {
-            errors.push(
-                "jwt.algorithms: all algorithms must be of one family (HMAC, RSA, EC or EdDSA), \
-                 matching the one key"
-                    .to_string(),
-            );
-        }
-        let key = match (&s.key, families.first()) {
+        let algs = algorithms(&s.algorithms, &mut errors);
+        let key = match (&s.key, algs.first().map(|a| a.family())) {
             (_, None) => None,
             (KeySource::Secret(secret), Some(fam)) => {
-                if *fam != jsonwebtoken::AlgorithmFamily::Hmac {
+                if fam != AlgorithmFamily::Hmac {
                     errors.push(format!(
                         "jwt.algorithms: {:?} needs public_key_file, not secret",
                         s.algorithms
@@ -181,39 +56,17 @@ impl JwtVerifier {
                 }
                 Some(DecodingKey::from_secret(secret.as_bytes()))
             }
-            (KeySource::PublicKeyPem { path, pem }, Some(fam)) => load_public_key(path, pem, *fam)
+            (KeySource::PublicKeyPem { path, pem }, Some(fam)) => load_public_key(path, pem, fam)
                 .map_err(|e| errors.push(e))
                 .ok(),
         };
         let (Some(key), true) = (key, errors.is_empty()) else {
             return Err(errors);
         };
-        let mut validation = Validation::new(algs[0]);
-        validation.algorithms = algs;
-        validation.leeway = s.leeway_seconds;
-        validation.validate_nbf = true;
-        let mut spec = vec!["exp"];
-        if let Some(iss) = &s.issuer {
-            validation.set_issuer(&[iss]);
-            spec.push("iss");
-        }
-        match &s.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                spec.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&spec);
         Ok(JwtVerifier {
             key,
-            validation,
+            validation: validation(s, algs),
             required_claims: s.required_claims.clone(),
-            query_param: s.query_param.clone(),
-            leeway_seconds: s.leeway_seconds,
-            enforce_expiry: s.enforce_expiry,
-            forward_claims: s.forward_claims.clone(),
-            strip_authorization: s.strip_authorization,
         })
     }
 
@@ -251,28 +104,78 @@ impl JwtVerifier {
     }
 }
 
-impl JwtVerifier {
-    /// The headers `forward_claims` sets on the backend request from a verified token's
-    /// `claims`, as (header, value), in `forward_claims` order. A claim that is absent or
-    /// `null` sets nothing; one whose value would hold a control character is left out and
-    /// handed to `skipped` as (claim, header): see [`claim_header_value`].
-    pub fn claim_headers(
-        &self,
-        claims: &Map<String, Value>,
-        mut skipped: impl FnMut(&str, &str),
-    ) -> Vec<(&str, String)> {
-        let mut out = Vec::with_capacity(self.forward_claims.len());
-        for (claim, header) in &self.forward_claims {
-            let Some(value) = claims.get(claim).filter(|v| !v.is_null()) else {
-                continue;
-            };
-            match claim_header_value(value) {
-                Some(text) => out.push((header.as_str(), text)),
-                None => skipped(claim, header),
+/// The algorithms named by `jwt.algorithms`, all of one family; a problem for each that is not.
+fn algorithms(names: &[String], errors: &mut Vec<String>) -> Vec<Algorithm> {
+    let mut algs = Vec::new();
+    for name in names {
+        if name.eq_ignore_ascii_case("none") {
+            errors.push("jwt.algorithms: \"none\" is never allowed".to_string());
+        } else {
+            match Algorithm::from_str(name) {
+                Ok(a) => algs.push(a),
+                Err(_) => errors.push(format!(
+                    "jwt.algorithms: unknown algorithm {name:?} (use HS256/384/512, \
+                     RS256/384/512, PS256/384/512, ES256/384 or EdDSA)"
+                )),
             }
         }
-        out
     }
+    if names.is_empty() {
+        errors.push("jwt.algorithms: must name at least one algorithm".to_string());
+    }
+    if algs.windows(2).any(|w| w[0].family() != w[1].family()) {
+        errors.push(
+            "jwt.algorithms: all algorithms must be of one family (HMAC, RSA, EC or EdDSA), \
+             matching the one key"
+                .to_string(),
+        );
+    }
+    algs
+}
+
+/// The checks a token must pass: one of `algs`, `exp` within the leeway, and the issuer and
+/// audience when the block names them.
+fn validation(s: &Jwt, algs: Vec<Algorithm>) -> Validation {
+    let mut validation = Validation::new(algs[0]);
+    validation.algorithms = algs;
+    validation.leeway = s.leeway_seconds;
+    validation.validate_nbf = true;
+    let mut spec = vec!["exp"];
+    if let Some(iss) = &s.issuer {
+        validation.set_issuer(&[iss]);
+        spec.push("iss");
+    }
+    match &s.audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            spec.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&spec);
+    validation
+}
+
+/// The headers `forward_claims` (`jwt.forward_claims` of the config) sets on the backend
+/// request from a verified token's `claims`, as (header, value), in `forward_claims` order. A
+/// claim that is absent or `null` sets nothing; one whose value would hold a control character
+/// is left out and handed to `skipped` as (claim, header): see [`claim_header_value`].
+pub fn claim_headers<'f>(
+    forward_claims: &'f [(String, String)],
+    claims: &Map<String, Value>,
+    mut skipped: impl FnMut(&str, &str),
+) -> Vec<(&'f str, String)> {
+    let mut out = Vec::with_capacity(forward_claims.len());
+    for (claim, header) in forward_claims {
+        let Some(value) = claims.get(claim).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        match claim_header_value(value) {
+            Some(text) => out.push((header.as_str(), text)),
+            None => skipped(claim, header),
+        }
+    }
+    out
 }
 
 /// A claim's value as the text of a header: a string as it is, a number or boolean as its
@@ -289,12 +192,8 @@ pub fn claim_header_value(value: &Value) -> Option<String> {
     (!text.bytes().any(control)).then_some(text)
 }
 
-fn load_public_key(
-    path: &str,
-    pem: &[u8],
-    family: jsonwebtoken::AlgorithmFamily,
-) -> Result<DecodingKey, String> {
-    use jsonwebtoken::AlgorithmFamily as F;
+fn load_public_key(path: &str, pem: &[u8], family: AlgorithmFamily) -> Result<DecodingKey, String> {
+    use AlgorithmFamily as F;
     let (kind, res) = match family {
         F::Hmac => {
             return Err(format!(

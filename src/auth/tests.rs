@@ -1,5 +1,6 @@
 //! Unit tests of token extraction and validation.
 use super::*;
+use crate::config::{Jwt, KeySource};
 use serde_json::json;
 
 #[test]
@@ -31,6 +32,22 @@ fn pem(name: &str, text: &[u8]) -> KeySource {
     KeySource::PublicKeyPem {
         path: format!("tests/fixtures/{name}"),
         pem: text.to_vec(),
+    }
+}
+
+/// A `jwt` block with `key` and `algs`, the rest as the config's defaults.
+fn settings(key: KeySource, algs: &[&str]) -> Jwt {
+    Jwt {
+        key,
+        algorithms: algs.iter().map(|a| a.to_string()).collect(),
+        issuer: None,
+        audience: None,
+        required_claims: Vec::new(),
+        leeway_seconds: 30,
+        query_param: None,
+        enforce_expiry: true,
+        forward_claims: Vec::new(),
+        strip_authorization: false,
     }
 }
 
@@ -82,19 +99,7 @@ fn verifier_config_table() {
         (pem("junk.pem", b"not a pem"), &["RS256"], Some("junk.pem")),
     ];
     for (key, algs, want) in cases {
-        let settings = JwtSettings {
-            key: key.clone(),
-            algorithms: algs.iter().map(|a| a.to_string()).collect(),
-            issuer: None,
-            audience: None,
-            required_claims: Vec::new(),
-            leeway_seconds: 30,
-            query_param: None,
-            enforce_expiry: true,
-            forward_claims: Vec::new(),
-            strip_authorization: false,
-        };
-        match (JwtVerifier::new(&settings), want) {
+        match (JwtVerifier::from_config(&settings(key.clone(), algs)), want) {
             (Ok(_), None) => {}
             (Ok(_), Some(w)) => panic!("{key:?} {algs:?}: accepted, expected {w:?}"),
             (Err(e), None) => panic!("{key:?} {algs:?}: refused: {e:?}"),
@@ -134,27 +139,14 @@ fn claim_header_values() {
 
 #[test]
 fn claim_headers_follow_forward_claims() {
-    let settings = JwtSettings {
-        key: KeySource::Secret("s3cret".to_string()),
-        algorithms: vec!["HS256".to_string()],
-        issuer: None,
-        audience: None,
-        required_claims: Vec::new(),
-        leeway_seconds: 30,
-        query_param: None,
-        enforce_expiry: true,
-        forward_claims: Vec::new(),
-        strip_authorization: false,
-    };
-    let mut v = JwtVerifier::new(&settings).unwrap();
-    v.forward_claims = [("sub", "X-User-Id"), ("n", "X-N"), ("bad", "X-Bad")]
+    let forward: Vec<(String, String)> = [("sub", "X-User-Id"), ("n", "X-N"), ("bad", "X-Bad")]
         .iter()
         .chain(&[("gone", "X-Gone"), ("nil", "X-Nil")])
         .map(|(c, h)| (c.to_string(), h.to_string()))
         .collect();
     let claims = json!({"sub": "alice", "n": 7, "bad": "x\ny", "nil": null});
     let mut skipped = Vec::new();
-    let set = v.claim_headers(claims.as_object().unwrap(), |c, h| {
+    let set = claim_headers(&forward, claims.as_object().unwrap(), |c, h| {
         skipped.push(format!("{c}->{h}"))
     });
     assert_eq!(set, [("X-User-Id", "alice".into()), ("X-N", "7".into())]);

@@ -6,10 +6,57 @@ use serde_json::Value;
 
 use super::fields::{Fields, Report};
 use super::tls;
-use crate::auth::{JwtSettings, JwtVerifier, KeySource};
+
+/// Where the key comes from, as written in the config.
+#[derive(Debug, Clone)]
+pub enum KeySource {
+    /// `jwt.secret`: an HMAC secret.
+    Secret(String),
+    /// `jwt.public_key_file`: the PEM text of an RSA, EC or Ed25519 public key, and its path.
+    PublicKeyPem {
+        /// File the PEM came from (for error messages).
+        path: String,
+        /// PEM text.
+        pem: Vec<u8>,
+    },
+}
+
+/// The `jwt` block: the key and the rules a token must meet (the verifier `auth` builds from
+/// them: its algorithm and key checks are config problems too), and what the gateway does with
+/// a token.
+#[derive(Debug, Clone)]
+pub struct Jwt {
+    /// The key.
+    pub key: KeySource,
+    /// `algorithms` (HS256): names as in the JWT header.
+    pub algorithms: Vec<String>,
+    /// `issuer`: required and checked when set.
+    pub issuer: Option<String>,
+    /// `audience`: required and checked when set.
+    pub audience: Option<String>,
+    /// `required_claims`: names that must be present (besides `exp`).
+    pub required_claims: Vec<String>,
+    /// `leeway_seconds` (30): clock skew allowed for `exp` and `nbf`.
+    pub leeway_seconds: u64,
+    /// `query_param` (`access_token`; null: `None`, header only): the query parameter that
+    /// may carry the token.
+    pub query_param: Option<String>,
+    /// `enforce_expiry` (true): a connection is closed with 1008 when its token expires.
+    pub enforce_expiry: bool,
+    /// `forward_claims`: (claim, header) pairs set on the backend request.
+    pub forward_claims: Vec<(String, String)>,
+    /// `strip_authorization` (false): the backend gets neither the `Authorization` header nor
+    /// the token parameter.
+    pub strip_authorization: bool,
+}
 
 /// The `jwt` block: key, accepted tokens, and what the gateway does with them.
-pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> Option<JwtVerifier> {
+pub(super) fn read_jwt(
+    root: &mut Fields,
+    base: &Path,
+    check: super::JwtCheck,
+    report: &mut Report,
+) -> Option<Jwt> {
     let v = root.raw("jwt")?;
     let mut j = Fields::new("", "jwt.", v, report)?;
     let secret = j.string(report, "secret");
@@ -92,7 +139,7 @@ pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> O
     let strip_authorization = j.bool(report, "strip_authorization", false);
     let forward_claims = read_forward_claims(&mut j, report);
     j.finish(report);
-    let settings = JwtSettings {
+    let jwt = Jwt {
         key: key?,
         algorithms,
         issuer,
@@ -104,9 +151,8 @@ pub(super) fn read_jwt(root: &mut Fields, base: &Path, report: &mut Report) -> O
         forward_claims,
         strip_authorization,
     };
-    JwtVerifier::new(&settings)
-        .map_err(|errs| report.errors.extend(errs))
-        .ok()
+    check(&jwt).map_err(|e| report.errors.extend(e)).ok()?;
+    Some(jwt)
 }
 
 /// Whether `pem` holds a private key of any kind.

@@ -19,11 +19,11 @@ use std::time::Duration;
 use futures_rustls::rustls;
 use serde_json::Value;
 
-use crate::auth::JwtVerifier;
 pub use backends::Backend;
 use fields::{Fields, Report};
+pub use jwt::{Jwt, KeySource};
 pub use resilience::{CircuitBreaker, HealthCheck};
-pub use routers::{Bucket, Cidr, MessageFilter, OnExceed, RateLimit, Route, Sticky, Strategy};
+pub use routers::{Cidr, MessageFilter, OnExceed, RateLimit, Route, Sticky, Strategy};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
@@ -60,8 +60,8 @@ pub struct Config {
     pub ipv6_prefix: u8,
     /// The routes served, in file order (routers with another protocol are skipped).
     pub routes: Vec<Route>,
-    /// The `jwt` block, when present.
-    pub jwt: Option<JwtVerifier>,
+    /// The `jwt` block, when present (`auth` builds the verifier from it).
+    pub jwt: Option<Jwt>,
     /// TLS settings for `wss://` backends (only built when a route has one).
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     /// The `limits` block.
@@ -166,9 +166,15 @@ pub struct Loaded {
     pub warnings: Vec<String>,
 }
 
+/// The check of a `jwt` block that only its user can make: `auth` builds the token verifier
+/// from it (its algorithms, its key), and this module does not import `auth`. Whoever loads a
+/// config passes it in (`control::load` passes auth's), so that its problems are reported in
+/// place with every other, and a route that needs the block is told there is none.
+pub type JwtCheck<'a> = &'a dyn Fn(&Jwt) -> Result<(), Vec<String>>;
+
 /// Reads and validates a config file. Relative paths in it (`public_key_file`, `ca_file`) are
 /// relative to the file's directory.
-pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
+pub fn load_file(path: &Path, check_jwt: JwtCheck) -> Result<Loaded, ConfigError> {
     let shown = path.display();
     let meta = std::fs::metadata(path)
         .map_err(|e| ConfigError::one(format!("config file {shown}: {e}")))?;
@@ -200,7 +206,7 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
         ))
     })?;
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    parse(&text, &base).map_err(|mut e| {
+    parse_with(&text, &base, check_jwt).map_err(|mut e| {
         for p in &mut e.problems {
             *p = format!("{shown}: {p}");
         }
@@ -208,8 +214,14 @@ pub fn load_file(path: &Path) -> Result<Loaded, ConfigError> {
     })
 }
 
-/// Parses and validates config text; `base` resolves relative file paths.
+/// Parses and validates config text; `base` resolves relative file paths. The `jwt` block's
+/// key is not checked: [`parse_with`] does.
 pub fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
+    parse_with(text, base, &|_| Ok(()))
+}
+
+/// [`parse`], with `check_jwt` to check the `jwt` block.
+pub fn parse_with(text: &str, base: &Path, check_jwt: JwtCheck) -> Result<Loaded, ConfigError> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
         // serde_json ends its message with the same position: say it once.
         let at = format!("line {} column {}", e.line(), e.column());
@@ -218,7 +230,7 @@ pub fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
         ConfigError::one(format!("invalid JSON at {at}: {msg}"))
     })?;
     let mut report = Report::default();
-    let config = read_root(&value, base, &mut report);
+    let config = read_root(&value, base, check_jwt, &mut report);
     // Every problem is one line, whatever the paths and values it quotes contain.
     let one_line = |v: Vec<String>| v.into_iter().map(fields::one_line).collect();
     match config {
@@ -232,7 +244,12 @@ pub fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
     }
 }
 
-fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> {
+fn read_root(
+    value: &Value,
+    base: &Path,
+    check_jwt: JwtCheck,
+    report: &mut Report,
+) -> Option<Config> {
     let mut root = Fields::new("", "", value, report)?;
     let version = root.int(report, "version", 0, u64::MAX, 1);
     if version != 1 {
@@ -241,7 +258,7 @@ fn read_root(value: &Value, base: &Path, report: &mut Report) -> Option<Config> 
     let server = server::read_server(&mut root, base, report);
     let admin = server::read_admin(&mut root, report);
     let limits = read_limits(&mut root, report);
-    let jwt = jwt::read_jwt(&mut root, base, report);
+    let jwt = jwt::read_jwt(&mut root, base, check_jwt, report);
     let ca_file = tls::read_tls(&mut root, base, report);
     let routes = match root.raw("routers") {
         None => {

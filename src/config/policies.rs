@@ -6,15 +6,7 @@ use std::net::IpAddr;
 use serde_json::Value;
 
 use super::fields::{kind, unknown_fields, Fields, Report};
-
-/// A token bucket: `rate` tokens a second, at most `burst` saved up.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Bucket {
-    /// Tokens added per second.
-    pub rate: f64,
-    /// Largest number of tokens held (what may be spent at once).
-    pub burst: f64,
-}
+use crate::bucket::Bucket;
 
 /// What happens to a connection over its message or byte rate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

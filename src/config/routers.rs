@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::backends::{read_backends, Backend};
 use super::fields::{closest, kind, Fields, Report};
 use super::policies::{read_message_filter, read_origins, read_rate_limit};
-pub use super::policies::{Bucket, Cidr, MessageFilter, OnExceed, RateLimit};
+pub use super::policies::{Cidr, MessageFilter, OnExceed, RateLimit};
 use super::resilience::{read_circuit, read_health, CircuitBreaker, HealthCheck};
 use crate::route::PathPattern;
 

@@ -7,7 +7,15 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::{parse, Backend, Config, Limits, Loaded};
+use super::{Backend, Config, ConfigError, Limits, Loaded};
+
+/// [`super::parse_with`] the check of the `jwt` block `control::load` passes for `--check`, the
+/// start and a reload: the token verifier `auth` builds from it.
+fn parse(text: &str, base: &Path) -> Result<Loaded, ConfigError> {
+    super::parse_with(text, base, &|jwt| {
+        crate::auth::JwtVerifier::from_config(jwt).map(drop)
+    })
+}
 
 /// A file under the temp dir with a unique name (pid + counter), removed on drop.
 struct TempFile(PathBuf);
@@ -1422,7 +1430,8 @@ fn policy_fields_default_to_nothing_limited() {
 
 #[test]
 fn policy_fields_are_read() {
-    use super::{Bucket, OnExceed};
+    use super::OnExceed;
+    use crate::bucket::Bucket;
     let mut r = router("/ws/chat");
     r["max_connections"] = json!(100);
     r["rate_limit"] = json!({

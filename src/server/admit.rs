@@ -4,9 +4,9 @@
 //! token is ([`authorize`]).
 
 use super::connection::Refused;
-use crate::auth::{extract_token, AuthError};
+use crate::auth::{extract_token, JwtVerifier};
 use crate::config::{Config, Route};
-use crate::error::Error;
+use crate::error::{AuthError, Error};
 use crate::handshake::{self, Head, Request, Upgrade};
 use crate::route;
 
@@ -38,15 +38,17 @@ pub(super) fn admit<'c>(config: &'c Config, req: &Request) -> Result<Admitted<'c
 /// it has none or a bad one), `None` on the others.
 pub(super) fn authorize(
     config: &Config,
+    verifier: Option<&JwtVerifier>,
     admitted: &Admitted<'_>,
     req: &Request,
 ) -> Result<Option<Claims>, Refused> {
     if !admitted.route.auth_required {
         return Ok(None);
     }
-    let verified = match config.jwt.as_ref() {
+    let param = config.jwt.as_ref().and_then(|j| j.query_param.as_deref());
+    let verified = match verifier {
         None => Err(Error::Unauthorized(AuthError::Missing)),
-        Some(jwt) => verify(jwt, req, admitted.query.as_deref()),
+        Some(jwt) => verify(jwt, param, req, admitted.query.as_deref()),
     };
     verified
         .map(Some)
@@ -56,7 +58,8 @@ pub(super) fn authorize(
 /// The token of a request on an `auth_required` route, from its `Authorization` header or its
 /// (normalised) query, verified: its claims.
 fn verify(
-    jwt: &crate::auth::JwtVerifier,
+    jwt: &JwtVerifier,
+    param: Option<&str>,
     req: &Request,
     query: Option<&str>,
 ) -> Result<Claims, Error> {
@@ -69,8 +72,7 @@ fn verify(
         )));
     }
     let auth: Vec<&str> = req.header_all("Authorization").collect();
-    let token =
-        extract_token(&auth, query, jwt.query_param.as_deref()).map_err(Error::Unauthorized)?;
+    let token = extract_token(&auth, query, param).map_err(Error::Unauthorized)?;
     jwt.verify(&token).map_err(Error::Unauthorized)
 }
 

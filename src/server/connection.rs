@@ -12,6 +12,7 @@ use futures_rustls::rustls;
 use super::admit::{admit, authorize, Admitted, Claims};
 use super::Generation;
 use crate::admission::{self, Ticket};
+use crate::auth;
 use crate::balance::{self, Lease};
 use crate::config::{Config, Route};
 use crate::drain::{Drain, Watcher};
@@ -211,7 +212,7 @@ async fn open(
     // costs no signature check. A refused token drops the ticket, giving its places back.
     let entered = gen.gates.enter(config, admitted.at, client_ip);
     let ticket = entered.map_err(|e| Refused(e, Some(admitted.at)))?;
-    let claims = authorize(config, &admitted, &request)?;
+    let claims = authorize(config, gen.jwt.as_ref(), &admitted, &request)?;
     let Admitted {
         at,
         route,
@@ -282,12 +283,14 @@ fn claim_headers<'c>(
     peer: SocketAddr,
 ) -> Vec<(&'c str, String)> {
     match (config.jwt.as_ref(), claims) {
-        (Some(jwt), Some(claims)) => jwt.claim_headers(claims, |claim, header| {
-            log::debug!(
-                "conn {id} {peer}: claim {claim:?} not forwarded as {header}: \
+        (Some(jwt), Some(claims)) => {
+            auth::claim_headers(&jwt.forward_claims, claims, |claim, header| {
+                log::debug!(
+                    "conn {id} {peer}: claim {claim:?} not forwarded as {header}: \
                  its value holds a control character"
-            )
-        }),
+                )
+            })
+        }
         _ => Vec::new(),
     }
 }

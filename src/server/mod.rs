@@ -25,6 +25,7 @@ use futures_lite::FutureExt;
 
 use crate::admin::Status;
 use crate::admission::{Admission, Gates};
+use crate::auth::JwtVerifier;
 use crate::balance::Balancers;
 use crate::config::Config;
 use crate::drain::Drain;
@@ -38,6 +39,8 @@ const LISTEN_BACKLOG: i32 = 1024;
 pub struct Generation {
     /// The config.
     pub config: Arc<Config>,
+    /// The token verifier built from its `jwt` block.
+    pub jwt: Option<JwtVerifier>,
     /// Its balancers (strategy counters, health verdicts, breakers).
     pub balancers: Arc<Balancers>,
     /// Each route's counters, by position in `config.routes`.
@@ -49,8 +52,17 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn new(config: Arc<Config>, admission: &Arc<Admission>) -> Arc<Generation> {
-        Arc::new(Generation {
+    /// The state of `config`; `Err` when its `jwt` block's verifier cannot be built (a
+    /// config that came through [`crate::control::load`] has been checked for that).
+    fn new(config: Arc<Config>, admission: &Arc<Admission>) -> io::Result<Arc<Generation>> {
+        let jwt = match &config.jwt {
+            Some(j) => Some(JwtVerifier::from_config(j).map_err(|problems| {
+                io::Error::new(io::ErrorKind::InvalidInput, problems.join("; "))
+            })?),
+            None => None,
+        };
+        Ok(Arc::new(Generation {
+            jwt,
             balancers: Balancers::new(&config),
             gates: admission.gates(&config),
             stats: config
@@ -60,7 +72,7 @@ impl Generation {
                 .collect(),
             unrouted: metrics::route(metrics::NO_ROUTE),
             config,
-        })
+        }))
     }
 }
 
@@ -141,7 +153,7 @@ impl Gateway {
         let admission = Admission::new();
         Ok(Gateway {
             listener: Arc::new(listener),
-            current: Arc::new(RwLock::new(Generation::new(config, &admission))),
+            current: Arc::new(RwLock::new(Generation::new(config, &admission)?)),
             drain: Drain::new(),
             admission,
             health: Arc::default(),
@@ -164,7 +176,7 @@ impl Gateway {
     /// Puts `config` in force for new connections (open ones keep theirs) and starts its
     /// health checks; the previous generation's checks stop at once.
     pub fn swap(&self, config: Config) -> io::Result<()> {
-        let next = Generation::new(Arc::new(config), &self.admission);
+        let next = Generation::new(Arc::new(config), &self.admission)?;
         let checks = crate::health::start(next.config.clone(), &next.balancers)?;
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
         // Dropping the replaced checks ends their thread.
