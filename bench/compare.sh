@@ -585,7 +585,10 @@ Medians across rounds (other processes CPU: the highest round). CPU and RSS are 
 (nginx: CPU of master + worker, RSS of the worker); in the direct column they are the echo
 backend's own. How to read it: bench/README.md.
 """
-footer = ["", "- " + E["B_IDLE"], "- " + E["B_BINARY"]]
+footer = ["", "- " + E["B_IDLE"], "- " + E["B_BINARY"],
+          "- The hold rows run after the other workloads in the same processes: memory those "
+          "freed is reused, so bytes/conn here is lower than in a fresh process (see "
+          "bench/results/footprint.md)."]
 for n in notes:
     footer.append(f"- note: {n}")
 for e in first_errors:
