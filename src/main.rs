@@ -176,7 +176,9 @@ fn run(
         "kairos-gateway {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    if config.admin_on_public() {
+    if !cfg!(feature = "admin") {
+        // The config refuses an `admin` block in this build.
+    } else if config.admin_on_public() {
         log::warn!("admin endpoints (/metrics, /healthz, /readyz) are served on the public listener {addr}, as admin asks");
     } else if let Some((host, port)) = &config.admin {
         let g = gateway.clone();

@@ -15,6 +15,9 @@ use serde_json::{Map, Value};
 use crate::config::{Jwt, KeySource};
 use crate::error::AuthError;
 
+#[cfg(not(feature = "jwt-asymmetric"))]
+mod hmac_only;
+
 /// Longest token accepted, in bytes (real tokens are well under 8 KiB; this bounds the work).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
 
@@ -40,6 +43,8 @@ impl JwtVerifier {
     /// every problem, one line each, named by its field (`jwt.algorithms: ...`), as a config
     /// problem is: whoever loads a config builds the verifier and reports them with the rest.
     pub fn from_config(s: &Jwt) -> Result<JwtVerifier, Vec<String>> {
+        #[cfg(not(feature = "jwt-asymmetric"))]
+        hmac_only::install();
         let mut errors = Vec::new();
         let algs = algorithms(&s.algorithms, &mut errors);
         let key = match (&s.key, algs.first().map(|a| a.family())) {
@@ -123,6 +128,14 @@ fn algorithms(names: &[String], errors: &mut Vec<String>) -> Vec<Algorithm> {
     if names.is_empty() {
         errors.push("jwt.algorithms: must name at least one algorithm".to_string());
     }
+    if !cfg!(feature = "jwt-asymmetric") {
+        for a in algs.iter().filter(|a| a.family() != AlgorithmFamily::Hmac) {
+            errors.push(format!(
+                "jwt.algorithms: {a:?} needs a build with the jwt-asymmetric feature (the \
+                 default); this build verifies HS256, HS384 and HS512 only"
+            ));
+        }
+    }
     if algs.windows(2).any(|w| w[0].family() != w[1].family()) {
         errors.push(
             "jwt.algorithms: all algorithms must be of one family (HMAC, RSA, EC or EdDSA), \
@@ -192,6 +205,16 @@ pub fn claim_header_value(value: &Value) -> Option<String> {
     (!text.bytes().any(control)).then_some(text)
 }
 
+#[cfg(not(feature = "jwt-asymmetric"))]
+fn load_public_key(path: &str, _: &[u8], _: AlgorithmFamily) -> Result<DecodingKey, String> {
+    Err(format!(
+        "jwt.public_key_file: {path}: this build verifies HMAC tokens only (HS256, HS384, HS512: \
+         jwt.secret); RSA, EC and EdDSA keys need a build with the jwt-asymmetric feature \
+         (the default)"
+    ))
+}
+
+#[cfg(feature = "jwt-asymmetric")]
 fn load_public_key(path: &str, pem: &[u8], family: AlgorithmFamily) -> Result<DecodingKey, String> {
     use AlgorithmFamily as F;
     let (kind, res) = match family {

@@ -65,7 +65,12 @@ pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -
     );
     server.reload_poll = off_or_ms(poll_ms);
     if let Some(t) = s.raw("tls") {
-        server.tls = read_listener_tls(t, base, report);
+        server.tls = if cfg!(feature = "tls-listener") {
+            read_listener_tls(t, base, report)
+        } else {
+            s.error(report, "tls", FEATURE_TLS);
+            None
+        };
     }
     server.trusted_proxies = super::policies::read_trusted_proxies(&mut s, report);
     let prefix = u64::from(server.ipv6_prefix);
@@ -84,9 +89,18 @@ impl Config {
     }
 }
 
+const FEATURE_TLS: &str = "this build has no TLS listener: build with the tls-listener feature \
+     (the default), or end TLS in front of the gateway";
+const FEATURE_ADMIN: &str = "this build has no admin listener (/metrics, /healthz, /readyz): \
+     build with the admin feature (the default)";
+
 /// Reads the `admin` block: `None` when it is absent.
 pub(super) fn read_admin(root: &mut Fields, report: &mut Report) -> Option<(String, u16)> {
     let v = root.raw("admin")?;
+    if !cfg!(feature = "admin") {
+        root.error(report, "admin", FEATURE_ADMIN);
+        return None;
+    }
     let mut a = Fields::new("", "admin.", v, report)?;
     let host = a.string(report, "host").unwrap_or("127.0.0.1").to_string();
     let port = a.int(report, "port", 0, 65535, 9900) as u16;

@@ -48,7 +48,11 @@ pub(super) async fn serve(
     };
     let config = &gen.config;
     let mut watch = drain.watch();
-    if let Some(tls) = &config.listener_tls {
+    if let Some(tls) = config
+        .listener_tls
+        .as_ref()
+        .filter(|_| cfg!(feature = "tls-listener"))
+    {
         let accepted = tls_handshake(tls, stream, head_deadline, &mut watch).await;
         stream = match accepted {
             Ok(s) => s,
@@ -198,7 +202,10 @@ async fn open(
         })
         .await;
     let (mut request, mut early) = read.map_err(|e| Refused(e, None))?;
-    if config.admin_on_public() && crate::admin::is_admin_request(&request) {
+    if cfg!(feature = "admin")
+        && config.admin_on_public()
+        && crate::admin::is_admin_request(&request)
+    {
         let reply = crate::admin::reply(&request, || gen.status(false));
         crate::admin::respond(stream, &reply).await;
         let path = route::split_target(&request.target).0;
