@@ -2,7 +2,7 @@
 
 use serde_json::Value;
 
-use super::fields::{kind, Fields, Report};
+use super::fields::{kind, read, At, Fields, Object};
 
 /// One backend of a route.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,58 +37,54 @@ impl Backend {
     }
 }
 
-pub fn read_backends(f: &mut Fields, report: &mut Report) -> Vec<Backend> {
-    let list = match f.raw("backends") {
-        Some(Value::Array(list)) if !list.is_empty() => list,
-        Some(Value::Array(_)) => {
-            f.error(report, "backends", "must list at least one backend");
+impl Default for Backend {
+    /// No host and no port yet (both are required); weight 1.
+    fn default() -> Backend {
+        Backend {
+            tls: false,
+            host: String::new(),
+            port: 0,
+            weight: 1,
+            health_check_path: None,
+        }
+    }
+}
+
+impl Object for Backend {
+    fn fields(&mut self, f: &mut Fields) {
+        f.required("is required")
+            .text("host", |h, at| match parse_host(h) {
+                Ok((tls, host)) => (self.tls, self.host) = (tls, host),
+                Err(e) => at.fail(e),
+            });
+        f.required("is required (1-65535)")
+            .int("port", 1, 65535, |n| self.port = n as u16);
+        f.int("weight", 1, 1_000_000, |n| self.weight = n as u32);
+        f.text("health_check_path", |p, at| match check_probe_path(p) {
+            Ok(p) => self.health_check_path = Some(p),
+            Err(e) => at.fail(e),
+        });
+    }
+}
+
+/// Reads a route's `backends`: the valid ones (each problem of the others reported).
+pub(super) fn read_all(v: &Value, at: &mut At) -> Vec<Backend> {
+    let list = match v {
+        Value::Array(list) if !list.is_empty() => list,
+        Value::Array(_) => {
+            at.fail("must list at least one backend");
             return Vec::new();
         }
-        Some(other) => {
-            f.error(
-                report,
-                "backends",
-                format!("must be an array, found {}", kind(other)),
-            );
-            return Vec::new();
-        }
-        None => {
-            f.error(report, "backends", "is required (at least one backend)");
+        other => {
+            at.fail(format_args!("must be an array, found {}", kind(other)));
             return Vec::new();
         }
     };
-    let ctx = f.name("");
-    list.iter()
-        .enumerate()
-        .filter_map(|(j, v)| {
-            let mut b = Fields::new(&ctx, &format!("backends[{j}]."), v, report)?;
-            let host = b.required_string(report, "host");
-            let port = match b.raw("port") {
-                None => {
-                    b.error(report, "port", "is required (1-65535)");
-                    0
-                }
-                Some(_) => b.int(report, "port", 1, 65535, 0) as u16,
-            };
-            let weight = b.int(report, "weight", 1, 1_000_000, 1) as u32;
-            let health_check_path = b.string(report, "health_check_path").and_then(|p| {
-                check_probe_path(p)
-                    .map_err(|e| b.error(report, "health_check_path", e))
-                    .ok()
-            });
-            let parsed =
-                host.and_then(|h| parse_host(h).map_err(|e| b.error(report, "host", e)).ok());
-            b.finish(report);
-            let (tls, host) = parsed?;
-            (port != 0).then_some(Backend {
-                tls,
-                host,
-                port,
-                weight,
-                health_check_path,
-            })
-        })
-        .collect()
+    let read_one = |(j, v): (usize, &Value)| {
+        let b: Backend = read(v, &mut at.child(&format!("backends[{j}].")))?;
+        (!b.host.is_empty() && b.port != 0).then_some(b)
+    };
+    list.iter().enumerate().filter_map(read_one).collect()
 }
 
 /// `ws://name` or `wss://name` -> (tls, name). A port or path in the host is refused, since

@@ -1,14 +1,14 @@
 //! The `jwt` block.
 
-use std::path::Path;
+use std::fmt;
 
 use serde_json::Value;
 
-use super::fields::{Fields, Report};
+use super::fields::{At, Fields, Object};
 use super::tls;
 
-/// Where the key comes from, as written in the config.
-#[derive(Debug, Clone)]
+/// Where the key comes from, as written in the config. Its `Debug` never shows the secret.
+#[derive(Clone)]
 pub enum KeySource {
     /// `jwt.secret`: an HMAC secret.
     Secret(String),
@@ -19,6 +19,15 @@ pub enum KeySource {
         /// PEM text.
         pem: Vec<u8>,
     },
+}
+
+impl fmt::Debug for KeySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeySource::Secret(_) => f.write_str("Secret(..)"),
+            KeySource::PublicKeyPem { path, .. } => write!(f, "PublicKeyPem({path})"),
+        }
+    }
 }
 
 /// The `jwt` block: the key and the rules a token must meet (the verifier `auth` builds from
@@ -50,109 +59,129 @@ pub struct Jwt {
     pub strip_authorization: bool,
 }
 
-/// The `jwt` block: key, accepted tokens, and what the gateway does with them.
-pub(super) fn read_jwt(
-    root: &mut Fields,
-    base: &Path,
-    check: super::JwtCheck,
-    report: &mut Report,
-) -> Option<Jwt> {
-    let v = root.raw("jwt")?;
-    let mut j = Fields::new("", "jwt.", v, report)?;
-    let secret = j.string(report, "secret");
-    let key_file = j.string(report, "public_key_file");
-    let key = match (secret, key_file) {
-        (Some(_), Some(_)) => {
-            j.error(
-                report,
-                "secret",
-                "give either secret or public_key_file, not both",
-            );
-            None
+/// The `jwt` block as it is read: the settings, and the two ways to give the key.
+struct JwtBlock {
+    jwt: Jwt,
+    secret: Option<String>,
+    key_file: Option<String>,
+    /// Whether the settings are usable: a key, and the check of [`super::Env`] passed.
+    valid: bool,
+}
+
+impl Default for JwtBlock {
+    /// The defaults documented on [`Jwt`]'s fields (the key is set once read).
+    fn default() -> JwtBlock {
+        let jwt = Jwt {
+            key: KeySource::Secret(String::new()),
+            algorithms: vec!["HS256".to_string()],
+            issuer: None,
+            audience: None,
+            required_claims: Vec::new(),
+            leeway_seconds: 30,
+            query_param: Some("access_token".to_string()),
+            enforce_expiry: true,
+            forward_claims: Vec::new(),
+            strip_authorization: false,
+        };
+        JwtBlock {
+            jwt,
+            secret: None,
+            key_file: None,
+            valid: false,
         }
-        (Some(s), None) => Some(KeySource::Secret(s.to_string())),
-        (None, Some(f)) => {
-            let path = tls::resolve(base, f);
-            match tls::read_capped(&path) {
-                // jsonwebtoken would take an RSA private key as the key, and then fail every
-                // token's signature: refuse it here, where `--check` shows it.
-                Ok(pem) if private_key(&pem) => {
-                    j.error(
-                        report,
-                        "public_key_file",
-                        format!(
-                            "{}: is a private key; give the public key \
-                             (openssl pkey -in KEY -pubout)",
-                            path.display()
-                        ),
-                    );
-                    None
-                }
-                Ok(pem) => Some(KeySource::PublicKeyPem {
-                    path: path.display().to_string(),
-                    pem,
-                }),
-                Err(e) => {
-                    j.error(
-                        report,
-                        "public_key_file",
-                        format!("{}: {e}", path.display()),
-                    );
-                    None
-                }
+    }
+}
+
+impl Object for JwtBlock {
+    fn fields(&mut self, f: &mut Fields) {
+        let j = &mut self.jwt;
+        f.text("secret", |s, _| self.secret = Some(s.to_string()));
+        f.text("public_key_file", |file, _| {
+            self.key_file = Some(file.to_string())
+        });
+        f.texts("algorithms", |list, _| j.algorithms = owned(list));
+        f.text("issuer", |s, _| j.issuer = Some(s.to_string()));
+        f.text("audience", |s, _| j.audience = Some(s.to_string()));
+        f.texts("required_claims", |list, _| j.required_claims = owned(list));
+        f.int("leeway_seconds", 0, 86_400, |n| j.leeway_seconds = n);
+        f.any("query_param", |v, at| j.query_param = query_param(v, at));
+        f.flag("enforce_expiry", |on| j.enforce_expiry = on);
+        f.flag("strip_authorization", |on| j.strip_authorization = on);
+        f.any("forward_claims", |v, at| {
+            j.forward_claims = forward_claims(v, at)
+        });
+        // The key, from `secret` or `public_key_file` (one of them); then the check of the
+        // settings by whoever builds the verifier.
+        let Some(key) = self.key(f.at()) else {
+            return;
+        };
+        self.jwt.key = key;
+        let at = f.at();
+        match (at.env.check_jwt)(&self.jwt) {
+            Ok(()) => self.valid = true,
+            Err(problems) => problems.into_iter().for_each(|p| at.problem(p)),
+        }
+    }
+}
+
+impl JwtBlock {
+    /// The key: `secret`, or the public key in `public_key_file` (one of the two); `None`
+    /// with the problem reported.
+    fn key(&self, at: &mut At) -> Option<KeySource> {
+        let file = match (&self.secret, &self.key_file) {
+            (Some(s), None) => return Some(KeySource::Secret(s.clone())),
+            (None, Some(f)) => at.env.resolve(f),
+            (Some(_), Some(_)) => {
+                at.error("secret", "give either secret or public_key_file, not both");
+                return None;
             }
+            (None, None) => {
+                at.error("secret", "the jwt block needs secret or public_key_file");
+                return None;
+            }
+        };
+        let shown = file.display();
+        match tls::read_capped(&file) {
+            // jsonwebtoken would take an RSA private key as the key, and then fail every
+            // token's signature: refuse it here, where `--check` shows it.
+            Ok(pem) if private_key(&pem) => at.error(
+                "public_key_file",
+                format_args!(
+                    "{shown}: is a private key; give the public key \
+                     (openssl pkey -in KEY -pubout)"
+                ),
+            ),
+            Ok(pem) => {
+                let path = shown.to_string();
+                return Some(KeySource::PublicKeyPem { path, pem });
+            }
+            Err(e) => at.error("public_key_file", format_args!("{shown}: {e}")),
         }
-        (None, None) => {
-            j.error(
-                report,
-                "secret",
-                "the jwt block needs secret or public_key_file",
-            );
+        None
+    }
+}
+
+/// Reads the `jwt` block: `None` when it has no usable key (reported).
+pub(super) fn read(v: &Value, at: &mut At) -> Option<Jwt> {
+    at.object::<JwtBlock>(v).filter(|b| b.valid).map(|b| b.jwt)
+}
+
+fn owned(list: Vec<&str>) -> Vec<String> {
+    list.into_iter().map(str::to_string).collect()
+}
+
+/// `query_param`: a parameter name, or `null` for none (header only).
+fn query_param(v: &Value, at: &mut At) -> Option<String> {
+    match v {
+        Value::Null => None,
+        Value::String(s) if !s.is_empty() && !s.contains(['&', '=', ' ']) => Some(s.clone()),
+        other => {
+            at.fail(format_args!(
+                "must be a parameter name or null, found {other}"
+            ));
             None
         }
-    };
-    let algorithms = j
-        .strings(report, "algorithms")
-        .map(|v| v.iter().map(|s| s.to_string()).collect())
-        .unwrap_or_else(|| vec!["HS256".to_string()]);
-    let issuer = j.string(report, "issuer").map(str::to_string);
-    let audience = j.string(report, "audience").map(str::to_string);
-    let required_claims = j
-        .strings(report, "required_claims")
-        .map(|v| v.iter().map(|s| s.to_string()).collect())
-        .unwrap_or_default();
-    let leeway_seconds = j.int(report, "leeway_seconds", 0, 86_400, 30);
-    let query_param = match j.raw("query_param") {
-        None => Some("access_token".to_string()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) if !s.is_empty() && !s.contains(['&', '=', ' ']) => Some(s.clone()),
-        Some(other) => {
-            j.error(
-                report,
-                "query_param",
-                format!("must be a parameter name or null, found {other}"),
-            );
-            None
-        }
-    };
-    let enforce_expiry = j.bool(report, "enforce_expiry", true);
-    let strip_authorization = j.bool(report, "strip_authorization", false);
-    let forward_claims = read_forward_claims(&mut j, report);
-    j.finish(report);
-    let jwt = Jwt {
-        key: key?,
-        algorithms,
-        issuer,
-        audience,
-        required_claims,
-        leeway_seconds,
-        query_param,
-        enforce_expiry,
-        forward_claims,
-        strip_authorization,
-    };
-    check(&jwt).map_err(|e| report.errors.extend(e)).ok()?;
-    Some(jwt)
+    }
 }
 
 /// Whether `pem` holds a private key of any kind.
@@ -168,26 +197,19 @@ fn private_key(pem: &[u8]) -> bool {
 }
 
 /// `forward_claims: {"claim": "Header-Name", ...}`.
-fn read_forward_claims(j: &mut Fields, report: &mut Report) -> Vec<(String, String)> {
-    let Some(v) = j.raw("forward_claims") else {
-        return Vec::new();
-    };
+fn forward_claims(v: &Value, at: &mut At) -> Vec<(String, String)> {
     let Value::Object(map) = v else {
-        j.error(
-            report,
-            "forward_claims",
-            format!("must be an object of claim -> header name, found {v}"),
-        );
+        at.fail(format_args!(
+            "must be an object of claim -> header name, found {v}"
+        ));
         return Vec::new();
     };
     let mut out: Vec<(String, String)> = Vec::new();
     for (claim, header) in map {
         let Some(name) = header.as_str() else {
-            j.error(
-                report,
-                "forward_claims",
-                format!("{claim:?}: the header name must be a string, found {header}"),
-            );
+            at.fail(format_args!(
+                "{claim:?}: the header name must be a string, found {header}"
+            ));
             continue;
         };
         let token = !name.is_empty()
@@ -205,7 +227,7 @@ fn read_forward_claims(j: &mut Fields, report: &mut Report) -> Vec<(String, Stri
             None
         };
         match problem {
-            Some(p) => j.error(report, "forward_claims", format!("{claim:?}: {name:?} {p}")),
+            Some(p) => at.fail(format_args!("{claim:?}: {name:?} {p}")),
             None => out.push((claim.clone(), name.to_string())),
         }
     }

@@ -1,10 +1,18 @@
 //! The config file (Kairos format): JSON -> every problem reported at once -> an immutable
 //! [`Config`] with only valid states (compiled routes, loaded keys, TLS roots), shared as
 //! `Arc<Config>` by every connection.
+//!
+//! Each block is a type that declares each of its fields once, as one line of its
+//! `Object::fields` (the mechanism: `fields.rs`): the field's name, its check (type, range)
+//! and where its value goes; the default is the type's `Default`, documented on the field.
+//! Adding a field is that line (and one check after the lines, when it depends on other
+//! fields). Every problem names the field's full path
+//! (`routers[2] (/ws/chat): backends[0].port`) and what to fix, and all are reported at once.
 
 mod backends;
 mod fields;
 mod jwt;
+mod limits;
 mod policies;
 mod resilience;
 mod routers;
@@ -12,7 +20,7 @@ mod server;
 mod tls;
 
 use std::fmt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,13 +28,18 @@ use futures_rustls::rustls;
 use serde_json::Value;
 
 pub use backends::Backend;
-use fields::{Fields, Report};
+use fields::{read, At, Fields, Object, Report};
 pub use jwt::{Jwt, KeySource};
+pub use limits::Limits;
+pub use policies::{Cidr, MessageFilter, OnExceed, RateLimit};
 pub use resilience::{CircuitBreaker, HealthCheck};
-pub use routers::{Cidr, MessageFilter, OnExceed, RateLimit, Route, Sticky, Strategy};
+pub use routers::{Route, Sticky, Strategy};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
+
+/// A day in milliseconds: the longest timeout or interval accepted.
+const DAY_MS: u64 = 86_400_000;
 
 /// The validated config.
 #[derive(Debug)]
@@ -79,53 +92,101 @@ impl Config {
     }
 }
 
-/// Limits that bound what a peer can make the gateway do; each default is the reason it exists.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// `handshake_timeout_ms` (10000): time from accept to a complete request head. Stops
-    /// slowloris clients from holding sockets.
-    pub handshake_timeout: Duration,
-    /// `backend_connect_timeout_ms` (10000): TCP connect + TLS + WebSocket handshake with the
-    /// backend. Past it the client gets 504.
-    pub backend_connect_timeout: Duration,
-    /// `max_message_bytes` (16 MiB): largest message (the sum of its frames' payloads), either direction.
-    pub max_message_bytes: usize,
-    /// `max_frame_bytes` (16 MiB): largest single frame payload, either direction.
-    pub max_frame_bytes: usize,
-    /// `max_request_head_bytes` (8192): largest HTTP request head (request line + headers).
-    pub max_request_head_bytes: usize,
-    /// `idle_timeout_ms` (0 = off): a relayed connection on which no frame arrives from
-    /// either side for this long is closed with 1001 on both legs. Bounds clients that vanish
-    /// without a FIN.
-    pub idle_timeout: Option<Duration>,
-    /// `ping_interval_ms` (0 = off): the gateway pings the client this often and closes both
-    /// legs with 1001 when two pings in a row go unanswered.
-    pub ping_interval: Option<Duration>,
-    /// `max_connections` (unlimited when absent): open connections, all routes together.
-    /// Past it: 503 with `Retry-After`.
-    pub max_connections: Option<usize>,
-    /// `dns_cache_ms` (10000, 0 to 3600000): how long a backend name's addresses are reused
-    /// before it is looked up again (a failed lookup: at most 1 s). Without it, every
-    /// connection would run a blocking lookup; 10 s follows a backend that moves (a container
-    /// restarted elsewhere) within one health-check interval. 0: every connection looks it up
-    /// (the connections asking at the same time still share one lookup).
-    pub dns_cache: Duration,
+/// The whole file as it is read: the config, and what only the reading needs.
+struct Root {
+    config: Config,
+    /// `version`: must be 1.
+    version: u64,
+    /// `tls.ca_file`, resolved from the config's directory.
+    ca_file: Option<PathBuf>,
 }
 
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            handshake_timeout: Duration::from_millis(10_000),
-            backend_connect_timeout: Duration::from_millis(10_000),
-            max_message_bytes: 16 << 20,
-            max_frame_bytes: 16 << 20,
-            max_request_head_bytes: 8192,
-            idle_timeout: None,
-            ping_interval: None,
-            max_connections: None,
-            dns_cache: Duration::from_millis(10_000),
+impl Default for Root {
+    /// The defaults documented on [`Config`]'s fields.
+    fn default() -> Root {
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let config = Config {
+            host: "0.0.0.0".to_string(),
+            port: 5900,
+            workers: cpus,
+            shutdown_timeout: ms(10_000),
+            reload_poll: Some(ms(2000)),
+            listener_tls: None,
+            admin: None,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix: 64,
+            routes: Vec::new(),
+            jwt: None,
+            backend_tls: None,
+            limits: Limits::default(),
+        };
+        Root {
+            config,
+            version: 1,
+            ca_file: None,
         }
     }
+}
+
+impl Object for Root {
+    fn fields(&mut self, f: &mut Fields) {
+        let c = &mut self.config;
+        f.int("version", 0, u64::MAX, |n| self.version = n);
+        f.nested("server", |f| server::fields(c, f));
+        f.any("admin", |v, at| c.admin = server::admin(v, at));
+        f.any("limits", |v, at| {
+            c.limits = at.object(v).unwrap_or_default()
+        });
+        f.any("jwt", |v, at| c.jwt = jwt::read(v, at));
+        let ca_file = &mut self.ca_file;
+        f.nested("tls", |f| {
+            f.text("ca_file", |file, at| *ca_file = Some(at.env.resolve(file)))
+        });
+        let have_jwt = c.jwt.is_some();
+        f.required("is required (an array of routes)")
+            .any("routers", |v, at| {
+                c.routes = routers::read_all(v, have_jwt, at)
+            });
+        if self.version != 1 {
+            f.at()
+                .error("version", format_args!("must be 1, found {}", self.version));
+        }
+        // Built when a route needs it; a ca_file is checked whenever it is set, so that a wrong
+        // path shows up in `--check` before a wss:// backend is added.
+        if self.ca_file.is_some() || c.routes.iter().flat_map(|r| &r.backends).any(|b| b.tls) {
+            c.backend_tls = tls::build_backend_tls(self.ca_file.as_deref(), f.at());
+        }
+    }
+}
+
+/// What a load is given besides the text.
+pub(crate) struct Env<'a> {
+    /// The config file's directory: relative paths in it start there.
+    base: &'a Path,
+    /// The check of the `jwt` block ([`JwtCheck`]).
+    check_jwt: JwtCheck<'a>,
+}
+
+impl Env<'_> {
+    /// `file` relative to the config file's directory (an absolute path as it is).
+    pub fn resolve(&self, file: &str) -> PathBuf {
+        let p = Path::new(file);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.base.join(p)
+        }
+    }
+}
+
+/// `n` milliseconds.
+const fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// `n` milliseconds; 0 turns a timer off.
+fn off_or_ms(n: u64) -> Option<Duration> {
+    (n > 0).then(|| ms(n))
 }
 
 /// A config that failed to load: every problem, one line each.
@@ -229,131 +290,20 @@ pub fn parse_with(text: &str, base: &Path, check_jwt: JwtCheck) -> Result<Loaded
         let msg = msg.strip_suffix(&format!(" at {at}")).unwrap_or(&msg);
         ConfigError::one(format!("invalid JSON at {at}: {msg}"))
     })?;
+    let env = Env { base, check_jwt };
     let mut report = Report::default();
-    let config = read_root(&value, base, check_jwt, &mut report);
+    let root: Option<Root> = read(&value, &mut At::root(&mut report, &env));
     // Every problem is one line, whatever the paths and values it quotes contain.
     let one_line = |v: Vec<String>| v.into_iter().map(fields::one_line).collect();
-    match config {
-        Some(config) if report.errors.is_empty() => Ok(Loaded {
-            config,
+    match root {
+        Some(root) if report.errors.is_empty() => Ok(Loaded {
+            config: root.config,
             warnings: one_line(report.warnings),
         }),
         _ => Err(ConfigError {
             problems: one_line(report.errors),
         }),
     }
-}
-
-fn read_root(
-    value: &Value,
-    base: &Path,
-    check_jwt: JwtCheck,
-    report: &mut Report,
-) -> Option<Config> {
-    let mut root = Fields::new("", "", value, report)?;
-    let version = root.int(report, "version", 0, u64::MAX, 1);
-    if version != 1 {
-        root.error(report, "version", format!("must be 1, found {version}"));
-    }
-    let server = server::read_server(&mut root, base, report);
-    let admin = server::read_admin(&mut root, report);
-    let limits = read_limits(&mut root, report);
-    let jwt = jwt::read_jwt(&mut root, base, check_jwt, report);
-    let ca_file = tls::read_tls(&mut root, base, report);
-    let routes = match root.raw("routers") {
-        None => {
-            root.error(report, "routers", "is required (an array of routes)");
-            Vec::new()
-        }
-        Some(v) => routers::read_routers(v, jwt.is_some(), report),
-    };
-    root.finish(report);
-    // Built when a route needs it; a ca_file is checked whenever it is set, so that a wrong
-    // path shows up in `--check` before a wss:// backend is added.
-    let backend_tls = if ca_file.is_some() || routes.iter().flat_map(|r| &r.backends).any(|b| b.tls)
-    {
-        tls::build_backend_tls(ca_file.as_deref(), report)
-    } else {
-        None
-    };
-    let config = Config {
-        host: server.host,
-        port: server.port,
-        workers: server.workers,
-        shutdown_timeout: server.shutdown_timeout,
-        reload_poll: server.reload_poll,
-        listener_tls: server.tls,
-        trusted_proxies: server.trusted_proxies,
-        ipv6_prefix: server.ipv6_prefix,
-        admin,
-        routes,
-        jwt,
-        backend_tls,
-        limits,
-    };
-    Some(config)
-}
-
-fn read_limits(root: &mut Fields, report: &mut Report) -> Limits {
-    let d = Limits::default();
-    let Some(v) = root.raw("limits") else {
-        return d;
-    };
-    let Some(mut l) = Fields::new("", "limits.", v, report) else {
-        return d;
-    };
-    let ms = |f: &mut Fields, r: &mut Report, k, def: Duration| {
-        Duration::from_millis(f.int(r, k, 1, 86_400_000, def.as_millis() as u64))
-    };
-    let limits = Limits {
-        handshake_timeout: ms(&mut l, report, "handshake_timeout_ms", d.handshake_timeout),
-        backend_connect_timeout: ms(
-            &mut l,
-            report,
-            "backend_connect_timeout_ms",
-            d.backend_connect_timeout,
-        ),
-        max_message_bytes: l.int(
-            report,
-            "max_message_bytes",
-            16,
-            1 << 30,
-            d.max_message_bytes as u64,
-        ) as usize,
-        max_frame_bytes: l.int(
-            report,
-            "max_frame_bytes",
-            16,
-            1 << 30,
-            d.max_frame_bytes as u64,
-        ) as usize,
-        max_request_head_bytes: l.int(
-            report,
-            "max_request_head_bytes",
-            256,
-            1 << 20,
-            d.max_request_head_bytes as u64,
-        ) as usize,
-        idle_timeout: off_or_ms(l.int(report, "idle_timeout_ms", 0, 86_400_000, 0)),
-        ping_interval: off_or_ms(l.int(report, "ping_interval_ms", 0, 86_400_000, 0)),
-        max_connections: l
-            .raw("max_connections")
-            .map(|_| l.int(report, "max_connections", 1, 100_000_000, 1) as usize),
-        dns_cache: Duration::from_millis(l.int(
-            report,
-            "dns_cache_ms",
-            0,
-            3_600_000,
-            d.dns_cache.as_millis() as u64,
-        )),
-    };
-    l.finish(report);
-    limits
-}
-
-/// 0 turns a timer off.
-fn off_or_ms(ms: u64) -> Option<Duration> {
-    (ms > 0).then(|| Duration::from_millis(ms))
 }
 
 #[cfg(test)]

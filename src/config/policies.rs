@@ -1,11 +1,11 @@
-//! Per-route policies: `max_connections`, `rate_limit`, `allowed_origins` / `require_origin`
-//! and `message_filter`; and `server.trusted_proxies`.
+//! Per-route policies: `rate_limit`, `allowed_origins` and `message_filter`; and the IP
+//! networks of `server.trusted_proxies`.
 
 use std::net::IpAddr;
 
 use serde_json::Value;
 
-use super::fields::{kind, unknown_fields, Fields, Report};
+use super::fields::{kind, At, Fields, Object};
 use crate::bucket::Bucket;
 
 /// What happens to a connection over its message or byte rate.
@@ -54,6 +54,74 @@ impl Default for RateLimit {
     }
 }
 
+impl Object for RateLimit {
+    fn fields(&mut self, f: &mut Fields) {
+        f.int("connections_per_ip", 1, 1_000_000, |n| {
+            self.connections_per_ip = Some(n as u32)
+        });
+        f.any("handshakes_per_second_per_ip", |v, at| {
+            self.handshakes_per_ip = bucket(v, at)
+        });
+        f.int("max_tracked_clients", 16, 1_000_000, |n| {
+            self.max_tracked_clients = n as usize
+        });
+        f.any("messages_per_second", |v, at| self.messages = bucket(v, at));
+        f.any("bytes_per_second", |v, at| self.bytes = bucket(v, at));
+        f.text("on_exceed", |name, at| match name {
+            "throttle" => self.on_exceed = OnExceed::Throttle,
+            "close" => self.on_exceed = OnExceed::Close,
+            other => at.fail(format_args!("{other:?} is not \"throttle\" or \"close\"")),
+        });
+    }
+}
+
+/// A rate: a number (the burst is one second's worth) or `{"rate": N, "burst": M}`.
+fn bucket(v: &Value, at: &mut At) -> Option<Bucket> {
+    let positive = |v: &Value| v.as_f64().filter(|n| *n > 0.0 && n.is_finite());
+    let parsed = match v {
+        Value::Number(_) => positive(v).map(|rate| Bucket {
+            rate,
+            burst: rate.max(1.0),
+        }),
+        Value::Object(m) => {
+            let rate = m.get("rate").and_then(positive);
+            let burst = m.get("burst").map_or(rate.map(|r| r.max(1.0)), positive);
+            // Unknown fields are errors, as everywhere in the config.
+            at.unknown_fields(m, &["rate", "burst"]);
+            match (rate, burst) {
+                (Some(rate), Some(burst)) if burst >= 1.0 => Some(Bucket { rate, burst }),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    if parsed.is_none() {
+        at.fail(format_args!(
+            "must be a positive number, or {{\"rate\": N, \"burst\": M}} with M >= 1, found {v}"
+        ));
+    }
+    parsed
+}
+
+/// `allowed_origins` in lowercase (`None`: any, `"*"`).
+pub(super) fn origins(list: Vec<&str>, at: &mut At) -> Option<Vec<String>> {
+    if list.contains(&"*") {
+        return None;
+    }
+    for o in &list {
+        let host = o
+            .strip_prefix("https://")
+            .or_else(|| o.strip_prefix("http://"));
+        if !host.is_some_and(|h| !h.is_empty() && !h.contains(['/', ' '])) {
+            at.fail(format_args!(
+                "{o:?} is not an origin: write scheme://host[:port], as browsers send it \
+                 (no path), or \"*\""
+            ));
+        }
+    }
+    Some(list.iter().map(|o| o.to_ascii_lowercase()).collect())
+}
+
 /// `message_filter`: what messages may pass, checked whole.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageFilter {
@@ -67,6 +135,63 @@ pub struct MessageFilter {
     pub max_down: Option<usize>,
     /// `require_json`: text messages from the client must be JSON.
     pub require_json: bool,
+}
+
+impl Default for MessageFilter {
+    /// Every message passes (as without the block).
+    fn default() -> MessageFilter {
+        MessageFilter {
+            allow_text: true,
+            allow_binary: true,
+            max_up: None,
+            max_down: None,
+            require_json: false,
+        }
+    }
+}
+
+impl Object for MessageFilter {
+    fn fields(&mut self, f: &mut Fields) {
+        f.texts("allow_types", |types, at| {
+            (self.allow_text, self.allow_binary) = (false, false);
+            for t in types {
+                match t {
+                    "text" => self.allow_text = true,
+                    "binary" => self.allow_binary = true,
+                    other => at.fail(format_args!("{other:?} is not \"text\" or \"binary\"")),
+                }
+            }
+        });
+        f.any("max_message_bytes", |v, at| match v {
+            Value::Object(_) => {
+                let sides: Sides = at.object(v).unwrap_or_default();
+                (self.max_up, self.max_down) = (sides.up, sides.down);
+            }
+            other => at.fail(format_args!(
+                "must be {{\"client_to_backend\": N, \"backend_to_client\": N}}, found {}",
+                kind(other)
+            )),
+        });
+        f.flag("require_json", |on| self.require_json = on);
+    }
+}
+
+/// `message_filter.max_message_bytes`, per direction.
+#[derive(Default)]
+struct Sides {
+    up: Option<usize>,
+    down: Option<usize>,
+}
+
+impl Object for Sides {
+    fn fields(&mut self, f: &mut Fields) {
+        f.int("client_to_backend", 16, 1 << 30, |n| {
+            self.up = Some(n as usize)
+        });
+        f.int("backend_to_client", 16, 1 << 30, |n| {
+            self.down = Some(n as usize)
+        });
+    }
 }
 
 /// An IP network (`10.0.0.0/8`, `::1/128`, or a bare address).
@@ -116,172 +241,6 @@ impl Cidr {
         };
         net & mask == host & mask
     }
-}
-
-/// Reads `server.trusted_proxies`.
-pub fn read_trusted_proxies(s: &mut Fields, report: &mut Report) -> Vec<Cidr> {
-    let list = s.strings(report, "trusted_proxies").unwrap_or_default();
-    list.iter()
-        .filter_map(|t| {
-            Cidr::parse(t)
-                .map_err(|e| s.error(report, "trusted_proxies", e))
-                .ok()
-        })
-        .collect()
-}
-
-/// A rate: a number (the burst is one second's worth) or `{"rate": N, "burst": M}`.
-fn bucket(f: &mut Fields, report: &mut Report, key: &'static str) -> Option<Bucket> {
-    let v = f.raw(key)?;
-    let positive = |v: &Value| v.as_f64().filter(|n| *n > 0.0 && n.is_finite());
-    let parsed = match v {
-        Value::Number(_) => positive(v).map(|rate| Bucket {
-            rate,
-            burst: rate.max(1.0),
-        }),
-        Value::Object(m) => {
-            let rate = m.get("rate").and_then(positive);
-            let burst = m.get("burst").map_or(rate.map(|r| r.max(1.0)), positive);
-            // Unknown fields are errors, as everywhere in the config.
-            let prefix = format!("{}.", f.name(key));
-            unknown_fields(report, &prefix, m, &["rate", "burst"]);
-            match (rate, burst) {
-                (Some(rate), Some(burst)) if burst >= 1.0 => Some(Bucket { rate, burst }),
-                _ => None,
-            }
-        }
-        _ => None,
-    };
-    if parsed.is_none() {
-        f.error(
-            report,
-            key,
-            format!(
-                "must be a positive number, or {{\"rate\": N, \"burst\": M}} with M >= 1, \
-                 found {v}"
-            ),
-        );
-    }
-    parsed
-}
-
-/// Reads a router's `rate_limit`.
-pub fn read_rate_limit(f: &mut Fields, report: &mut Report) -> RateLimit {
-    let Some(v) = f.raw("rate_limit") else {
-        return RateLimit::default();
-    };
-    let ctx = f.name("");
-    let Some(mut r) = Fields::new(&ctx, "rate_limit.", v, report) else {
-        return RateLimit::default();
-    };
-    let connections_per_ip = r
-        .raw("connections_per_ip")
-        .map(|_| r.int(report, "connections_per_ip", 1, 1_000_000, 1) as u32);
-    let tracked = DEFAULT_TRACKED_CLIENTS as u64;
-    let limit = RateLimit {
-        connections_per_ip,
-        handshakes_per_ip: bucket(&mut r, report, "handshakes_per_second_per_ip"),
-        max_tracked_clients: r.int(report, "max_tracked_clients", 16, 1_000_000, tracked) as usize,
-        messages: bucket(&mut r, report, "messages_per_second"),
-        bytes: bucket(&mut r, report, "bytes_per_second"),
-        on_exceed: match r.string(report, "on_exceed") {
-            None | Some("throttle") => OnExceed::Throttle,
-            Some("close") => OnExceed::Close,
-            Some(other) => {
-                r.error(
-                    report,
-                    "on_exceed",
-                    format!("{other:?} is not \"throttle\" or \"close\""),
-                );
-                OnExceed::Throttle
-            }
-        },
-    };
-    r.finish(report);
-    limit
-}
-
-/// Reads `allowed_origins` (`None`: any) and `require_origin`.
-pub fn read_origins(f: &mut Fields, report: &mut Report) -> (Option<Vec<String>>, bool) {
-    let origins = f.strings(report, "allowed_origins").and_then(|list| {
-        if list.contains(&"*") {
-            return None;
-        }
-        for o in &list {
-            let host = o
-                .strip_prefix("https://")
-                .or_else(|| o.strip_prefix("http://"));
-            let ok = host.is_some_and(|h| !h.is_empty() && !h.contains(['/', ' ']));
-            if !ok {
-                f.error(
-                    report,
-                    "allowed_origins",
-                    format!(
-                        "{o:?} is not an origin: write scheme://host[:port], as browsers send it \
-                         (no path), or \"*\""
-                    ),
-                );
-            }
-        }
-        Some(list.iter().map(|o| o.to_ascii_lowercase()).collect())
-    });
-    let require = f.bool(report, "require_origin", false);
-    (origins, require)
-}
-
-/// Reads `message_filter`.
-pub fn read_message_filter(f: &mut Fields, report: &mut Report) -> Option<MessageFilter> {
-    let v = f.raw("message_filter")?;
-    let ctx = f.name("");
-    let mut m = Fields::new(&ctx, "message_filter.", v, report)?;
-    let types = m.strings(report, "allow_types");
-    let (mut allow_text, mut allow_binary) = (types.is_none(), types.is_none());
-    for t in types.unwrap_or_default() {
-        match t {
-            "text" => allow_text = true,
-            "binary" => allow_binary = true,
-            other => m.error(
-                report,
-                "allow_types",
-                format!("{other:?} is not \"text\" or \"binary\""),
-            ),
-        }
-    }
-    let (mut max_up, mut max_down) = (None, None);
-    match m.raw("max_message_bytes") {
-        None => {}
-        Some(Value::Object(_)) => {
-            let ctx = m.name("");
-            if let Some(v) = m.raw("max_message_bytes") {
-                if let Some(mut b) = Fields::new(&ctx, "max_message_bytes.", v, report) {
-                    let mut side = |key| {
-                        b.raw(key)
-                            .map(|_| b.int(report, key, 16, 1 << 30, 16) as usize)
-                    };
-                    max_up = side("client_to_backend");
-                    max_down = side("backend_to_client");
-                    b.finish(report);
-                }
-            }
-        }
-        Some(other) => m.error(
-            report,
-            "max_message_bytes",
-            format!(
-                "must be {{\"client_to_backend\": N, \"backend_to_client\": N}}, found {}",
-                kind(other)
-            ),
-        ),
-    }
-    let require_json = m.bool(report, "require_json", false);
-    m.finish(report);
-    Some(MessageFilter {
-        allow_text,
-        allow_binary,
-        max_up,
-        max_down,
-        require_json,
-    })
 }
 
 #[cfg(test)]

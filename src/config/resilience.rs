@@ -3,12 +3,13 @@
 
 use std::time::Duration;
 
-use super::fields::{Fields, Report};
+use super::fields::{Fields, Object};
+use super::{ms, DAY_MS};
 
-/// Longest interval, timeout or open time accepted: a day.
-const MAX_MS: u64 = 86_400_000;
-
-/// `circuit_breaker`: the passive breaker kept for each backend of a route.
+/// `circuit_breaker`: the passive breaker kept for each backend of a route. When absent: the
+/// defaults for a route with several backends, and off for a route with one (as nginx never
+/// marks a lone server unavailable: with nothing to fail over to, refusing its clients for
+/// `open_ms` would only delay its recovery).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CircuitBreaker {
     /// `failure_threshold` (5; 0 turns the breaker off): consecutive failed connects
@@ -23,12 +24,13 @@ impl Default for CircuitBreaker {
     fn default() -> Self {
         CircuitBreaker {
             failure_threshold: 5,
-            open: Duration::from_millis(30_000),
+            open: ms(30_000),
         }
     }
 }
 
-/// `health_check`: active probes of each backend of a route.
+/// `health_check`: active probes of each backend of a route. They run when the block is there,
+/// or when a backend has a `health_check_path` (then with the defaults).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthCheck {
     /// `interval_ms` (10000): time between the starts of two probes of a backend (the next
@@ -46,74 +48,36 @@ pub struct HealthCheck {
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
-            interval: Duration::from_millis(10_000),
-            timeout: Duration::from_millis(2_000),
+            interval: ms(10_000),
+            timeout: ms(2_000),
             unhealthy_threshold: 3,
             healthy_threshold: 2,
         }
     }
 }
 
-/// Reads `circuit_breaker`. When absent: the defaults for a route with several backends, and
-/// off for a route with one (as nginx never marks a lone server unavailable: with nothing to
-/// fail over to, refusing its clients for `open_ms` would only delay its recovery).
-pub fn read_circuit(f: &mut Fields, report: &mut Report, backends: usize) -> CircuitBreaker {
-    let d = CircuitBreaker::default();
-    let Some(v) = f.raw("circuit_breaker") else {
-        return CircuitBreaker {
-            failure_threshold: if backends > 1 { d.failure_threshold } else { 0 },
-            ..d
-        };
-    };
-    let ctx = f.name("");
-    let Some(mut c) = Fields::new(&ctx, "circuit_breaker.", v, report) else {
-        return d;
-    };
-    let failure_threshold = c.int(
-        report,
-        "failure_threshold",
-        0,
-        1_000_000,
-        u64::from(d.failure_threshold),
-    ) as u32;
-    let open = c.int(report, "open_ms", 10, MAX_MS, d.open.as_millis() as u64);
-    c.finish(report);
-    CircuitBreaker {
-        failure_threshold,
-        open: Duration::from_millis(open),
+impl Object for CircuitBreaker {
+    fn fields(&mut self, f: &mut Fields) {
+        f.int("failure_threshold", 0, 1_000_000, |n| {
+            self.failure_threshold = n as u32
+        });
+        f.int("open_ms", 10, DAY_MS, |n| self.open = ms(n));
     }
 }
 
-/// Reads `health_check`. Checks run when the block is there, or when a backend has a
-/// `health_check_path` (then with the defaults).
-pub fn read_health(
-    f: &mut Fields,
-    report: &mut Report,
-    any_probe_path: bool,
-) -> Option<HealthCheck> {
-    let d = HealthCheck::default();
-    let Some(v) = f.raw("health_check") else {
-        return any_probe_path.then_some(d);
-    };
-    let ctx = f.name("");
-    let mut h = Fields::new(&ctx, "health_check.", v, report)?;
-    let ms = |h: &mut Fields, r: &mut Report, key, def: Duration| {
-        Duration::from_millis(h.int(r, key, 10, MAX_MS, def.as_millis() as u64))
-    };
-    let interval = ms(&mut h, report, "interval_ms", d.interval);
-    // Longer than the interval is fine: the next probe starts when the previous one ends.
-    let timeout = ms(&mut h, report, "timeout_ms", d.timeout.min(interval));
-    let threshold = |h: &mut Fields, r: &mut Report, key, def: u32| {
-        h.int(r, key, 1, 1000, u64::from(def)) as u32
-    };
-    let unhealthy_threshold =
-        threshold(&mut h, report, "unhealthy_threshold", d.unhealthy_threshold);
-    let healthy_threshold = threshold(&mut h, report, "healthy_threshold", d.healthy_threshold);
-    h.finish(report);
-    Some(HealthCheck {
-        interval,
-        timeout,
-        unhealthy_threshold,
-        healthy_threshold,
-    })
+impl Object for HealthCheck {
+    fn fields(&mut self, f: &mut Fields) {
+        f.int("interval_ms", 10, DAY_MS, |n| self.interval = ms(n));
+        // Longer than the interval is fine: the next probe starts when the previous one ends.
+        f.int("timeout_ms", 10, DAY_MS, |n| self.timeout = ms(n));
+        f.int("unhealthy_threshold", 1, 1000, |n| {
+            self.unhealthy_threshold = n as u32
+        });
+        f.int("healthy_threshold", 1, 1000, |n| {
+            self.healthy_threshold = n as u32
+        });
+        if !f.given("timeout_ms") {
+            self.timeout = self.timeout.min(self.interval);
+        }
+    }
 }

@@ -2,11 +2,10 @@
 
 use serde_json::Value;
 
-use super::backends::{read_backends, Backend};
-use super::fields::{closest, kind, Fields, Report};
-use super::policies::{read_message_filter, read_origins, read_rate_limit};
-pub use super::policies::{Cidr, MessageFilter, OnExceed, RateLimit};
-use super::resilience::{read_circuit, read_health, CircuitBreaker, HealthCheck};
+use super::backends::{self, Backend};
+use super::fields::{closest, kind, read, At, Fields, Object};
+use super::policies::{self, MessageFilter, RateLimit};
+use super::resilience::{CircuitBreaker, HealthCheck};
 use crate::route::PathPattern;
 
 /// One WebSocket route.
@@ -64,9 +63,10 @@ pub enum Sticky {
 }
 
 /// How a route picks a backend for a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Strategy {
     /// `round_robin`: smooth weighted round robin (nginx's).
+    #[default]
     RoundRobin,
     /// `least_connections`: fewest open proxied connections per unit of weight.
     LeastConnections,
@@ -84,6 +84,18 @@ impl Strategy {
         ("ip_hash", Strategy::IpHash),
     ];
 
+    /// The strategy of this config name, or the default with the problem reported.
+    fn named(name: &str, at: &mut At) -> Strategy {
+        match Strategy::NAMES.iter().find(|(n, _)| *n == name) {
+            Some((_, s)) => *s,
+            None => {
+                let names: Vec<&str> = Strategy::NAMES.iter().map(|(n, _)| *n).collect();
+                at.fail(format_args!("{name:?} is not one of {}", names.join(", ")));
+                Strategy::default()
+            }
+        }
+    }
+
     /// The config name.
     pub fn name(self) -> &'static str {
         Strategy::NAMES
@@ -93,46 +105,179 @@ impl Strategy {
     }
 }
 
-/// Router protocols of the Kairos format that other Kairos gateways serve: a router with one
-/// is skipped (with a warning), its other fields unchecked. Any other protocol is an error.
-const OTHER_PROTOCOLS: [&str; 3] = ["http", "ftp", "dns"];
+impl Default for Route {
+    /// The defaults documented on the fields (the paths and backends are required).
+    fn default() -> Route {
+        Route {
+            index: 0,
+            external: PathPattern::default(),
+            internal: PathPattern::default(),
+            backends: Vec::new(),
+            auth_required: false,
+            pass_token_param: false,
+            strategy: Strategy::default(),
+            max_retries: 2,
+            sticky: None,
+            circuit: CircuitBreaker::default(),
+            health: None,
+            max_connections: None,
+            rate_limit: RateLimit::default(),
+            origins: None,
+            require_origin: false,
+            filter: None,
+        }
+    }
+}
 
-/// What became of one entry of `routers`.
-enum Read {
-    /// A valid websocket route (boxed: the other variants are empty).
-    Route(Box<Route>),
-    /// A router of another Kairos protocol, skipped with a warning.
-    Skipped,
-    /// Not a valid websocket route: its problems are in the report.
-    Refused,
+impl Object for Route {
+    fn fields(&mut self, f: &mut Fields) {
+        f.required("is required").text("protocol", websocket);
+        f.required("is required")
+            .text("external_path", |t, at| self.external = pattern(t, at));
+        f.required("is required")
+            .text("internal_path", |t, at| self.internal = pattern(t, at));
+        f.required("is required and must contain \"GET\"")
+            .texts("methods", |m, at| {
+                if !m.iter().any(|m| m.eq_ignore_ascii_case("GET")) {
+                    let why = "must contain \"GET\" (a WebSocket upgrade is a GET)";
+                    at.fail(format_args!("{m:?} {why}"))
+                }
+            });
+        f.flag("auth_required", |on| self.auth_required = on);
+        f.flag("pass_token_param", |on| self.pass_token_param = on);
+        f.required("is required (at least one backend)")
+            .any("backends", |v, at| {
+                self.backends = backends::read_all(v, at)
+            });
+        f.text("load_balancing_strategy", |name, at| {
+            self.strategy = Strategy::named(name, at)
+        });
+        f.nested("retry", |f| {
+            f.int("max_retries", 0, 100, |n| self.max_retries = n as u32)
+        });
+        f.nested("sticky", |f| {
+            f.required("is required")
+                .text("key", |k, at| self.sticky = sticky(k, at))
+        });
+        f.any("circuit_breaker", |v, at| {
+            self.circuit = at.object(v).unwrap_or_default()
+        });
+        f.any("health_check", |v, at| self.health = at.object(v));
+        f.int("max_connections", 1, 100_000_000, |n| {
+            self.max_connections = Some(n as usize)
+        });
+        f.any("rate_limit", |v, at| {
+            self.rate_limit = at.object(v).unwrap_or_default()
+        });
+        f.texts("allowed_origins", |list, at| {
+            self.origins = policies::origins(list, at)
+        });
+        f.flag("require_origin", |on| self.require_origin = on);
+        f.any("message_filter", |v, at| self.filter = at.object(v));
+        self.defaults(f);
+        self.check(f.at());
+    }
+}
+
+impl Route {
+    /// The defaults that depend on the backends: no breaker for a lone backend, health
+    /// checks when a backend has a `health_check_path`.
+    fn defaults(&mut self, f: &Fields) {
+        if !f.given("circuit_breaker") && self.backends.len() < 2 {
+            self.circuit.failure_threshold = 0;
+        }
+        let probe_paths = self.backends.iter().any(|b| b.health_check_path.is_some());
+        if !f.given("health_check") && probe_paths {
+            self.health = Some(HealthCheck::default());
+        }
+    }
+
+    /// The checks across fields.
+    fn check(&mut self, at: &mut At) {
+        if self.pass_token_param && !self.auth_required {
+            at.error(
+                "pass_token_param",
+                "only has a meaning with auth_required: true (the parameter is removed only there)",
+            );
+        }
+        if matches!(self.sticky, Some(Sticky::Claim(_))) && !self.auth_required {
+            at.error(
+                "sticky.key",
+                "claim: keys need auth_required: true (a verified token)",
+            );
+            self.sticky = None;
+        }
+        let (ext, int) = (&self.external, &self.internal);
+        // An empty pattern is one that was missing or wrong (reported).
+        let paths = !ext.as_str().is_empty() && !int.as_str().is_empty();
+        for p in int
+            .params()
+            .filter(|p| paths && !ext.params().any(|q| q == *p))
+        {
+            let msg = format!("uses {{{p}}}, which external_path does not have");
+            at.error("internal_path", msg);
+        }
+        if self.health.is_some() && paths {
+            self.check_probe_paths(at);
+        }
+    }
+
+    /// A health check by WebSocket handshake asks for `internal_path`: it cannot when the path
+    /// has `{name}` parameters, unless every backend has its own `health_check_path`.
+    fn check_probe_paths(&self, at: &mut At) {
+        let unprobed = self.backends.iter().any(|b| b.health_check_path.is_none());
+        if self.internal.params().next().is_some() && unprobed {
+            at.error(
+                "health_check",
+                format_args!(
+                    "internal_path {} has {{name}} parameters, so a WebSocket probe cannot \
+                     know what to ask for: give each backend a health_check_path",
+                    self.internal.as_str()
+                ),
+            );
+        }
+    }
 }
 
 /// Reads `routers`; skips (with a warning) routers of another Kairos protocol. A config whose
 /// routers are all skipped (or none) serves nothing: that is an error.
-pub fn read_routers(value: &Value, have_jwt: bool, report: &mut Report) -> Vec<Route> {
+pub(super) fn read_all(value: &Value, have_jwt: bool, at: &mut At) -> Vec<Route> {
     let Some(list) = value.as_array() else {
-        report
-            .errors
-            .push(format!("routers: must be an array, found {}", kind(value)));
+        at.fail(format_args!("must be an array, found {}", kind(value)));
         return Vec::new();
     };
     let mut routes: Vec<Route> = Vec::new();
     let mut websocket = 0;
     for (i, v) in list.iter().enumerate() {
-        let route = match read_router(i, v, have_jwt, report) {
-            Read::Route(route) => *route,
-            Read::Skipped => continue,
-            Read::Refused => {
-                websocket += 1;
+        let ext = v.get("external_path").and_then(Value::as_str);
+        // Escaped: a control character in the path must not split the one-line message.
+        let ext = ext.unwrap_or("?").escape_debug();
+        let prefix = format!("routers[{i}] ({ext}): ");
+        if let Some(p) = v.get("protocol").and_then(Value::as_str) {
+            if OTHER_PROTOCOLS.contains(&p) {
+                let why = "is not served by this gateway: router skipped";
+                at.warn(format!("{prefix}protocol {p:?} {why}"));
                 continue;
             }
-        };
+        }
         websocket += 1;
-        if let Some(first) = routes
+        let before = at.errors();
+        let mut at = at.child(&prefix);
+        let Some(mut route) = read::<Route>(v, &mut at) else {
+            continue;
+        };
+        if route.auth_required && !have_jwt {
+            at.error("auth_required", "is true but there is no valid jwt block");
+        }
+        if at.errors() > before {
+            continue;
+        }
+        route.index = i;
+        let same = routes
             .iter()
-            .find(|r| r.external.same_shape(&route.external))
-        {
-            report.errors.push(format!(
+            .find(|r| r.external.same_shape(&route.external));
+        if let Some(first) = same {
+            at.problem(format!(
                 "routers[{i}] ({}): external_path: duplicate of routers[{}]",
                 route.external.as_str(),
                 first.index
@@ -141,8 +286,8 @@ pub fn read_routers(value: &Value, have_jwt: bool, report: &mut Report) -> Vec<R
         routes.push(route);
     }
     if websocket == 0 {
-        report.errors.push(format!(
-            "routers: no websocket route ({} router(s), none with \"protocol\": \"websocket\"): \
+        at.fail(format_args!(
+            "no websocket route ({} router(s), none with \"protocol\": \"websocket\"): \
              every request would get 404",
             list.len()
         ));
@@ -150,55 +295,15 @@ pub fn read_routers(value: &Value, have_jwt: bool, report: &mut Report) -> Vec<R
     routes
 }
 
-fn read_router(i: usize, v: &Value, have_jwt: bool, report: &mut Report) -> Read {
-    let ext_text = v
-        .get("external_path")
-        .and_then(Value::as_str)
-        .unwrap_or("?");
-    // Escaped: a control character in the path must not split the one-line message.
-    let ctx = format!("routers[{i}] ({}): ", ext_text.escape_debug());
-    let Some(mut f) = Fields::new(&ctx, "", v, report) else {
-        return Read::Refused;
-    };
-    let errors_before = report.errors.len();
-    // A missing or unknown protocol is reported; the rest of the router is still read as a
-    // websocket route, so that every problem of it (a misspelt field too) is reported at once.
-    if read_protocol(&mut f, report) == Protocol::Other {
-        return Read::Skipped;
-    }
-    let route = read_route(i, &mut f, have_jwt, report);
-    f.finish(report);
-    match route {
-        Some(route) if report.errors.len() == errors_before => Read::Route(Box::new(route)),
-        _ => Read::Refused,
-    }
-}
+/// Router protocols of the Kairos format that other Kairos gateways serve: a router with one
+/// is skipped (with a warning), its other fields unchecked. Any other protocol is an error.
+const OTHER_PROTOCOLS: [&str; 3] = ["http", "ftp", "dns"];
 
-/// A router's `protocol`.
-#[derive(PartialEq, Eq)]
-enum Protocol {
-    /// `websocket`: served.
-    Websocket,
-    /// One of [`OTHER_PROTOCOLS`]: skipped, with a warning.
-    Other,
-    /// Missing, or none of the above: an error (naming the closest known one).
-    Wrong,
-}
-
-/// Reads `protocol`: `websocket`, or another Kairos protocol (a warning), or an error.
-fn read_protocol(f: &mut Fields, report: &mut Report) -> Protocol {
-    let Some(protocol) = f.required_string(report, "protocol") else {
-        return Protocol::Wrong;
-    };
+/// A router's `protocol` other than one of [`OTHER_PROTOCOLS`] (skipped before): `websocket`,
+/// or an error naming the closest known one.
+fn websocket(protocol: &str, at: &mut At) {
     if protocol == "websocket" {
-        return Protocol::Websocket;
-    }
-    if OTHER_PROTOCOLS.contains(&protocol) {
-        let name = f.name("protocol");
-        report.warnings.push(format!(
-            "{name} {protocol:?} is not served by this gateway: router skipped"
-        ));
-        return Protocol::Other;
+        return;
     }
     let known: Vec<&str> = ["websocket"].into_iter().chain(OTHER_PROTOCOLS).collect();
     let hint = match closest(protocol, &known) {
@@ -208,203 +313,34 @@ fn read_protocol(f: &mut Fields, report: &mut Report) -> Protocol {
             OTHER_PROTOCOLS.map(|p| format!("{p:?}")).join(", ")
         ),
     };
-    f.error(
-        report,
-        "protocol",
-        format!("{protocol:?} is not a known protocol; {hint}"),
-    );
-    Protocol::Wrong
+    at.fail(format_args!("{protocol:?} is not a known protocol; {hint}"));
 }
 
-/// Every field of a websocket router but `protocol`; `None` when one of them is wrong.
-fn read_route(i: usize, f: &mut Fields, have_jwt: bool, report: &mut Report) -> Option<Route> {
-    let (external, internal) = read_paths(f, report);
-    read_methods(f, report);
-    let auth_required = f.bool(report, "auth_required", false);
-    if auth_required && !have_jwt {
-        f.error(
-            report,
-            "auth_required",
-            "is true but there is no valid jwt block",
-        );
-    }
-    let pass_token_param = f.bool(report, "pass_token_param", false);
-    if pass_token_param && !auth_required {
-        f.error(
-            report,
-            "pass_token_param",
-            "only has a meaning with auth_required: true (the parameter is removed only there)",
-        );
-    }
-    let backends = read_backends(f, report);
-    let strategy = read_strategy(f, report);
-    let max_retries = read_retry(f, report);
-    let sticky = read_sticky(f, report, auth_required);
-    let circuit = read_circuit(f, report, backends.len());
-    let any_path = backends.iter().any(|b| b.health_check_path.is_some());
-    let health = read_health(f, report, any_path);
-    if let (Some(_), Some(int)) = (&health, &internal) {
-        check_probe_paths(f, report, int, &backends);
-    }
-    let max_connections = f
-        .raw("max_connections")
-        .map(|_| f.int(report, "max_connections", 1, 100_000_000, 1) as usize);
-    let rate_limit = read_rate_limit(f, report);
-    let (origins, require_origin) = read_origins(f, report);
-    let filter = read_message_filter(f, report);
-    Some(Route {
-        index: i,
-        external: external?,
-        internal: internal?,
-        backends,
-        auth_required,
-        pass_token_param,
-        strategy,
-        max_retries,
-        sticky,
-        circuit,
-        health,
-        max_connections,
-        rate_limit,
-        origins,
-        require_origin,
-        filter,
-    })
-}
-
-/// `external_path` and `internal_path`, which may only use the external path's parameters.
-fn read_paths(f: &mut Fields, report: &mut Report) -> (Option<PathPattern>, Option<PathPattern>) {
-    let external = path_field(f, report, "external_path");
-    let internal = path_field(f, report, "internal_path");
-    if let (Some(ext), Some(int)) = (&external, &internal) {
-        for p in int.params() {
-            if !ext.params().any(|q| q == p) {
-                f.error(
-                    report,
-                    "internal_path",
-                    format!("uses {{{p}}}, which external_path does not have"),
-                );
-            }
-        }
-    }
-    (external, internal)
-}
-
-/// `methods`: required, and must contain `GET`.
-fn read_methods(f: &mut Fields, report: &mut Report) {
-    let before = report.errors.len();
-    match f.strings(report, "methods") {
-        None if report.errors.len() == before => {
-            f.error(report, "methods", "is required and must contain \"GET\"")
-        }
-        Some(m) if !m.iter().any(|m| m.eq_ignore_ascii_case("GET")) => f.error(
-            report,
-            "methods",
-            format!("{m:?} must contain \"GET\" (a WebSocket upgrade is a GET)"),
-        ),
-        _ => {}
-    }
-}
-
-/// `load_balancing_strategy` (default `round_robin`).
-fn read_strategy(f: &mut Fields, report: &mut Report) -> Strategy {
-    let Some(name) = f.string(report, "load_balancing_strategy") else {
-        return Strategy::RoundRobin;
-    };
-    match Strategy::NAMES.iter().find(|(n, _)| *n == name) {
-        Some((_, s)) => *s,
-        None => {
-            let names: Vec<&str> = Strategy::NAMES.iter().map(|(n, _)| *n).collect();
-            f.error(
-                report,
-                "load_balancing_strategy",
-                format!("{name:?} is not one of {}", names.join(", ")),
-            );
-            Strategy::RoundRobin
-        }
-    }
-}
-
-/// A health check by WebSocket handshake asks for `internal_path`: it cannot when the path has
-/// `{name}` parameters, unless every backend has its own `health_check_path`.
-fn check_probe_paths(
-    f: &Fields,
-    report: &mut Report,
-    internal: &PathPattern,
-    backends: &[Backend],
-) {
-    let unprobed = backends.iter().any(|b| b.health_check_path.is_none());
-    if internal.params().next().is_some() && unprobed {
-        f.error(
-            report,
-            "health_check",
-            format!(
-                "internal_path {} has {{name}} parameters, so a WebSocket probe cannot \
-                 know what to ask for: give each backend a health_check_path",
-                internal.as_str()
-            ),
-        );
-    }
-}
-
-/// `sticky: {"key": "ip" | "header:NAME" | "cookie:NAME" | "query:NAME" | "claim:NAME"}`.
-fn read_sticky(f: &mut Fields, report: &mut Report, auth_required: bool) -> Option<Sticky> {
-    let v = f.raw("sticky")?;
-    let ctx = f.name("");
-    let mut s = Fields::new(&ctx, "sticky.", v, report)?;
-    let key = s.required_string(report, "key");
-    let parsed = key.and_then(|k| {
-        let named = |prefix: &str| k.strip_prefix(prefix).filter(|n| !n.is_empty());
-        let sticky = if k == "ip" {
-            Sticky::Ip
-        } else if let Some(n) = named("header:") {
-            Sticky::Header(n.to_string())
-        } else if let Some(n) = named("cookie:") {
-            Sticky::Cookie(n.to_string())
-        } else if let Some(n) = named("query:") {
-            Sticky::Query(n.to_string())
-        } else if let Some(n) = named("claim:") {
-            if !auth_required {
-                s.error(
-                    report,
-                    "key",
-                    "claim: keys need auth_required: true (a verified token)",
-                );
-                return None;
-            }
-            Sticky::Claim(n.to_string())
-        } else {
-            s.error(
-                report,
-                "key",
-                format!("{k:?} is not ip, header:NAME, cookie:NAME, query:NAME or claim:NAME"),
-            );
-            return None;
-        };
-        Some(sticky)
-    });
-    s.finish(report);
-    parsed
-}
-
-/// `retry: {"max_retries": N}` (0 to 100, default 2).
-fn read_retry(f: &mut Fields, report: &mut Report) -> u32 {
-    const DEFAULT: u32 = 2;
-    let Some(v) = f.raw("retry") else {
-        return DEFAULT;
-    };
-    let ctx = f.name("");
-    let Some(mut r) = Fields::new(&ctx, "retry.", v, report) else {
-        return DEFAULT;
-    };
-    let n = r.int(report, "max_retries", 0, 100, DEFAULT as u64) as u32;
-    r.finish(report);
-    n
-}
-
-fn path_field(f: &mut Fields, report: &mut Report, key: &'static str) -> Option<PathPattern> {
-    let text = f.required_string(report, key)?;
+/// A path pattern, or the empty one (matching nothing) with the problem reported.
+fn pattern(text: &str, at: &mut At) -> PathPattern {
     PathPattern::parse(text)
-        .map_err(|e| f.error(report, key, e))
-        .ok()
+        .map_err(|e| at.fail(e))
+        .unwrap_or_default()
+}
+
+/// `sticky.key`: `ip`, `header:NAME`, `cookie:NAME`, `query:NAME` or `claim:NAME`.
+fn sticky(k: &str, at: &mut At) -> Option<Sticky> {
+    let named = |prefix: &str| k.strip_prefix(prefix).filter(|n| !n.is_empty());
+    let found = if k == "ip" {
+        Some(Sticky::Ip)
+    } else if let Some(n) = named("header:") {
+        Some(Sticky::Header(n.to_string()))
+    } else if let Some(n) = named("cookie:") {
+        Some(Sticky::Cookie(n.to_string()))
+    } else if let Some(n) = named("query:") {
+        Some(Sticky::Query(n.to_string()))
+    } else {
+        named("claim:").map(|n| Sticky::Claim(n.to_string()))
+    };
+    if found.is_none() {
+        at.fail(format_args!(
+            "{k:?} is not ip, header:NAME, cookie:NAME, query:NAME or claim:NAME"
+        ));
+    }
+    found
 }

@@ -3,80 +3,42 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures_rustls::pki_types::pem::{self, PemObject};
 use futures_rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use futures_rustls::rustls;
 use serde_json::Value;
 
-use super::fields::{Fields, Report};
+use super::fields::{At, Fields, Object};
 use super::policies::Cidr;
-use super::tls::{has_section, read_capped, resolve};
-use super::{off_or_ms, Config, ConfigError};
+use super::tls::{has_section, read_capped};
+use super::{ms, off_or_ms, Config, ConfigError, DAY_MS};
 
-/// What the `server` block says, with its defaults.
-pub(super) struct Server {
-    pub host: String,
-    pub port: u16,
-    pub workers: usize,
-    pub shutdown_timeout: Duration,
-    pub reload_poll: Option<Duration>,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub trusted_proxies: Vec<Cidr>,
-    pub ipv6_prefix: u8,
-}
-
-/// Reads the `server` block; relative TLS file paths are from `base`.
-pub(super) fn read_server(root: &mut Fields, base: &Path, report: &mut Report) -> Server {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut server = Server {
-        host: "0.0.0.0".to_string(),
-        port: 5900,
-        workers: cpus,
-        shutdown_timeout: Duration::from_millis(10_000),
-        reload_poll: Some(Duration::from_millis(2000)),
-        tls: None,
-        trusted_proxies: Vec::new(),
-        ipv6_prefix: 64,
-    };
-    let Some(v) = root.raw("server") else {
-        return server;
-    };
-    let Some(mut s) = Fields::new("", "server.", v, report) else {
-        return server;
-    };
-    if let Some(h) = s.string(report, "host") {
-        server.host = h.to_string();
-    }
-    // Each default is the one set above.
-    server.port = s.int(report, "port", 0, 65535, u64::from(server.port)) as u16;
-    server.workers = s.int(report, "workers", 1, 1024, server.workers as u64) as usize;
-    let ms = |d: Option<Duration>| d.map_or(0, |d| d.as_millis() as u64);
-    let shutdown_ms = ms(Some(server.shutdown_timeout));
-    let shutdown_ms = s.int(report, "shutdown_timeout_ms", 0, 3_600_000, shutdown_ms);
-    server.shutdown_timeout = Duration::from_millis(shutdown_ms);
-    let poll_ms = s.int(
-        report,
-        "reload_poll_ms",
-        0,
-        86_400_000,
-        ms(server.reload_poll),
-    );
-    server.reload_poll = off_or_ms(poll_ms);
-    if let Some(t) = s.raw("tls") {
-        server.tls = if cfg!(feature = "tls-listener") {
-            read_listener_tls(t, base, report)
+/// The `server` block's fields: they set the listener's part of [`Config`] (defaults there).
+pub(super) fn fields(c: &mut Config, f: &mut Fields) {
+    f.text("host", |h, _| c.host = h.to_string());
+    f.int("port", 0, 65535, |n| c.port = n as u16);
+    f.int("workers", 1, 1024, |n| c.workers = n as usize);
+    f.int("shutdown_timeout_ms", 0, 3_600_000, |n| {
+        c.shutdown_timeout = ms(n)
+    });
+    f.int("reload_poll_ms", 0, DAY_MS, |n| {
+        c.reload_poll = off_or_ms(n)
+    });
+    f.any("tls", |v, at| {
+        if cfg!(feature = "tls-listener") {
+            c.listener_tls = at.object::<ListenerTls>(v).and_then(|t| t.built)
         } else {
-            s.error(report, "tls", FEATURE_TLS);
-            None
-        };
-    }
-    server.trusted_proxies = super::policies::read_trusted_proxies(&mut s, report);
-    let prefix = u64::from(server.ipv6_prefix);
-    server.ipv6_prefix = s.int(report, "ipv6_prefix", 32, 128, prefix) as u8;
-    s.finish(report);
-    server
+            at.fail(FEATURE_TLS)
+        }
+    });
+    f.texts("trusted_proxies", |list, at| {
+        c.trusted_proxies = list
+            .iter()
+            .filter_map(|t| Cidr::parse(t).map_err(|e| at.fail(e)).ok())
+            .collect()
+    });
+    f.int("ipv6_prefix", 32, 128, |n| c.ipv6_prefix = n as u8);
 }
 
 impl Config {
@@ -89,72 +51,76 @@ impl Config {
     }
 }
 
+/// The `admin` block: its listener's host and port.
+struct Admin {
+    host: String,
+    port: u16,
+}
+
+impl Default for Admin {
+    fn default() -> Admin {
+        Admin {
+            host: "127.0.0.1".to_string(),
+            port: 9900,
+        }
+    }
+}
+
+impl Object for Admin {
+    fn fields(&mut self, f: &mut Fields) {
+        f.text("host", |h, _| self.host = h.to_string());
+        f.int("port", 0, 65535, |n| self.port = n as u16);
+    }
+}
+
 const FEATURE_TLS: &str = "this build has no TLS listener: build with the tls-listener feature \
      (the default), or end TLS in front of the gateway";
 const FEATURE_ADMIN: &str = "this build has no admin listener (/metrics, /healthz, /readyz): \
      build with the admin feature (the default)";
 
-/// Reads the `admin` block: `None` when it is absent.
-pub(super) fn read_admin(root: &mut Fields, report: &mut Report) -> Option<(String, u16)> {
-    let v = root.raw("admin")?;
+/// Reads the `admin` block (`None`: not an object, or a build without the admin listener).
+pub(super) fn admin(v: &Value, at: &mut At) -> Option<(String, u16)> {
     if !cfg!(feature = "admin") {
-        root.error(report, "admin", FEATURE_ADMIN);
+        at.fail(FEATURE_ADMIN);
         return None;
     }
-    let mut a = Fields::new("", "admin.", v, report)?;
-    let host = a.string(report, "host").unwrap_or("127.0.0.1").to_string();
-    let port = a.int(report, "port", 0, 65535, 9900) as u16;
-    a.finish(report);
-    Some((host, port))
+    at.object::<Admin>(v).map(|a| (a.host, a.port))
 }
 
-/// `server.tls`: the certificate chain and key, loaded and checked into a rustls server config
-/// (TLS 1.2 and 1.3, ALPN `http/1.1`). Every problem names the field, the file and what is
-/// wrong with it.
-fn read_listener_tls(
-    v: &Value,
-    base: &Path,
-    report: &mut Report,
-) -> Option<Arc<rustls::ServerConfig>> {
-    let mut t = Fields::new("", "server.tls.", v, report)?;
-    let cert_file = t
-        .required_string(report, "cert_file")
-        .map(|f| resolve(base, f));
-    let key_file = t
-        .required_string(report, "key_file")
-        .map(|f| resolve(base, f));
-    let certs = cert_file
-        .as_deref()
-        .and_then(|p| named(&t, report, "cert_file", p, load_certs(p)));
-    let key = key_file
-        .as_deref()
-        .and_then(|p| named(&t, report, "key_file", p, load_key(p)));
-    let built = match (certs, key, &cert_file, &key_file) {
-        (Some(certs), Some(key), Some(cert_file), Some(key_file)) => {
-            match build_listener_tls(certs, key, cert_file, key_file) {
-                Ok(cfg) => Some(Arc::new(cfg)),
-                Err((field, msg)) => {
-                    t.error(report, field, msg);
-                    None
-                }
-            }
+/// `server.tls`: the certificate chain and key files; once read, loaded and checked into a
+/// rustls server config (TLS 1.2 and 1.3, ALPN `http/1.1`). Every problem names the field,
+/// the file and what is wrong with it.
+#[derive(Default)]
+struct ListenerTls {
+    built: Option<Arc<rustls::ServerConfig>>,
+}
+
+impl Object for ListenerTls {
+    fn fields(&mut self, f: &mut Fields) {
+        let (mut cert, mut key) = (None, None);
+        f.required("is required")
+            .text("cert_file", |file, at| cert = Some(at.env.resolve(file)));
+        f.required("is required")
+            .text("key_file", |file, at| key = Some(at.env.resolve(file)));
+        if let (Some(cert_file), Some(key_file)) = (cert, key) {
+            self.built = load(&cert_file, &key_file, f.at());
         }
-        _ => None,
-    };
-    t.finish(report);
-    built
+    }
 }
 
-/// `r`'s value, or `None` with its error reported as `FIELD: PATH: problem`.
-fn named<T>(
-    t: &Fields,
-    report: &mut Report,
-    key: &str,
-    path: &Path,
-    r: Result<T, String>,
-) -> Option<T> {
-    r.map_err(|e| t.error(report, key, format!("{}: {e}", path.display())))
+/// The chain and key in these files, checked into a rustls server config; `None` with the
+/// problems reported.
+fn load(cert_file: &Path, key_file: &Path, at: &mut At) -> Option<Arc<rustls::ServerConfig>> {
+    let mut named = |key, path: &Path, e| at.error(key, format_args!("{}: {e}", path.display()));
+    let certs = load_certs(cert_file).map_err(|e| named("cert_file", cert_file, e));
+    let key = load_key(key_file).map_err(|e| named("key_file", key_file, e));
+    let (Ok(certs), Ok(key)) = (certs, key) else {
+        return None;
+    };
+    build_listener_tls(certs, key, cert_file, key_file)
+        .map_err(|(field, msg)| at.error(field, msg))
         .ok()
+        .map(Arc::new)
 }
 
 /// A rustls server config (ring provider, TLS 1.3 and 1.2, ALPN `http/1.1`) for this chain and

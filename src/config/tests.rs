@@ -1586,3 +1586,13 @@ fn an_unknown_field_in_a_rate_is_an_error() {
         r#"routers[0] (/ws/chat): rate_limit.messages_per_second.burts: unknown field; did you mean "burst"?"#
     );
 }
+
+/// The config holds the `jwt` settings (the verifier is built from them): printing it must not
+/// print the secret.
+#[test]
+fn the_jwt_secret_never_shows_in_debug_output() {
+    let c = ok_value(&config_with(json!({ "jwt": { "secret": "s3cret-value" } }))).config;
+    let shown = format!("{c:?}");
+    assert!(shown.contains("Secret(..)"), "{shown}");
+    assert!(!shown.contains("s3cret-value"), "{shown}");
+}

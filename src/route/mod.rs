@@ -22,8 +22,9 @@ enum Segment {
     Param(String),
 }
 
-/// A compiled `external_path` or `internal_path` (`/rooms/{room}`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A compiled `external_path` or `internal_path` (`/rooms/{room}`). The default, empty one
+/// matches no path (a route's paths before its config sets them).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PathPattern {
     text: String,
     segments: Vec<Segment>,
