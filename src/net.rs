@@ -7,23 +7,27 @@ use std::io;
 use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
-use futures_lite::{AsyncRead, AsyncWrite, FutureExt};
-use futures_rustls::rustls::{self, ConnectionCommon};
-use futures_rustls::{client, server, TlsAcceptor};
+use futures_lite::{AsyncRead, AsyncWrite};
+#[cfg(feature = "tls-backend")]
+use futures_rustls::client;
+#[cfg(any(feature = "tls-listener", feature = "tls-backend"))]
+use futures_rustls::rustls::ConnectionCommon;
+#[cfg(feature = "tls-listener")]
+use futures_rustls::server;
 
-use crate::reactor::{current_or_shared, Socket, Timer};
+use crate::reactor::{current_or_shared, Socket};
 
 /// A connection (client or backend).
 pub enum Stream {
     /// Plain TCP on [`crate::reactor`].
     Driver(Socket),
     /// A `wss://` backend, over the connected plain stream.
+    #[cfg(feature = "tls-backend")]
     TlsClient(Box<client::TlsStream<Stream>>),
     /// A client of the TLS listener (`server.tls`), over the accepted plain stream.
+    #[cfg(feature = "tls-listener")]
     TlsServer(Box<server::TlsStream<Stream>>),
 }
 
@@ -39,13 +43,18 @@ pub fn tls_handshake_failures() -> u64 {
 /// client that never completes the TLS handshake holds the socket no longer than one that
 /// never completes its request head). A failure or a timeout is counted in
 /// [`tls_handshake_failures`].
+#[cfg(feature = "tls-listener")]
 pub async fn accept_tls(
-    config: Arc<rustls::ServerConfig>,
+    config: std::sync::Arc<futures_rustls::rustls::ServerConfig>,
     stream: Stream,
-    limit: Duration,
+    limit: std::time::Duration,
 ) -> io::Result<Stream> {
+    use crate::reactor::Timer;
+    use futures_lite::FutureExt;
     let handshake = async {
-        let tls = TlsAcceptor::from(config).accept(stream).await?;
+        let tls = futures_rustls::TlsAcceptor::from(config)
+            .accept(stream)
+            .await?;
         Ok(Stream::TlsServer(Box::new(tls)))
     };
     let accepted = handshake
@@ -81,7 +90,9 @@ impl Stream {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Stream::Driver(s) => s.get_ref(),
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => s.get_ref().0.tcp(),
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => s.get_ref().0.tcp(),
         }
     }
@@ -94,10 +105,12 @@ impl Stream {
     pub fn poll_readable(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
             Stream::Driver(s) => s.poll_readable(cx),
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => {
                 let (inner, session) = s.get_mut();
                 tls_readable(inner, session, cx)
             }
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => {
                 let (inner, session) = s.get_mut();
                 tls_readable(inner, session, cx)
@@ -109,10 +122,12 @@ impl Stream {
     /// the socket takes it without waiting.
     pub fn shutdown_write(&mut self) {
         match self {
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => {
                 let (inner, session) = s.get_mut();
                 close_notify(inner.tcp(), session);
             }
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => {
                 let (inner, session) = s.get_mut();
                 close_notify(inner.tcp(), session);
@@ -124,6 +139,7 @@ impl Stream {
 }
 
 /// [`Stream::poll_readable`] for TLS over `inner`.
+#[cfg(any(feature = "tls-listener", feature = "tls-backend"))]
 fn tls_readable<D>(
     inner: &mut Stream,
     session: &ConnectionCommon<D>,
@@ -135,11 +151,15 @@ fn tls_readable<D>(
     }
     match inner {
         Stream::Driver(s) => s.poll_readable_after_block(cx),
-        Stream::TlsClient(_) | Stream::TlsServer(_) => Poll::Ready(Ok(())),
+        #[cfg(feature = "tls-backend")]
+        Stream::TlsClient(_) => Poll::Ready(Ok(())),
+        #[cfg(feature = "tls-listener")]
+        Stream::TlsServer(_) => Poll::Ready(Ok(())),
     }
 }
 
 /// Queues a TLS close_notify and writes what the session has to send.
+#[cfg(any(feature = "tls-listener", feature = "tls-backend"))]
 fn close_notify<D>(mut tcp: &TcpStream, session: &mut ConnectionCommon<D>) {
     session.send_close_notify();
     // The socket is non-blocking: a full send buffer ends this at once.
@@ -158,7 +178,9 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_read(cx, buf),
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
@@ -172,21 +194,27 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_write(cx, buf),
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_flush(cx),
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Driver(s) => Pin::new(s).poll_close(cx),
+            #[cfg(feature = "tls-backend")]
             Stream::TlsClient(s) => Pin::new(s.as_mut()).poll_close(cx),
+            #[cfg(feature = "tls-listener")]
             Stream::TlsServer(s) => Pin::new(s.as_mut()).poll_close(cx),
         }
     }

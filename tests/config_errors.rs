@@ -47,6 +47,7 @@ impl Drop for TempDir {
     }
 }
 
+#[cfg_attr(not(feature = "jwt-asymmetric"), allow(dead_code))]
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures")
@@ -174,6 +175,12 @@ fn config(extra: &str) -> String {
 }
 
 #[test]
+#[cfg(all(
+    feature = "admin",
+    feature = "tls-listener",
+    feature = "tls-backend",
+    feature = "jwt-asymmetric"
+))]
 fn every_problem_is_printed_including_key_and_ca_files() {
     let dir = TempDir::new();
     dir.put("not-a-key.pem", "hello, I am not a key\n");
@@ -220,6 +227,7 @@ fn every_problem_is_printed_including_key_and_ca_files() {
 }
 
 #[test]
+#[cfg(feature = "jwt-asymmetric")]
 fn jwt_public_key_file_that_is_not_a_usable_public_key() {
     let dir = TempDir::new();
     let garbage = dir.put("garbage.pem", "-----BEGIN PUBLIC KEY-----\nnot base64!\n");
@@ -264,6 +272,7 @@ fn jwt_public_key_file_that_is_not_a_usable_public_key() {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn tls_ca_file_missing_or_not_a_certificate() {
     let dir = TempDir::new();
     let missing = dir.0.join("no-such-ca.pem");

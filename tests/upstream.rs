@@ -1,6 +1,16 @@
 //! Stage 5 end to end: what the backend sees of the client's upgrade request, what the client
 //! sees of the backend's answer, and how each way a backend can fail before the upgrade reaches
 //! the client. Real gateway, real backends (plain and TLS), real clients, all on port 0.
+// Helpers of the tests a build without every feature leaves out.
+#![cfg_attr(
+    not(all(
+        feature = "admin",
+        feature = "tls-listener",
+        feature = "tls-backend",
+        feature = "jwt-asymmetric"
+    )),
+    allow(dead_code, unused_imports)
+)]
 
 mod common;
 
@@ -472,6 +482,7 @@ fn silent_backend_is_504_after_the_connect_timeout() {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn wss_backend_that_never_completes_tls_is_504() {
     let (backend, closed) = silent_backend();
     let gw = start_gateway(&route_json(
@@ -704,6 +715,7 @@ fn wss_route(backend: &TlsBackend, route_extra: &str) -> String {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn wss_backend_with_ca_file_echoes() {
     let backend = tls_echo_backend();
     let gw = with_ca_file(&backend, &wss_route(&backend, ""));
@@ -719,6 +731,7 @@ fn wss_backend_with_ca_file_echoes() {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn wss_backend_with_unknown_ca_is_502() {
     let backend = tls_echo_backend();
     let gw = start_gateway(&wss_route(&backend, "").replace("CA", ""));
@@ -736,6 +749,7 @@ fn wss_backend_with_unknown_ca_is_502() {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn wss_backends_are_health_checked_over_tls() {
     let checks = r#", "health_check": { "interval_ms": 100, "timeout_ms": 100,
         "unhealthy_threshold": 1, "healthy_threshold": 1 }"#;

@@ -77,3 +77,25 @@ impl JwtVerifier for Hmac {
         self.alg
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_and_verifies_hs256_384_512_and_refuses_other_tags_and_algorithms() {
+        for alg in [Algorithm::HS256, Algorithm::HS384, Algorithm::HS512] {
+            let signer = hmac_signer(&alg, &EncodingKey::from_secret(b"k")).expect("signer");
+            let tag = signer.try_sign(b"msg").expect("tag");
+            let v = hmac_verifier(&alg, &DecodingKey::from_secret(b"k")).expect("verifier");
+            assert!(v.verify(b"msg", &tag).is_ok());
+            assert!(v.verify(b"msh", &tag).is_err());
+            let other = hmac_verifier(&alg, &DecodingKey::from_secret(b"j")).expect("verifier");
+            assert!(other.verify(b"msg", &tag).is_err());
+            assert_eq!(v.algorithm(), alg);
+        }
+        assert!(hmac_verifier(&Algorithm::RS256, &DecodingKey::from_secret(b"k")).is_err());
+        let rsa = DecodingKey::from_rsa_der(b"not a key");
+        assert!(hmac_verifier(&Algorithm::HS256, &rsa).is_err());
+    }
+}

@@ -93,6 +93,9 @@ pub fn parse_host(text: &str) -> Result<(bool, String), String> {
     let (tls, rest) = if let Some(r) = text.strip_prefix("ws://") {
         (false, r)
     } else if let Some(r) = text.strip_prefix("wss://") {
+        if !cfg!(feature = "tls-backend") {
+            return Err(format!("{text:?}: {}", super::tls::FEATURE_TLS_BACKEND));
+        }
         (true, r)
     } else {
         return Err(format!("{text:?} must start with ws:// or wss://"));

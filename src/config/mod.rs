@@ -13,6 +13,8 @@ mod backends;
 mod fields;
 mod jwt;
 mod limits;
+#[cfg(feature = "tls-listener")]
+mod listener_tls;
 mod policies;
 mod resilience;
 mod routers;
@@ -21,10 +23,8 @@ mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use futures_rustls::rustls;
 use serde_json::Value;
 
 pub use backends::Backend;
@@ -34,6 +34,7 @@ pub use limits::Limits;
 pub use policies::{Cidr, MessageFilter, OnExceed, RateLimit};
 pub use resilience::{CircuitBreaker, HealthCheck};
 pub use routers::{Route, Sticky, Strategy};
+pub use tls::{ClientTls, ServerTls};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;
@@ -59,7 +60,7 @@ pub struct Config {
     pub reload_poll: Option<Duration>,
     /// `server.tls` (`cert_file`, `key_file`): when present, the listener serves `wss://`
     /// with this certificate (TLS 1.2 and 1.3, ALPN `http/1.1`).
-    pub listener_tls: Option<Arc<rustls::ServerConfig>>,
+    pub listener_tls: Option<ServerTls>,
     /// The `admin` block's `host` (default `127.0.0.1`) and `port` (default 9900; 0 picks a
     /// free port): the plain-HTTP listener of `/metrics`, `/healthz` and `/readyz`. `None`
     /// (no admin listener) when the block is absent; the public listener's own address makes the endpoints share it ([`Config::admin_on_public`]).
@@ -76,7 +77,7 @@ pub struct Config {
     /// The `jwt` block, when present (`auth` builds the verifier from it).
     pub jwt: Option<Jwt>,
     /// TLS settings for `wss://` backends (only built when a route has one).
-    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    pub backend_tls: Option<ClientTls>,
     /// The `limits` block.
     pub limits: Limits,
 }

@@ -1,5 +1,15 @@
 //! Table-driven tests of config parsing and validation: every problem is one line naming where
 //! it is (router index, its external_path, the field), and all of them are reported at once.
+// Helpers of the tests a build without every feature leaves out.
+#![cfg_attr(
+    not(all(
+        feature = "admin",
+        feature = "tls-listener",
+        feature = "tls-backend",
+        feature = "jwt-asymmetric"
+    )),
+    allow(dead_code)
+)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -389,6 +399,7 @@ fn server_and_limits_blocks() {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn accepted_backend_hosts() {
     let cases: &[(&str, bool, &str, &str)] = &[
         ("ws://localhost", false, "localhost", "ws://localhost:3000"),
@@ -454,6 +465,7 @@ fn accepted_router_variants() {
 /// Each edit breaks `routers[2]` (two valid routers before it) in one way; the one error must
 /// name the index, the external_path and the field.
 #[test]
+#[cfg(feature = "tls-backend")]
 fn router_errors_name_index_path_and_field() {
     let cases: &[(Edit, &str)] = &[
         (
@@ -830,6 +842,7 @@ fn jwt_block_accepted() {
 }
 
 #[test]
+#[cfg(feature = "jwt-asymmetric")]
 fn jwt_public_key_file_relative_to_config_dir() {
     let key = rcgen::KeyPair::generate().unwrap();
     let file = TempFile::new("key.pem", key.public_key_pem().as_bytes());
@@ -851,6 +864,7 @@ fn jwt_public_key_file_relative_to_config_dir() {
 }
 
 #[test]
+#[cfg(feature = "jwt-asymmetric")]
 fn jwt_errors() {
     let not_pem = TempFile::new("not-a-key.pem", b"hello, I am not a key\n");
     let missing = not_pem.path().with_extension("missing");
@@ -964,6 +978,7 @@ fn wss_config(tls: Value) -> Value {
 }
 
 #[test]
+#[cfg(feature = "tls-backend")]
 fn tls_ca_file() {
     // A real CA file is added to the roots.
     let cert = rcgen::generate_simple_self_signed(vec!["backend.example".into()]).unwrap();
@@ -1000,6 +1015,7 @@ fn tls_ca_file() {
 /// Current behaviour: with only ws:// backends the CA file is never opened, so a wrong path is
 /// not reported until a wss:// backend is added.
 #[test]
+#[cfg(feature = "tls-backend")]
 fn tls_ca_file_checked_even_without_a_wss_backend() {
     let missing =
         std::env::temp_dir().join(format!("kairos-no-such-ca-{}.pem", std::process::id()));
@@ -1137,6 +1153,7 @@ fn server_shutdown_and_reload_poll() {
 }
 
 #[test]
+#[cfg(feature = "admin")]
 fn admin_block() {
     let admin = |a: Value, s: Value| config_with(json!({ "admin": a, "server": s }));
     let c = ok_value(&admin(json!({}), json!({}))).config;
@@ -1190,6 +1207,7 @@ fn admin_block() {
 }
 
 #[test]
+#[cfg(feature = "admin")]
 fn admin_shares_the_public_port_when_the_environment_moves_it_there() {
     let mut c = ok_value(&config_with(
         json!({ "admin": { "host": "127.0.0.1", "port": 9900 } }),
@@ -1212,6 +1230,7 @@ fn listener_tls(tls: Value) -> Value {
 }
 
 #[test]
+#[cfg(feature = "tls-listener")]
 fn listener_tls_loads_with_http11_alpn() {
     let (cert, key) = cert_and_key();
     let cert = TempFile::new("cert.pem", cert.as_bytes());
@@ -1248,6 +1267,7 @@ fn cert_pem(f: &TempFile) -> String {
 }
 
 #[test]
+#[cfg(feature = "tls-listener")]
 fn listener_tls_errors_name_field_file_and_problem() {
     let (cert_text, key_text) = cert_and_key();
     let cert = TempFile::new("cert.pem", cert_text.as_bytes());
@@ -1373,6 +1393,7 @@ fn listener_tls_errors_name_field_file_and_problem() {
 }
 
 #[test]
+#[cfg(feature = "tls-listener")]
 fn listener_tls_block_shape() {
     let (cert, _) = cert_and_key();
     let cert = TempFile::new("cert.pem", cert.as_bytes());
@@ -1595,4 +1616,53 @@ fn the_jwt_secret_never_shows_in_debug_output() {
     let shown = format!("{c:?}");
     assert!(shown.contains("Secret(..)"), "{shown}");
     assert!(!shown.contains("s3cret-value"), "{shown}");
+}
+
+/// A build without a feature refuses the config that asks for it, naming the feature (the edge
+/// build: `--no-default-features`).
+#[test]
+#[cfg(not(all(
+    feature = "admin",
+    feature = "tls-listener",
+    feature = "tls-backend",
+    feature = "jwt-asymmetric"
+)))]
+fn a_build_without_a_feature_refuses_what_needs_it_and_names_the_feature() {
+    let mut cases: Vec<(Value, &str)> = Vec::new();
+    if !cfg!(feature = "admin") {
+        cases.push((
+            config_with(json!({ "admin": {} })),
+            "admin: this build has no admin listener",
+        ));
+    }
+    if !cfg!(feature = "tls-listener") {
+        let tls = json!({ "tls": { "cert_file": "c.pem", "key_file": "k.pem" } });
+        cases.push((
+            config_with(json!({ "server": tls })),
+            "server.tls: this build has no TLS listener",
+        ));
+    }
+    if !cfg!(feature = "tls-backend") {
+        let mut wss = config(vec![router("/ws/chat")]);
+        wss["routers"][0]["backends"][0]["host"] = json!("wss://b.example");
+        let want = r#"backends[0].host: "wss://b.example": this build has no TLS client"#;
+        cases.push((wss, want));
+        let ca = config_with(json!({ "tls": { "ca_file": "ca.pem" } }));
+        cases.push((ca, "tls.ca_file: this build has no TLS client"));
+    }
+    if !cfg!(feature = "jwt-asymmetric") {
+        let jwt = json!({ "jwt": { "secret": "s", "algorithms": ["RS256"] } });
+        cases.push((
+            config_with(jwt),
+            "jwt.algorithms: RS256 needs a build with the jwt-asymmetric feature",
+        ));
+    }
+    assert!(!cases.is_empty());
+    for (v, want) in &cases {
+        let errs = errors_value(v);
+        assert!(
+            errs.iter().any(|e| e.contains(want)),
+            "want {want:?} in {errs:#?}"
+        );
+    }
 }

@@ -1,19 +1,44 @@
 //! `tls`: how the gateway trusts `wss://` backends; and the reading of PEM files.
 
 use std::path::Path;
-use std::sync::Arc;
-
-use futures_rustls::rustls;
 
 use super::fields::At;
 use super::MAX_CONFIG_BYTES;
 
+/// The TLS listener's settings (`server.tls`). A build without the `tls-listener` feature
+/// has none: the type is empty, so no value of it exists.
+#[cfg(feature = "tls-listener")]
+pub type ServerTls = std::sync::Arc<futures_rustls::rustls::ServerConfig>;
+/// The TLS listener's settings: none in this build (no `tls-listener` feature).
+#[cfg(not(feature = "tls-listener"))]
+#[derive(Debug, Clone)]
+pub enum ServerTls {}
+
+/// The TLS client settings for `wss://` backends. A build without the `tls-backend`
+/// feature has none: the type is empty.
+#[cfg(feature = "tls-backend")]
+pub type ClientTls = std::sync::Arc<futures_rustls::rustls::ClientConfig>;
+/// The TLS client settings for `wss://` backends: none in this build (no `tls-backend`).
+#[cfg(not(feature = "tls-backend"))]
+#[derive(Debug, Clone)]
+pub enum ClientTls {}
+
+/// What a build without `tls-backend` says of a `wss://` backend or `tls.ca_file`.
+pub(super) const FEATURE_TLS_BACKEND: &str = "this build has no TLS client: wss:// backends and \
+     tls.ca_file need a build with the tls-backend feature (the default)";
+
+/// No TLS client in this build: the problem is reported.
+#[cfg(not(feature = "tls-backend"))]
+pub(super) fn build_backend_tls(_: Option<&Path>, at: &mut At) -> Option<ClientTls> {
+    at.error("tls.ca_file", FEATURE_TLS_BACKEND);
+    None
+}
+
 /// The TLS client settings for `wss://` backends: the webpki roots plus `ca_file`'s.
-pub(super) fn build_backend_tls(
-    ca_file: Option<&Path>,
-    at: &mut At,
-) -> Option<Arc<rustls::ClientConfig>> {
+#[cfg(feature = "tls-backend")]
+pub(super) fn build_backend_tls(ca_file: Option<&Path>, at: &mut At) -> Option<ClientTls> {
     use futures_rustls::pki_types::{pem::PemObject, CertificateDer};
+    use futures_rustls::rustls;
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -41,14 +66,14 @@ pub(super) fn build_backend_tls(
             }
         }
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| at.error("tls", e))
         .ok()?;
     let mut cfg = builder.with_root_certificates(roots).with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Some(Arc::new(cfg))
+    Some(std::sync::Arc::new(cfg))
 }
 
 /// A file's bytes (a PEM key or certificate, the config itself), at most

@@ -7,7 +7,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
-use futures_rustls::rustls;
 
 use super::admit::{admit, authorize, Admitted, Claims};
 use super::Generation;
@@ -15,7 +14,7 @@ use crate::admission::{self, Ticket};
 use crate::auth;
 use crate::balance::{self, Lease};
 use crate::config::{Config, Route};
-use crate::drain::{Drain, Watcher};
+use crate::drain::Drain;
 use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
 use crate::metrics::RouteStats;
@@ -48,11 +47,8 @@ pub(super) async fn serve(
     };
     let config = &gen.config;
     let mut watch = drain.watch();
-    if let Some(tls) = config
-        .listener_tls
-        .as_ref()
-        .filter(|_| cfg!(feature = "tls-listener"))
-    {
+    #[cfg(feature = "tls-listener")]
+    if let Some(tls) = &config.listener_tls {
         let accepted = tls_handshake(tls, stream, head_deadline, &mut watch).await;
         stream = match accepted {
             Ok(s) => s,
@@ -108,11 +104,12 @@ pub(super) async fn serve(
 
 /// The TLS listener's handshake with a client, done by `deadline`; a shutdown drops a client
 /// still in it.
+#[cfg(feature = "tls-listener")]
 async fn tls_handshake(
-    tls: &Arc<rustls::ServerConfig>,
+    tls: &crate::config::ServerTls,
     stream: Stream,
     deadline: Instant,
-    watch: &mut Watcher,
+    watch: &mut crate::drain::Watcher,
 ) -> std::io::Result<Stream> {
     let limit = deadline.saturating_duration_since(Instant::now());
     let accept = Box::pin(crate::net::accept_tls(tls.clone(), stream, limit));

@@ -8,11 +8,7 @@ mod answer;
 mod request;
 pub mod resolve;
 
-use std::sync::Arc;
-
 use futures_lite::FutureExt;
-use futures_rustls::pki_types::ServerName;
-use futures_rustls::rustls;
 
 use crate::balance::{Lease, Plan};
 use crate::config::{Backend, Config, Route};
@@ -197,14 +193,35 @@ pub(crate) async fn open(config: &Config, backend: &Backend, url: &str) -> Resul
     if !backend.tls {
         return Ok(tcp);
     }
-    let tls: Arc<rustls::ClientConfig> =
-        config
-            .backend_tls
-            .clone()
-            .ok_or_else(|| Error::BackendFailed {
-                url: url.to_string(),
-                reason: "no TLS client configuration".to_string(),
-            })?;
+    tls_client(config, backend, url, tcp).await
+}
+
+/// TLS over the connected `tcp` to a `wss://` backend. (A build without `tls-backend` has
+/// none: its config refuses `wss://`.)
+#[cfg(not(feature = "tls-backend"))]
+async fn tls_client(_: &Config, _: &Backend, url: &str, _: Stream) -> Result<Stream, Error> {
+    Err(Error::BackendFailed {
+        url: url.to_string(),
+        reason: "this build has no TLS client".to_string(),
+    })
+}
+
+/// TLS over the connected `tcp` to a `wss://` backend.
+#[cfg(feature = "tls-backend")]
+async fn tls_client(
+    config: &Config,
+    backend: &Backend,
+    url: &str,
+    tcp: Stream,
+) -> Result<Stream, Error> {
+    use futures_rustls::pki_types::ServerName;
+    let tls = config
+        .backend_tls
+        .clone()
+        .ok_or_else(|| Error::BackendFailed {
+            url: url.to_string(),
+            reason: "no TLS client configuration".to_string(),
+        })?;
     let name = ServerName::try_from(backend.host.clone()).map_err(|e| Error::BackendFailed {
         url: url.to_string(),
         reason: format!("invalid TLS server name: {e}"),
