@@ -95,7 +95,8 @@ pub struct JwtVerifier {
     pub query_param: Option<String>,
     /// `leeway_seconds`: clock skew allowed for `exp` and `nbf`.
     pub leeway_seconds: u64,
-    /// `enforce_expiry` (true): a connection is closed with 1008 when its token expires.
+    /// `enforce_expiry` (true): a connection is closed when its token expires
+    /// ([`crate::error::GatewayClose::TokenExpired`]).
     pub enforce_expiry: bool,
     /// `forward_claims`: (claim, header) pairs set on the backend request.
     pub forward_claims: Vec<(String, String)>,
