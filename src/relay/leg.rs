@@ -67,6 +67,8 @@ pub(super) enum Wrote {
 
 /// Writes what `d` has checked to `leg` (transport `t`), then at a frame boundary the gateway
 /// frame waiting for it, then flushes. Bytes for a leg that is gone or sealed are dropped.
+/// Inlined into both of its call sites (one per leg): it runs several times per message.
+#[inline(always)]
 pub(super) fn write<T: Transport>(
     d: &mut Direction,
     leg: &mut Leg,
@@ -90,7 +92,7 @@ pub(super) fn write<T: Transport>(
             Poll::Pending => break,
         }
     }
-    if d.start == d.ready && d.at_boundary() {
+    if leg.inject.is_some() && d.start == d.ready && d.at_boundary() {
         match write_injected(leg, t, cx) {
             Wrote::Failed => return Wrote::Failed,
             Wrote::Some => progress = true,
@@ -113,6 +115,7 @@ pub(super) fn write<T: Transport>(
 
 /// Writes the gateway frame waiting for `leg`. After a close nothing more goes to the leg;
 /// after a keepalive ping, the stream.
+#[cold]
 fn write_injected<T: Transport>(leg: &mut Leg, t: &mut T, cx: &mut Context<'_>) -> Wrote {
     let mut wrote = Wrote::Nothing;
     while let Some((frame, pos)) = leg.inject.as_mut() {
