@@ -73,10 +73,16 @@ pub(super) fn check(
         }
         return Ok(false);
     }
+    data_frame(h, rules.max_message[from], message)
+}
+
+/// A data frame's place in its message (a message of at most `max` bytes); returns whether
+/// its payload must be checked as UTF-8.
+fn data_frame(h: &Header, max: u64, message: &mut Option<Message>) -> Result<bool, Violation> {
     let text = match (h.opcode, message.as_mut()) {
         (op::CONTINUATION, Some(m)) => {
             m.len += h.len;
-            if m.len > rules.max_message[from] {
+            if m.len > max {
                 return Err(Violation::TooBig("message too big"));
             }
             if m.invalid && h.fin {
@@ -88,7 +94,7 @@ pub(super) fn check(
             return Err(Violation::Protocol("continuation frame without a message"))
         }
         (op::TEXT | op::BINARY, None) => {
-            if h.len > rules.max_message[from] {
+            if h.len > max {
                 return Err(Violation::TooBig("message too big"));
             }
             // A compressed text message is checked by the peer after inflating it.
