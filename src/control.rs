@@ -1,7 +1,8 @@
 //! The main thread's job once the workers run: signals and the config file.
 //!
-//! - SIGTERM or SIGINT: graceful shutdown. No new connections; every open one gets 1001 on both
-//!   legs; the process exits 0 once they are all closed, or after `server.shutdown_timeout_ms`.
+//! - SIGTERM or SIGINT: graceful shutdown. No new connections; every open one gets
+//!   [`GatewayClose::Shutdown`] on both legs (503 before its 101); the process exits 0 once
+//!   they are all closed, or after `server.shutdown_timeout_ms`.
 //!   A second signal exits at once (status 1).
 //! - SIGHUP, or a change of the config file's contents (checked every
 //!   `server.reload_poll_ms`): reload. A valid config applies to new connections at once (open
@@ -15,6 +16,7 @@ use futures_lite::FutureExt;
 
 use crate::auth::JwtVerifier;
 use crate::config::{self, Config};
+use crate::error::GatewayClose;
 use crate::metrics;
 use crate::plural::count;
 use crate::reactor::{self, Timer};
@@ -158,10 +160,11 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
     log::info!(
-        "{}: shutting down: no new connections; {} get 1001 \
+        "{}: shutting down: no new connections; {} get {} \
          (waiting up to {} ms; a second signal exits at once)",
         sig.name(),
         count(server::open_connections(), "open connection"),
+        GatewayClose::Shutdown.code(),
         timeout.as_millis()
     );
     let deadline = Instant::now() + timeout;

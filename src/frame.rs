@@ -20,21 +20,21 @@ pub mod op {
 /// Longest frame header: 2 bytes, 8 bytes of length, 4 of mask.
 pub const MAX_HEADER: usize = 14;
 
-/// What a peer did wrong; each maps to a close code in one place (the error module's
-/// `close_for_violation`).
+/// What a peer did wrong; each maps to its RFC 6455 close code and reason in one place,
+/// `GatewayClose::Violation` in `error.rs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Violation {
-    /// Breaks the framing rules (1002).
+    /// Breaks the framing rules.
     Protocol(&'static str),
-    /// A text message or close reason that is not UTF-8 (1007).
+    /// A text message or close reason that is not UTF-8.
     Utf8,
-    /// A frame or message over the configured limits (1009).
+    /// A frame or message over the configured limits.
     TooBig(&'static str),
-    /// A message of a type the route does not take (1003).
+    /// A message of a type the route does not take.
     Unsupported(&'static str),
-    /// A message whose content the route refuses, such as text that is not JSON (1007).
+    /// A message whose content the route refuses, such as text that is not JSON.
     Invalid(&'static str),
-    /// Over the route's message or byte rate (1008).
+    /// Over the route's message or byte rate.
     Policy(&'static str),
 }
 
@@ -237,6 +237,9 @@ pub fn check_close_payload(p: &[u8]) -> Result<(), Violation> {
         }
     }
 }
+
+/// The code a close frame without one counts as (RFC 6455 7.1.5; never sent on the wire).
+pub const NO_CODE: u16 = 1005;
 
 /// Codes a peer may send (RFC 6455 7.4; 1004-1006 and 1015 are never sent on the wire).
 pub fn close_code_allowed(code: u16) -> bool {

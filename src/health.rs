@@ -1,6 +1,6 @@
 //! Active health checks (`routers[].health_check`): one probe loop per backend of each route
 //! that has them, on a thread of its own with its own I/O driver. A probe is a WebSocket
-//! handshake on the route's `internal_path`, closed at once with 1000, or an HTTP GET of the
+//! handshake on the route's `internal_path`, closed at once (normal closure), or an HTTP GET of the
 //! backend's `health_check_path` expecting 2xx. `unhealthy_threshold` failures in a row mark a
 //! backend down (it gets no new connections; open ones are left alone), `healthy_threshold`
 //! successes in a row mark it up again. The thread of a generation's checks ends as soon as its
@@ -17,6 +17,7 @@ use futures_lite::{AsyncWriteExt, FutureExt};
 
 use crate::balance::Balancers;
 use crate::config::{Backend, Config, HealthCheck, Route};
+use crate::error::GatewayClose;
 use crate::handshake::{self, read_final_response, Head};
 use crate::net::Stream;
 use crate::plural::count;
@@ -188,20 +189,10 @@ async fn probe(
     Ok(Some(stream))
 }
 
-/// Sends a masked close frame with 1000 and waits up to `wait` for the backend's close.
+/// Sends a masked close frame ([`GatewayClose::HealthProbe`]) and waits up to `wait` for the
+/// backend's close.
 async fn close(stream: &mut Stream, wait: Duration) {
-    let mask: [u8; 4] = rand::random();
-    let code = 1000u16.to_be_bytes();
-    let frame = [
-        0x88,
-        0x82,
-        mask[0],
-        mask[1],
-        mask[2],
-        mask[3],
-        code[0] ^ mask[0],
-        code[1] ^ mask[1],
-    ];
+    let frame = GatewayClose::HealthProbe.frame(Some(rand::random()));
     if stream.write_all(&frame).await.is_ok() && stream.flush().await.is_ok() {
         handshake::drain(stream, wait, 4096).await;
     }

@@ -69,19 +69,55 @@ struct Histogram {
     sum: f64,
 }
 
+/// Messages of one direction by type: data messages when complete, control frames each.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Messages {
+    /// Text messages.
+    pub text: u64,
+    /// Binary messages.
+    pub binary: u64,
+    /// Ping frames.
+    pub ping: u64,
+    /// Pong frames.
+    pub pong: u64,
+    /// Close frames.
+    pub close: u64,
+}
+
+impl Messages {
+    /// Data messages (text and binary).
+    pub fn data(&self) -> u64 {
+        self.text + self.binary
+    }
+
+    /// The counts in [`TYPES`] order.
+    fn by_type(&self) -> [u64; 5] {
+        [self.text, self.binary, self.ping, self.pong, self.close]
+    }
+}
+
+/// What passed one way.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Flow {
+    /// Messages by type.
+    pub messages: Messages,
+    /// Wire bytes written on.
+    pub bytes: u64,
+}
+
 /// What one relayed connection counted, folded in when it ends.
 #[derive(Debug, Default, Clone)]
 pub struct Traffic {
-    /// Messages (data messages, and each control frame) by direction and type.
-    pub messages: [[u64; 5]; 2],
-    /// Wire bytes written by direction.
-    pub bytes: [u64; 2],
+    /// From the client to the backend.
+    pub client_to_backend: Flow,
+    /// From the backend to the client.
+    pub backend_to_client: Flow,
 }
 
 impl Traffic {
-    /// Data messages (text and binary) in direction `d` (0: client to backend).
-    pub fn data_messages(&self, d: usize) -> u64 {
-        self.messages[d][0] + self.messages[d][1]
+    /// The two flows in [`DIRECTIONS`] order.
+    fn flows(&self) -> [&Flow; 2] {
+        [&self.client_to_backend, &self.backend_to_client]
     }
 }
 
@@ -160,13 +196,13 @@ impl RouteStats {
     /// A relayed connection ended: its traffic and the close frames each side sent.
     pub fn closed(&self, traffic: &Traffic, closes: &[(Side, u16)]) {
         self.active.fetch_sub(1, Relaxed);
-        for (d, types) in traffic.messages.iter().enumerate() {
-            for (t, &n) in types.iter().enumerate() {
+        for (d, flow) in traffic.flows().into_iter().enumerate() {
+            for (t, n) in flow.messages.by_type().into_iter().enumerate() {
                 if n > 0 {
                     self.messages[d][t].fetch_add(n, Relaxed);
                 }
             }
-            self.bytes[d].fetch_add(traffic.bytes[d], Relaxed);
+            self.bytes[d].fetch_add(flow.bytes, Relaxed);
         }
         if !closes.is_empty() {
             let mut map = lock(&self.closes);
@@ -380,8 +416,9 @@ mod tests {
         r.handshake(404);
         r.opened();
         let mut t = Traffic::default();
-        t.messages[0][0] = 3;
-        t.bytes = [30, 40];
+        t.client_to_backend.messages.text = 3;
+        t.client_to_backend.bytes = 30;
+        t.backend_to_client.bytes = 40;
         r.closed(&t, &[(Side::Client, 1000), (Side::Gateway, 1001)]);
         r.connected("ws://b:1", Duration::from_millis(3));
         r.auth_failed("expired");

@@ -1,15 +1,20 @@
-//! One direction of a relayed connection: bytes read from one leg are parsed frame by frame,
-//! checked, re-masked in place when they go to the backend, and written to the other leg.
-//! Nothing is reassembled: a frame's payload streams through the buffer in chunks.
+//! One direction of a relayed connection: bytes read from one leg wait in a buffer, are checked
+//! frame by frame ([`frames`]), and are written to the other leg. Nothing is reassembled: a
+//! frame's payload streams through the buffer in chunks. This file is the buffer: what is in
+//! flight, when it grows, shrinks or goes.
+
+mod frames;
 
 use std::time::Instant;
 
 use super::buffer::Buf;
-use super::policy::{DirPolicy, Verdict};
+use super::policy::DirPolicy;
+use super::rules::Message;
 pub use super::rules::Rules;
-use super::rules::{check, Message};
-use super::watch;
-use crate::frame::{apply_mask, check_close_payload, op, parse_header, Utf8Check, Violation};
+use super::side::Side;
+use crate::frame::{Utf8Check, Violation};
+use crate::metrics::Flow;
+use frames::Payload;
 
 /// Largest buffer per direction while data flows (released when the direction is idle).
 pub const BUF: usize = 16 * 1024;
@@ -17,23 +22,6 @@ pub const BUF: usize = 16 * 1024;
 /// Buffer a direction starts with when data arrives: enough for small messages; it grows to
 /// [`BUF`] when a read fills it or a whole frame needs more room.
 pub const SMALL_BUF: usize = 2 * 1024;
-
-/// A frame whose payload is passing through.
-#[derive(Debug)]
-struct Payload {
-    remaining: u64,
-    fin: bool,
-    data: bool,
-    /// Client's masking key and the offset reached in it.
-    unmask: Option<[u8; 4]>,
-    /// Key the gateway masks with towards the backend.
-    remask: Option<[u8; 4]>,
-    offset: usize,
-    /// Check the payload as UTF-8 text.
-    text: bool,
-    /// Index in the buffer where this frame's header starts, while no byte of it was written.
-    start: Option<usize>,
-}
 
 /// What processing the buffered bytes found, for the connection to act on.
 #[derive(Debug, PartialEq, Eq)]
@@ -50,8 +38,8 @@ pub enum Event {
 /// State of one direction.
 #[derive(Debug)]
 pub struct Direction {
-    /// Whether frames come from the client (masked) and go to the backend (re-masked).
-    pub from_client: bool,
+    /// The side it reads from: the client's frames are masked and get re-masked.
+    pub from: Side,
     /// Bytes in flight: `[start..ready)` checked and waiting to be written, `[ready..end)` read
     /// but not yet checked. `None` while idle.
     pub buf: Option<Buf>,
@@ -64,14 +52,11 @@ pub struct Direction {
     frame: Option<Payload>,
     message: Option<Message>,
     utf8: Utf8Check,
-    /// Messages passed so far by type (data messages when complete, control frames each),
-    /// in [`crate::metrics::TYPES`] order: text, binary, ping, pong, close.
-    pub counts: [u64; 5],
-    /// Type of the data message under way (0: text, 1: binary).
-    kind: usize,
-    /// Wire bytes written on.
-    pub bytes: u64,
-    /// The code of the close frame this direction's source sent (1005 when it had none).
+    /// Messages passed so far by type (data messages when complete, control frames each) and
+    /// wire bytes written on.
+    pub flow: Flow,
+    /// The code of the close frame this direction's source sent ([`NO_CODE`](crate::frame::NO_CODE) when it had
+    /// none).
     pub close_code: Option<u16>,
     /// The last read did not fill the buffer: wait for readiness before reading again.
     pub drained: bool,
@@ -89,10 +74,10 @@ pub struct Direction {
 }
 
 impl Direction {
-    /// A direction reading from the client (`from_client`) or the backend.
-    pub fn new(from_client: bool) -> Self {
+    /// The direction reading from `from`.
+    pub fn new(from: Side) -> Self {
         Direction {
-            from_client,
+            from,
             buf: None,
             start: 0,
             ready: 0,
@@ -100,9 +85,7 @@ impl Direction {
             frame: None,
             message: None,
             utf8: Utf8Check::default(),
-            counts: [0; 5],
-            kind: 0,
-            bytes: 0,
+            flow: Flow::default(),
             close_code: None,
             drained: false,
             busy: false,
@@ -111,6 +94,14 @@ impl Direction {
             policy: None,
             want: 0,
         }
+    }
+
+    /// Takes the bytes its source sent before the relay started (with its handshake).
+    pub fn load(&mut self, early: &[u8]) {
+        let mut buf = Buf::new(BUF.max(early.len()));
+        buf[..early.len()].copy_from_slice(early);
+        self.buf = Some(buf);
+        self.end = early.len();
     }
 
     /// Whether the output ends on a frame boundary once `[start..ready)` is written (a
@@ -122,6 +113,11 @@ impl Direction {
     /// Whether no byte is buffered.
     pub fn is_empty(&self) -> bool {
         self.start == self.end
+    }
+
+    /// Whether there is room to read into (a direction without a buffer gets one).
+    pub fn has_room(&self) -> bool {
+        self.end < self.buf.as_ref().map_or(BUF, |b| b.len())
     }
 
     /// Makes room for reading: moves unwritten bytes to the front when the tail is full. A
@@ -181,12 +177,17 @@ impl Direction {
     /// withdrawn.
     pub fn written(&mut self, n: usize) {
         self.start += n;
-        self.bytes += n as u64;
+        self.flow.bytes += n as u64;
         if let Some(p) = self.frame.as_mut() {
             if p.start.is_some_and(|s| s < self.start) {
                 p.start = None;
             }
         }
+    }
+
+    /// Drops what is waiting to be written (its destination is gone).
+    pub fn discard_ready(&mut self) {
+        self.written(self.ready - self.start);
     }
 
     /// Checks and transforms the buffered bytes, up to the first close frame.
@@ -200,204 +201,24 @@ impl Direction {
         forward_close: bool,
         stop: bool,
     ) -> Result<Event, (Violation, bool)> {
-        match self.process_inner(rules, forward_close, stop) {
-            Ok(ev) => Ok(ev),
-            Err(v) => {
-                let clean = match self.frame.take() {
-                    None => true,
-                    Some(Payload { start: Some(s), .. }) => {
-                        self.ready = s;
-                        true
-                    }
-                    Some(_) => false,
-                };
-                self.end = self.ready;
-                Err((v, clean))
-            }
-        }
-    }
-
-    fn process_inner(
-        &mut self,
-        rules: &Rules,
-        forward_close: bool,
-        stop: bool,
-    ) -> Result<Event, Violation> {
-        let Some(buf) = self.buf.as_mut() else {
+        let Some(mut buf) = self.buf.take() else {
             return Ok(Event::None);
         };
-        loop {
-            if let Some(p) = self.frame.as_mut() {
-                let n =
-                    (self.end - self.ready).min(usize::try_from(p.remaining).unwrap_or(usize::MAX));
-                if n == 0 && p.remaining > 0 {
-                    return Ok(Event::None);
+        let processed = self.frames(&mut buf, rules, forward_close, stop);
+        self.buf = Some(buf);
+        processed.map_err(|v| {
+            let clean = match self.frame.take() {
+                None => true,
+                Some(Payload { start: Some(s), .. }) => {
+                    self.ready = s;
+                    true
                 }
-                if !pass_payload(&mut buf[self.ready..self.ready + n], p, &mut self.utf8) {
-                    if p.fin {
-                        return Err(Violation::Utf8);
-                    }
-                    // A non-final fragment: passed on unchecked from here, and the message is
-                    // failed at its final frame at the latest (a backend that checks faster
-                    // shows through, as it would without the gateway).
-                    p.text = false;
-                    if let Some(m) = self.message.as_mut() {
-                        m.invalid = true;
-                    }
-                }
-                self.ready += n;
-                p.remaining -= n as u64;
-                if p.remaining == 0 {
-                    let (fin, data, text) = (p.fin, p.data, p.text);
-                    if fin && data && text && !self.utf8.is_complete() {
-                        // Ends mid code point. The frame stays current, so that `process`
-                        // withdraws it when none of it was written yet.
-                        return Err(Violation::Utf8);
-                    }
-                    self.frame = None;
-                    if fin && data {
-                        self.message = None;
-                        self.utf8.reset();
-                        self.counts[self.kind] += 1;
-                    }
-                }
-                continue;
-            }
-            if stop {
-                return Ok(Event::None);
-            }
-            let at = self.ready;
-            let Some(h) = parse_header(&buf[at..self.end])? else {
-                return Ok(Event::None);
+                Some(_) => false,
             };
-            let mut message = self.message;
-            let text = check(&h, rules, self.from_client, &mut message)?;
-            let total = h.header_len as u64 + h.len;
-            let json = !h.is_control()
-                && message.is_some_and(|m| m.text)
-                && self.policy.as_ref().is_some_and(|p| p.wants_whole_text());
-            let whole = (h.is_control() || text) && total <= BUF as u64 || json;
-            if whole && ((self.end - at) as u64) < total {
-                if json {
-                    self.want = usize::try_from(total).unwrap_or(usize::MAX);
-                }
-                return Ok(Event::None); // wait for the whole frame before passing any of it
-            }
-            if self.from_client
-                && h.opcode == op::PONG
-                && rules.ping_interval.is_some()
-                && watch::is_own_pong(&buf[at..], &h)
-            {
-                // The answer to a gateway ping is the gateway's: the backend never sees it.
-                buf.copy_within(at + total as usize..self.end, at);
-                self.end -= total as usize;
-                self.keepalive_pongs += 1;
-                continue;
-            }
-            // Rates count every frame but a close (pings and pongs too: they cost the other
-            // side as much as data does); the close handshake always passes.
-            if let (true, Some(p)) = (h.opcode != op::CLOSE, self.policy.as_mut()) {
-                if let Verdict::Wait = p.admit(&h, h.opcode != op::CONTINUATION, total)? {
-                    return Ok(Event::None); // throttled: the frame waits in the buffer
-                }
-                if json {
-                    // Whole: the buffer may shrink back once the frame is through.
-                    self.want = 0;
-                    let payload = &buf[at + h.header_len..at + total as usize];
-                    p.text_frame(payload, h.mask, h.fin)?;
-                }
-            }
-            if self.last_frame.is_some() {
-                self.last_frame = Some(Instant::now());
-            }
-            match h.opcode {
-                op::TEXT => self.kind = 0,
-                op::BINARY => self.kind = 1,
-                op::PING => self.counts[2] += 1,
-                op::PONG => self.counts[3] += 1,
-                _ => {}
-            }
-            self.message = message;
-            let remask = h.mask.map(|_| rand::random::<[u8; 4]>());
-            if let Some(k) = remask {
-                buf[at + h.header_len - 4..at + h.header_len].copy_from_slice(&k);
-            }
-            self.ready = at + h.header_len;
-            self.frame = Some(Payload {
-                remaining: h.len,
-                fin: h.fin,
-                data: !h.is_control(),
-                unmask: h.mask,
-                remask,
-                offset: 0,
-                text,
-                start: Some(at),
-            });
-            if h.opcode == op::CLOSE {
-                return self.close_frame(at, h.header_len, h.len as usize, forward_close);
-            }
-        }
+            self.end = self.ready;
+            (v, clean)
+        })
     }
-
-    /// A whole close frame is at `at`: check it, then keep it in the output or withdraw it.
-    /// Input after it is discarded (nothing may follow a close).
-    fn close_frame(
-        &mut self,
-        at: usize,
-        header_len: usize,
-        len: usize,
-        forward: bool,
-    ) -> Result<Event, Violation> {
-        let Some(buf) = self.buf.as_mut() else {
-            return Ok(Event::None);
-        };
-        let payload_at = at + header_len;
-        let Some(p) = self.frame.as_mut() else {
-            return Ok(Event::None);
-        };
-        let mut copy = [0u8; 125];
-        copy[..len].copy_from_slice(&buf[payload_at..payload_at + len]);
-        if let Some(k) = p.unmask {
-            apply_mask(&mut copy[..len], k, 0);
-        }
-        check_close_payload(&copy[..len])?;
-        self.counts[4] += 1;
-        self.close_code = Some(match copy[..len] {
-            [a, b, ..] => u16::from_be_bytes([a, b]),
-            _ => 1005,
-        });
-        if let (Some(k), Some(r)) = (p.unmask, p.remask) {
-            apply_mask(&mut buf[payload_at..payload_at + len], xor(k, r), 0);
-        }
-        self.frame = None;
-        self.ready = if forward { payload_at + len } else { at };
-        self.end = self.ready;
-        Ok(Event::Close { forwarded: forward })
-    }
-}
-
-fn xor(a: [u8; 4], b: [u8; 4]) -> [u8; 4] {
-    [a[0] ^ b[0], a[1] ^ b[1], a[2] ^ b[2], a[3] ^ b[3]]
-}
-
-/// Passes one chunk of payload: unmask/check/remask in place. False if the chunk makes the
-/// text invalid UTF-8.
-fn pass_payload(chunk: &mut [u8], p: &mut Payload, utf8: &mut Utf8Check) -> bool {
-    let ok = match (p.unmask, p.remask) {
-        (Some(k), Some(r)) if p.text => {
-            apply_mask(chunk, k, p.offset);
-            let ok = utf8.feed(chunk);
-            apply_mask(chunk, r, p.offset);
-            ok
-        }
-        (Some(k), Some(r)) => {
-            apply_mask(chunk, xor(k, r), p.offset);
-            true
-        }
-        _ => !p.text || utf8.feed(chunk),
-    };
-    p.offset = (p.offset + chunk.len()) % 4;
-    ok
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! `message_filter` (`allow_types`, `require_json`). A direction without policies holds none of
 //! this (`Option<Box<..>>` left `None`), so the fast path pays one branch per frame header.
 
+use std::fmt;
 use std::pin::Pin;
 use std::task::Context;
 use std::time::{Duration, Instant};
@@ -10,7 +11,6 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 
 use super::json::JsonCheck;
-use super::{Conn, Transport};
 use crate::bucket::{Bucket, Tokens};
 use crate::config::{MessageFilter, OnExceed, RateLimit};
 use crate::frame::{op, Header, Violation};
@@ -23,13 +23,13 @@ pub struct Policy {
     pub messages: Option<Bucket>,
     /// Wire bytes of data frames per second, per direction.
     pub bytes: Option<Bucket>,
-    /// Close with 1008 instead of throttling.
+    /// Close (a [`Violation::Policy`]) instead of throttling.
     pub close: bool,
-    /// Refuse text messages (1003).
+    /// Refuse text messages (a [`Violation::Unsupported`]).
     pub deny_text: bool,
-    /// Refuse binary messages (1003).
+    /// Refuse binary messages (a [`Violation::Unsupported`]).
     pub deny_binary: bool,
-    /// Text messages from the client must be JSON (1007).
+    /// Text messages from the client must be JSON (else a [`Violation::Invalid`]).
     pub require_json: bool,
 }
 
@@ -55,19 +55,29 @@ impl Policy {
 }
 
 /// One direction's policy state.
-#[derive(Debug)]
 pub struct DirPolicy {
     policy: Policy,
     /// The message bucket's settings and level.
     messages: Option<(Bucket, Tokens)>,
     /// The byte bucket's settings and level.
     bytes: Option<(Bucket, Tokens)>,
-    /// Throttled: no new data frame starts before this.
-    pub paused_until: Option<Instant>,
+    /// Throttled: no new frame starts before this.
+    paused_until: Option<Instant>,
+    /// Wakes the connection when `paused_until` comes.
+    resume: Option<Timer>,
     /// The JSON check of the client's text message under way, when it must be JSON.
     json: Option<JsonCheck>,
     /// Checking this direction's text messages as JSON.
     check_json: bool,
+}
+
+impl fmt::Debug for DirPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DirPolicy")
+            .field("policy", &self.policy)
+            .field("paused_until", &self.paused_until)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What a policy says about a data frame about to start.
@@ -86,9 +96,28 @@ impl DirPolicy {
             messages: policy.messages.map(|b| (b, Tokens::full(Instant::now()))),
             bytes: policy.bytes.map(|b| (b, Tokens::full(Instant::now()))),
             paused_until: None,
+            resume: None,
             json: None,
             check_json: from_client && policy.require_json,
         })
+    }
+
+    /// Whether a throttled direction may go on: arms a timer while it may not (so that the
+    /// task wakes when its tokens are back); true once its time has come.
+    pub fn poll_resume(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(until) = self.paused_until else {
+            self.resume = None;
+            return false;
+        };
+        let timer = self
+            .resume
+            .get_or_insert_with(|| Timer::after(until.saturating_duration_since(Instant::now())));
+        if Pin::new(timer).poll(cx).is_ready() {
+            self.resume = None;
+            self.paused_until = None;
+            return true;
+        }
+        false
     }
 
     /// Whether this direction's text frames must be whole in the buffer before passing.
@@ -169,31 +198,5 @@ impl DirPolicy {
         } else {
             Err(Violation::Invalid("invalid JSON"))
         }
-    }
-}
-
-impl<C: Transport, B: Transport> Conn<C, B> {
-    /// Arms a timer for each throttled direction (so that the task wakes when its tokens are
-    /// back), and resumes the ones whose time has come; true if one was resumed.
-    pub(super) fn poll_throttle(&mut self, cx: &mut Context<'_>) -> bool {
-        let mut resumed = false;
-        for i in 0..2 {
-            let Some(until) = self.dirs[i].policy.as_ref().and_then(|p| p.paused_until) else {
-                self.throttle[i] = None;
-                continue;
-            };
-            let timer = self.throttle[i].get_or_insert_with(|| {
-                Timer::after(until.saturating_duration_since(Instant::now()))
-            });
-            if Pin::new(timer).poll(cx).is_ready() {
-                self.throttle[i] = None;
-                if let Some(p) = self.dirs[i].policy.as_mut() {
-                    p.paused_until = None;
-                }
-                self.process(i);
-                resumed = true;
-            }
-        }
-        resumed
     }
 }

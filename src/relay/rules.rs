@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::policy::Policy;
+use super::side::{Both, Side};
 use crate::frame::{op, Header, Violation};
 
 /// Limits and negotiated extensions that shape the checks.
@@ -11,8 +12,8 @@ use crate::frame::{op, Header, Violation};
 pub struct Rules {
     /// Largest frame payload.
     pub max_frame: u64,
-    /// Largest message (sum of its frames' payloads): client to backend, backend to client.
-    pub max_message: [u64; 2],
+    /// Largest message (sum of its frames' payloads) each side may send.
+    pub max_message: Both<u64>,
     /// permessage-deflate was negotiated: RSV1 may be set on a message's first frame.
     pub deflate: bool,
     /// `limits.idle_timeout_ms`.
@@ -21,14 +22,19 @@ pub struct Rules {
     pub ping_interval: Option<Duration>,
     /// The route's message policies (`None`: the fast path).
     pub policy: Option<Policy>,
-    /// When the connection's token expires (it is then closed with 1008).
+    /// When the connection's token expires (then both legs get
+    /// [`GatewayClose::TokenExpired`](crate::error::GatewayClose::TokenExpired)).
     pub expires: Option<Instant>,
 }
 
 /// A data message in progress.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Message {
+    /// Its payload is checked as UTF-8 (text, not compressed).
     pub text: bool,
+    /// A binary message (else text), for the counters.
+    pub binary: bool,
+    /// Payload bytes so far.
     pub len: u64,
     /// A fragment was found not to be UTF-8.
     pub invalid: bool,
@@ -39,9 +45,10 @@ pub(super) struct Message {
 pub(super) fn check(
     h: &Header,
     rules: &Rules,
-    from_client: bool,
+    from: Side,
     message: &mut Option<Message>,
 ) -> Result<bool, Violation> {
+    let from_client = from == Side::Client;
     if from_client && h.mask.is_none() {
         return Err(Violation::Protocol("unmasked frame from the client"));
     }
@@ -66,10 +73,16 @@ pub(super) fn check(
         }
         return Ok(false);
     }
+    data_frame(h, rules.max_message[from], message)
+}
+
+/// A data frame's place in its message (a message of at most `max` bytes); returns whether
+/// its payload must be checked as UTF-8.
+fn data_frame(h: &Header, max: u64, message: &mut Option<Message>) -> Result<bool, Violation> {
     let text = match (h.opcode, message.as_mut()) {
         (op::CONTINUATION, Some(m)) => {
             m.len += h.len;
-            if m.len > rules.max_message[usize::from(!from_client)] {
+            if m.len > max {
                 return Err(Violation::TooBig("message too big"));
             }
             if m.invalid && h.fin {
@@ -81,13 +94,14 @@ pub(super) fn check(
             return Err(Violation::Protocol("continuation frame without a message"))
         }
         (op::TEXT | op::BINARY, None) => {
-            if h.len > rules.max_message[usize::from(!from_client)] {
+            if h.len > max {
                 return Err(Violation::TooBig("message too big"));
             }
             // A compressed text message is checked by the peer after inflating it.
             let text = h.opcode == op::TEXT && h.rsv & 0x40 == 0;
             *message = Some(Message {
                 text,
+                binary: h.opcode == op::BINARY,
                 len: h.len,
                 invalid: false,
             });

@@ -1,17 +1,21 @@
 //! What ends a connection from outside its frames, watched on every wake-up without a cost
-//! per frame: `limits.idle_timeout_ms` (nothing arrives), `limits.ping_interval_ms` (the client
-//! stops answering the gateway's pings), the gateway's graceful shutdown (all 1001 on both
-//! legs), and the token's expiry (1008). Each goes through the normal close handshake; the
-//! timers are armed only when configured.
+//! per frame: the gateway's graceful shutdown, the token's expiry, `limits.idle_timeout_ms`
+//! (nothing arrives) and `limits.ping_interval_ms` (the client stops answering the gateway's
+//! pings). Each is an [`Alarm`] for [`super::conn`], which closes both legs through the normal
+//! close handshake ([`GatewayClose`] says with what). The timers exist only when configured,
+//! in a box of their own: a connection without them holds none.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::task::Context;
 use std::time::Instant;
 
-use super::{Conn, Transport, BACKEND, CLIENT};
+use super::direction::{Direction, Rules};
+use super::leg::Leg;
+use super::side::Both;
 use crate::drain::Watcher;
-use crate::frame::{apply_mask, Header};
+use crate::error::GatewayClose;
+use crate::frame::{apply_mask, op, Header};
 use crate::reactor::Timer;
 
 /// The payload of the gateway's pings; a client's pong carrying it is the gateway's answer.
@@ -30,106 +34,140 @@ pub(super) fn is_own_pong(frame: &[u8], h: &Header) -> bool {
     &payload == TOKEN
 }
 
-/// The keepalive timers of one connection.
-#[derive(Default)]
+/// The gateway's keepalive ping (to the client: unmasked).
+pub(super) fn ping_frame() -> Vec<u8> {
+    let mut ping = vec![0x80 | op::PING, TOKEN.len() as u8];
+    ping.extend_from_slice(TOKEN);
+    ping
+}
+
+/// What the watch asks of the connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Alarm {
+    /// Close both legs with this.
+    Close(GatewayClose),
+    /// Close both legs with this, and read no more from the client: it is presumed gone, its
+    /// close is not waited for.
+    Abandon(GatewayClose),
+    /// Write the gateway's ping to the client.
+    Ping,
+}
+
+/// What one connection watches.
 pub(super) struct Watch {
+    /// The gateway's shutdown.
+    drain: Option<Watcher>,
+    /// The configured timers (`None`: none is).
+    timers: Option<Box<Timers>>,
+}
+
+/// The timers a connection's config asks for.
+struct Timers {
     idle: Option<Timer>,
     ping: Option<Timer>,
     /// Pings sent since the last answer.
     unanswered: u32,
     /// Answers counted so far.
     pongs: u64,
-    /// The gateway's shutdown: when it begins, both legs get 1001.
-    pub(super) drain: Option<Watcher>,
-    /// The token's expiry: then both legs get 1008.
     expiry: Option<Timer>,
 }
 
-impl<C: Transport, B: Transport> Conn<C, B> {
-    /// Starts the timers the config asks for.
-    pub(super) fn start_watch(&mut self) {
-        if let Some(idle) = self.rules.idle_timeout {
-            let now = Some(Instant::now());
-            self.dirs[CLIENT].last_frame = now;
-            self.dirs[BACKEND].last_frame = now;
-            self.watch.idle = Some(Timer::after(idle));
-        }
-        if let Some(every) = self.rules.ping_interval {
-            self.watch.ping = Some(Timer::after(every));
-        }
-        if let Some(at) = self.rules.expires {
-            self.watch.expiry = Some(Timer::after(at.saturating_duration_since(Instant::now())));
+impl Watch {
+    /// Watches `drain`, and starts the timers `rules` ask for.
+    pub(super) fn new(rules: &Rules, drain: Option<Watcher>) -> Watch {
+        let timers = Timers {
+            idle: rules.idle_timeout.map(Timer::after),
+            ping: rules.ping_interval.map(Timer::after),
+            unanswered: 0,
+            pongs: 0,
+            expiry: rules
+                .expires
+                .map(|at| Timer::after(at.saturating_duration_since(Instant::now()))),
+        };
+        let any = timers.idle.is_some() || timers.ping.is_some() || timers.expiry.is_some();
+        Watch {
+            drain,
+            timers: any.then(|| Box::new(timers)),
         }
     }
 
-    /// Runs the timers: re-arms the idle timer while frames arrive, sends pings, and closes
-    /// the connection when it is idle or the client stopped answering.
-    pub(super) fn poll_watch(&mut self, cx: &mut Context<'_>) {
-        if let Some(w) = self.watch.drain.as_mut() {
+    /// The first alarm due, if any; the connection acts on it and asks again. Re-arms the idle
+    /// timer while frames arrive (`dirs`' `last_frame`), and the ping timer; a ping is sent only
+    /// when the `client` leg can take it.
+    pub(super) fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        rules: &Rules,
+        dirs: &Both<Direction>,
+        client: &Leg,
+    ) -> Option<Alarm> {
+        if let Some(w) = self.drain.as_mut() {
             if w.poll_begun(cx) {
-                self.watch.drain = None;
-                self.close_both("gateway shutting down");
+                self.drain = None;
+                return Some(Alarm::Close(GatewayClose::Shutdown));
             }
         }
-        if let Some(t) = self.watch.expiry.as_mut() {
-            if Pin::new(t).poll(cx).is_ready() {
-                self.watch.expiry = None;
-                self.close_both_with(1008, "token expired");
-            }
+        let t = self.timers.as_mut()?;
+        if fired(&mut t.expiry, cx) {
+            t.expiry = None;
+            return Some(Alarm::Close(GatewayClose::TokenExpired));
         }
-        if let (Some(idle), Some(t)) = (self.rules.idle_timeout, self.watch.idle.as_mut()) {
-            if Pin::new(t).poll(cx).is_ready() {
-                let last = self.dirs.iter().filter_map(|d| d.last_frame).max();
-                let quiet = last.map_or(idle, |l| l.elapsed());
-                if quiet >= idle {
-                    self.watch.idle = None;
-                    self.close_both("idle timeout");
-                } else {
-                    let mut next = Timer::after(idle - quiet);
-                    let _ = Pin::new(&mut next).poll(cx);
-                    self.watch.idle = Some(next);
-                }
+        if let (Some(idle), true) = (rules.idle_timeout, fired(&mut t.idle, cx)) {
+            let last = [&dirs.client, &dirs.backend]
+                .iter()
+                .filter_map(|d| d.last_frame)
+                .max();
+            let quiet = last.map_or(idle, |l| l.elapsed());
+            if quiet >= idle {
+                t.idle = None;
+                return Some(Alarm::Close(GatewayClose::Idle));
             }
+            t.idle = Some(armed(idle - quiet, cx));
         }
-        if let (Some(every), Some(t)) = (self.rules.ping_interval, self.watch.ping.as_mut()) {
-            if Pin::new(t).poll(cx).is_ready() {
-                let pongs = self.dirs[CLIENT].keepalive_pongs;
-                if pongs != self.watch.pongs {
-                    self.watch.pongs = pongs;
-                    self.watch.unanswered = 0;
-                }
-                if self.watch.unanswered >= 2 {
-                    self.watch.ping = None;
-                    self.close_both("ping timeout");
-                    // The client is presumed gone: its close is not waited for.
-                    self.legs[CLIENT].done_reading = true;
-                    return;
-                }
-                let leg = &mut self.legs[CLIENT];
-                if leg.inject.is_none() && !leg.close_out && !leg.dead {
-                    let mut ping = vec![0x89, TOKEN.len() as u8];
-                    ping.extend_from_slice(TOKEN);
-                    leg.inject = Some((ping, 0));
-                    self.watch.unanswered += 1;
-                }
-                let mut next = Timer::after(every);
-                let _ = Pin::new(&mut next).poll(cx);
-                self.watch.ping = Some(next);
-            }
+        if let (Some(every), true) = (rules.ping_interval, fired(&mut t.ping, cx)) {
+            return t.ping(every, cx, dirs.client.keepalive_pongs, client);
         }
+        None
     }
+}
 
-    /// Closes both legs with 1001 `why`, through the normal close handshake.
-    pub(super) fn close_both(&mut self, why: &'static str) {
-        self.close_both_with(1001, why);
+impl Timers {
+    /// The ping timer fired: the client answered since the last time (`pongs` so far), or it
+    /// gets another ping, or, after two unanswered, it is presumed gone.
+    fn ping(
+        &mut self,
+        every: std::time::Duration,
+        cx: &mut Context<'_>,
+        pongs: u64,
+        client: &Leg,
+    ) -> Option<Alarm> {
+        if pongs != self.pongs {
+            self.pongs = pongs;
+            self.unanswered = 0;
+        }
+        if self.unanswered >= 2 {
+            self.ping = None;
+            return Some(Alarm::Abandon(GatewayClose::PingTimeout));
+        }
+        self.ping = Some(armed(every, cx));
+        if client.open_for_frame() {
+            self.unanswered += 1;
+            return Some(Alarm::Ping);
+        }
+        None
     }
+}
 
-    /// Closes both legs with `code` and `why`, through the normal close handshake.
-    pub(super) fn close_both_with(&mut self, code: u16, why: &'static str) {
-        log::debug!("closing: {why}");
-        self.summary.errors.push(why.to_string());
-        self.start_grace();
-        self.queue_close(CLIENT, code, why);
-        self.queue_close(BACKEND, code, why);
-    }
+/// Whether `timer` is set and has fired.
+fn fired(timer: &mut Option<Timer>, cx: &mut Context<'_>) -> bool {
+    timer
+        .as_mut()
+        .is_some_and(|t| Pin::new(t).poll(cx).is_ready())
+}
+
+/// A timer for `after` from now, registered with this task.
+fn armed(after: std::time::Duration, cx: &mut Context<'_>) -> Timer {
+    let mut next = Timer::after(after);
+    let _ = Pin::new(&mut next).poll(cx);
+    next
 }

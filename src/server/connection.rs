@@ -21,7 +21,7 @@ use crate::metrics::RouteStats;
 use crate::net::Stream;
 use crate::plural::count;
 use crate::reactor::Timer;
-use crate::relay::{self, Policy, Rules};
+use crate::relay::{self, Both, Label, Policy, Rules};
 use crate::route;
 use crate::upstream::{self, ClientSide};
 
@@ -79,21 +79,18 @@ pub(super) async fn serve(
     let stats = &gen.stats[o.at];
     stats.opened();
     let rules = rules(config, &config.routes[o.at], o.deflate, o.expires);
-    let (client_early, backend, backend_early) = (o.client_early, o.backend, o.backend_early);
-    let summary = relay::run(
-        stream,
-        client_early,
-        backend,
-        backend_early,
-        rules,
-        Some(watch),
-    )
-    .await;
+    let early = Both {
+        client: o.client_early,
+        backend: o.backend_early,
+    };
+    let label = Label { id, peer };
+    let summary = relay::run(stream, o.backend, early, rules, Some(watch), label).await;
     stats.closed(&summary.traffic, &summary.closes);
+    let traffic = &summary.traffic;
     log::debug!(
         "conn {id} {peer}: closed; {} to backend, {} to client{}",
-        count(summary.traffic.data_messages(0) as usize, "message"),
-        summary.traffic.data_messages(1),
+        count(traffic.client_to_backend.messages.data() as usize, "message"),
+        traffic.backend_to_client.messages.data(),
         if summary.errors.is_empty() {
             String::new()
         } else {
@@ -128,10 +125,10 @@ fn rules(config: &Config, route: &Route, deflate: bool, expires: Option<Instant>
     let max = |side: Option<usize>| side.map_or(global, |n| n as u64);
     Rules {
         max_frame: limits.max_frame_bytes as u64,
-        max_message: [
-            max(filter.and_then(|f| f.max_up)),
-            max(filter.and_then(|f| f.max_down)),
-        ],
+        max_message: Both {
+            client: max(filter.and_then(|f| f.max_up)),
+            backend: max(filter.and_then(|f| f.max_down)),
+        },
         deflate,
         idle_timeout: limits.idle_timeout,
         ping_interval: limits.ping_interval,

@@ -194,8 +194,9 @@ impl Gateway {
     }
 
     /// Begins a graceful shutdown: the listening socket stops listening (new connects are
-    /// refused), and every connection is told to close (1001 on both legs once relayed, 503
-    /// before its 101).
+    /// refused), and every connection is told to close
+    /// ([`GatewayClose::Shutdown`](crate::error::GatewayClose::Shutdown) on both legs once
+    /// relayed, [`Error::ShuttingDown`](crate::error::Error::ShuttingDown) before its 101).
     pub fn begin_shutdown(&self) {
         self.drain.begin();
         // On Linux, shutting down a listening socket's read side stops it listening.

@@ -535,10 +535,12 @@ impl GatewayProcess {
         None
     }
 
-    /// Stops the process (SIGTERM, then SIGKILL if it is not gone within 20 s) and returns
-    /// every stderr line not read yet.
+    /// Stops the process (SIGTERM unless it has exited, then SIGKILL if it is not gone within
+    /// 20 s) and returns every stderr line not read yet.
     pub fn stop_and_collect(mut self) -> Vec<String> {
-        self.signal(rustix::process::Signal::TERM);
+        if self.child.try_wait().expect("try_wait").is_none() {
+            self.signal(rustix::process::Signal::TERM);
+        }
         if self.wait_exit(Duration::from_secs(20)).is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::relay::policy::{DirPolicy, Policy};
+use crate::relay::side::Both;
 
 /// A client direction checking text messages as JSON, with 4 MiB limits.
 fn json_direction() -> (Direction, Rules) {
@@ -12,14 +13,17 @@ fn json_direction() -> (Direction, Rules) {
     };
     let rules = Rules {
         max_frame: 4 << 20,
-        max_message: [4 << 20; 2],
+        max_message: Both {
+            client: 4 << 20,
+            backend: 4 << 20,
+        },
         deflate: false,
         idle_timeout: None,
         ping_interval: None,
         policy: Some(policy),
         expires: None,
     };
-    let mut d = Direction::new(true);
+    let mut d = Direction::new(Side::Client);
     d.policy = Some(DirPolicy::new(policy, true));
     (d, rules)
 }
@@ -86,7 +90,7 @@ fn a_large_json_frame_is_held_whole_once_then_the_buffer_shrinks_back() {
         input.extend(text_frame(format!(r#"{{"n": {i}}}"#).as_bytes()));
     }
     let largest = pump(&mut d, &rules, &input, 64 * 1024).expect("valid JSON passes");
-    assert_eq!(d.counts[0], 201, "text messages passed");
+    assert_eq!(d.flow.messages.text, 201, "text messages passed");
     assert!(
         largest <= frame + BUF,
         "held {largest} bytes for a {frame}-byte frame"
@@ -109,5 +113,5 @@ fn a_large_frame_that_is_not_json_is_refused_before_any_of_it_passes() {
     let input = text_frame(bad.as_bytes());
     let refused = pump(&mut d, &rules, &input, 64 * 1024);
     assert!(matches!(refused, Err(Violation::Invalid(_))), "{refused:?}");
-    assert_eq!(d.bytes, 0, "bytes of the invalid frame passed");
+    assert_eq!(d.flow.bytes, 0, "bytes of the invalid frame passed");
 }
