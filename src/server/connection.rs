@@ -89,7 +89,10 @@ pub(super) async fn serve(
     let traffic = &summary.traffic;
     log::debug!(
         "conn {id} {peer}: closed; {} to backend, {} to client{}",
-        count(traffic.client_to_backend.messages.data() as usize, "message"),
+        count(
+            traffic.client_to_backend.messages.data() as usize,
+            "message"
+        ),
         traffic.backend_to_client.messages.data(),
         if summary.errors.is_empty() {
             String::new()
