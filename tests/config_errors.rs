@@ -175,12 +175,7 @@ fn config(extra: &str) -> String {
 }
 
 #[test]
-#[cfg(all(
-    feature = "admin",
-    feature = "tls-listener",
-    feature = "tls-backend",
-    feature = "jwt-asymmetric"
-))]
+#[cfg(full)]
 fn every_problem_is_printed_including_key_and_ca_files() {
     let dir = TempDir::new();
     dir.put("not-a-key.pem", "hello, I am not a key\n");

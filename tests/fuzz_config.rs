@@ -400,7 +400,7 @@ proptest! {
     }
 
     #[test]
-    #[cfg(all(feature = "admin", feature = "tls-listener", feature = "tls-backend", feature = "jwt-asymmetric"))]
+    #[cfg(full)]
     fn valid_configs_load((v, expect) in valid_config()) {
         let text = v.to_string();
         let Some(loaded) = check_parse(&text)? else {

@@ -3,15 +3,7 @@
 //! a route's per-address table, while a victim on the same one-worker gateway keeps its
 //! service.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code, unused_imports)
-)]
+#![cfg_attr(not(full), allow(dead_code, unused_imports))]
 
 mod common;
 
@@ -158,12 +150,7 @@ fn check_cost(config_json: &str, token: &str) -> Duration {
 }
 
 #[test]
-#[cfg(all(
-    feature = "admin",
-    feature = "tls-listener",
-    feature = "tls-backend",
-    feature = "jwt-asymmetric"
-))]
+#[cfg(full)]
 fn forged_tokens_over_the_handshake_rate_cost_no_signature_check() {
     let json = es256_config(start_echo());
     let token = forged_es256();

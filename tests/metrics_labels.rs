@@ -1,15 +1,7 @@
 //! Metric labels a client can choose are bounded: its close codes are counted by range, so no
 //! client can add series to `/metrics` at will. Real binary, real admin listener.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code, unused_imports)
-)]
+#![cfg_attr(not(full), allow(dead_code, unused_imports))]
 
 mod common;
 

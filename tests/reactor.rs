@@ -2,15 +2,7 @@
 //! from other threads, and the async-io fallback outside a worker thread. Real sockets on
 //! 127.0.0.1:0.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code, unused_imports)
-)]
+#![cfg_attr(not(full), allow(dead_code, unused_imports))]
 
 mod common;
 

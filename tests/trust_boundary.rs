@@ -3,15 +3,7 @@
 //! token; the backend's view is compared with what the client sent. Real gateway, real
 //! backend, real sockets.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code, unused_imports)
-)]
+#![cfg_attr(not(full), allow(dead_code, unused_imports))]
 
 mod common;
 

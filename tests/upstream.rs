@@ -2,15 +2,7 @@
 //! sees of the backend's answer, and how each way a backend can fail before the upgrade reaches
 //! the client. Real gateway, real backends (plain and TLS), real clients, all on port 0.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code, unused_imports)
-)]
+#![cfg_attr(not(full), allow(dead_code, unused_imports))]
 
 mod common;
 

@@ -1,14 +1,6 @@
 //! Unit tests of token extraction and validation.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code)
-)]
+#![cfg_attr(not(full), allow(dead_code))]
 use super::*;
 use crate::config::{Jwt, KeySource};
 use serde_json::json;

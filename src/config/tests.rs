@@ -1,15 +1,7 @@
 //! Table-driven tests of config parsing and validation: every problem is one line naming where
 //! it is (router index, its external_path, the field), and all of them are reported at once.
 // Helpers of the tests a build without every feature leaves out.
-#![cfg_attr(
-    not(all(
-        feature = "admin",
-        feature = "tls-listener",
-        feature = "tls-backend",
-        feature = "jwt-asymmetric"
-    )),
-    allow(dead_code)
-)]
+#![cfg_attr(not(full), allow(dead_code))]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -1621,12 +1613,7 @@ fn the_jwt_secret_never_shows_in_debug_output() {
 /// A build without a feature refuses the config that asks for it, naming the feature (the edge
 /// build: `--no-default-features`).
 #[test]
-#[cfg(not(all(
-    feature = "admin",
-    feature = "tls-listener",
-    feature = "tls-backend",
-    feature = "jwt-asymmetric"
-)))]
+#[cfg(not(full))]
 fn a_build_without_a_feature_refuses_what_needs_it_and_names_the_feature() {
     let mut cases: Vec<(Value, &str)> = Vec::new();
     if !cfg!(feature = "admin") {

@@ -24,12 +24,7 @@ fn refused_with(what: &str, edit: Edit, want: &str) -> Vec<String> {
 }
 
 #[test]
-#[cfg(all(
-    feature = "admin",
-    feature = "tls-listener",
-    feature = "tls-backend",
-    feature = "jwt-asymmetric"
-))]
+#[cfg(full)]
 fn a_misspelt_field_at_any_level_is_an_error_suggesting_the_known_one() {
     // (the misspelt field's path, the edit that puts it there, the field meant)
     let r = "routers[0] (/ws/chat): ";
