@@ -2,7 +2,7 @@
 //! reason that fits in a close frame.
 
 use super::*;
-use crate::frame::{check_close_payload, parse_header};
+use crate::frame::{check_close_payload, parse_header, Violation};
 
 #[test]
 fn every_gateway_close_is_a_valid_close_frame() {
