@@ -13,7 +13,12 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_kairos-gateway");
+/// The command-line harness (only its environment cleaning and `BIN` are used here).
+#[allow(dead_code)]
+#[path = "common/cli.rs"]
+mod cli;
+
+use cli::BIN;
 
 /// The longest a `--check` may take, whatever the input.
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -71,14 +76,7 @@ fn check_with(wrap: &[&str], config: &Path) -> Run {
         cmd.arg(BIN);
     }
     cmd.arg("--check").arg("--config").arg(config);
-    for var in [
-        "KAIROS_CONFIG_PATH",
-        "KAIROS_HOST",
-        "KAIROS_PORT",
-        "RUST_LOG",
-    ] {
-        cmd.env_remove(var);
-    }
+    cli::clean_env(&mut cmd);
     let mut child = cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

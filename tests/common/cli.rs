@@ -47,9 +47,9 @@ impl Drop for Temp {
     }
 }
 
-/// The binary with an environment that does not leak from the one running the tests.
-pub fn gateway() -> Command {
-    let mut cmd = Command::new(BIN);
+/// Removes from `cmd` the variables the gateway reads, so that none leaks from the
+/// environment running the tests.
+pub fn clean_env(cmd: &mut Command) -> &mut Command {
     for var in [
         "KAIROS_CONFIG_PATH",
         "KAIROS_HOST",
@@ -58,7 +58,13 @@ pub fn gateway() -> Command {
     ] {
         cmd.env_remove(var);
     }
-    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// The binary with an environment that does not leak from the one running the tests.
+pub fn gateway() -> Command {
+    let mut cmd = Command::new(BIN);
+    clean_env(&mut cmd).stdin(Stdio::null());
     cmd
 }
 
