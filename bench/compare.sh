@@ -8,7 +8,8 @@
 # environment (defaults in brackets; --quick changes the ones marked *):
 #   ROUNDS           rounds of every workload against every target, at least 2 [2; *1]
 #   DURATION         seconds per load run [10; *2]
-#   GATEWAY_WORKERS  the gateway's "workers" (nginx always has one worker) [1]
+#   GATEWAY_WORKERS  the gateway's "workers" [1]
+#   NGINX_WORKERS    nginx's worker_processes (CPU and RSS are summed over them) [1]
 #   LOADGEN_THREADS  the load generator's executor threads [1]
 #   HOLD_SIZES       idle connection counts for the hold runs ["2000 10000"; *"500 2000"]
 #   KEEP_RUNDIR      1: keep the run directory (logs, raw results) even on success [0]
@@ -36,6 +37,7 @@ else
   fi
 fi
 GATEWAY_WORKERS=${GATEWAY_WORKERS:-1}
+NGINX_WORKERS=${NGINX_WORKERS:-1}
 LOADGEN_THREADS=${LOADGEN_THREADS:-1}
 KEEP_RUNDIR=${KEEP_RUNDIR:-0}
 
@@ -103,7 +105,7 @@ cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2> /dev/null; done
   for p in "${pids[@]}"; do wait "$p" 2> /dev/null; done
   # nginx's worker goes with its master; in case the master was gone first:
-  [ -n "${nginx_worker:-}" ] && kill "$nginx_worker" 2> /dev/null
+  [ -n "${nginx_worker:-}" ] && kill $nginx_worker 2> /dev/null
   if [ $rc -eq 0 ] && [ "$KEEP_RUNDIR" != 1 ]; then
     rm -rf "$rundir"
   else
@@ -176,7 +178,15 @@ machine_busy_ticks() {
   echo $((f[1] + f[2] + f[3] + f[6] + f[7]))
 }
 
-rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2> /dev/null || echo 0; }
+# VmRSS of the given processes, summed, in KiB.
+rss_kb() {
+  local p sum=0 kb
+  for p in "$@"; do
+    kb=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2> /dev/null) || kb=0
+    sum=$((sum + ${kb:-0}))
+  done
+  echo "$sum"
+}
 
 children_of() { # PID: its child processes
   local s line f
@@ -231,6 +241,7 @@ mkdir -p "$rundir/nginx"
 for d in client_body proxy fastcgi uwsgi scgi; do mkdir -p "$rundir/nginx/$d"; done
 sed -e "s|@RUNDIR@|$rundir/nginx|g" -e "s|@PORT@|$nginx_port|g" \
   -e "s|@BACKEND_PORT@|$echo_port|g" -e "s|@NOFILE@|$nofile|g" \
+  -e "s|@WORKERS@|$NGINX_WORKERS|g" \
   bench/nginx.conf > "$rundir/nginx/nginx.conf"
 nginx_args=(-p "$rundir/nginx/" -c "$rundir/nginx/nginx.conf" -e "$rundir/nginx/error.log")
 "$NGINX" -t -q "${nginx_args[@]}" || { echo "compare.sh: nginx rejects its config" >&2; exit 1; }
@@ -240,11 +251,12 @@ start_nginx() {
   nginx_pid=$!
   pids+=("$nginx_pid")
   wait_for_port "$nginx_port" || { echo "nginx did not start:" >&2; cat "$rundir/nginx/error.log" >&2; exit 1; }
+  # nginx_worker: its worker processes, space-separated.
   nginx_worker=
   local deadline=$((SECONDS + 10))
-  while [ -z "$nginx_worker" ] && [ $SECONDS -lt $deadline ]; do
-    nginx_worker=$(children_of "$nginx_pid" | head -n1)
-    [ -n "$nginx_worker" ] || sleep 0.05
+  while [ "$(echo $nginx_worker | wc -w)" -lt "$NGINX_WORKERS" ] && [ $SECONDS -lt $deadline ]; do
+    nginx_worker=$(children_of "$nginx_pid" | tr '\n' ' ')
+    [ "$(echo $nginx_worker | wc -w)" -ge "$NGINX_WORKERS" ] || sleep 0.05
   done
   [ -n "$nginx_worker" ] || { echo "compare.sh: no nginx worker process" >&2; exit 1; }
 }
@@ -252,16 +264,16 @@ start_nginx() {
 stop_nginx() {
   stop_pid "$nginx_pid"
   # The worker exits with its master; make sure before the port is reused.
-  while kill -0 "$nginx_worker" 2> /dev/null; do sleep 0.05; done
+  while kill -0 $nginx_worker 2> /dev/null; do sleep 0.05; done
 }
 
-log "starting the echo backend, the gateway ($GATEWAY_WORKERS worker(s)) and nginx (1 worker)"
+log "starting the echo backend, the gateway ($GATEWAY_WORKERS worker(s)) and nginx ($NGINX_WORKERS worker(s))"
 start_echo
 start_gateway
 start_nginx
 sleep 0.5
 gateway_idle_rss=$(rss_kb "$gateway_pid")
-nginx_idle_rss=$(rss_kb "$nginx_worker")
+nginx_idle_rss=$(rss_kb $nginx_worker)
 echo_idle_rss=$(rss_kb "$echo_pid")
 binary_size=$(stat -c %s "$gateway_bin")
 if command -v strip > /dev/null; then
@@ -270,7 +282,7 @@ if command -v strip > /dev/null; then
 else
   stripped_size=$binary_size
 fi
-log "echo backend :$echo_port, gateway :$gateway_port, nginx :$nginx_port (worker $nginx_worker)"
+log "echo backend :$echo_port, gateway :$gateway_port, nginx :$nginx_port (workers $nginx_worker)"
 
 url_of() {
   case $1 in
@@ -377,7 +389,7 @@ run_hold() { # workload target round
   # A fresh process, so that "before" is its idle size and the growth is all this run's.
   restart "$t"
   sleep 0.5
-  before=$(rss_kb "$(rss_pid_of "$t")")
+  before=$(rss_kb $(rss_pid_of "$t"))
   rm -f "$rundir/hold.fifo"
   mkfifo "$rundir/hold.fifo"
   # The load generator holds until its stdin (this fifo) closes, i.e. until RSS is read.
@@ -388,7 +400,7 @@ run_hold() { # workload target round
   exec 9> "$rundir/hold.fifo"
   if wait_for_line "$out.out" '^HELD [0-9]+' $((60 + n / 50)) "$lg" > /dev/null; then
     sleep 0.5
-    after=$(rss_kb "$(rss_pid_of "$t")")
+    after=$(rss_kb $(rss_pid_of "$t"))
   else
     after=0
     echo "hold $n via $t: no HELD line" >> "$notes"
@@ -417,14 +429,15 @@ done
 # --- the table ----------------------------------------------------------------------------------
 cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)
 mkdir -p bench/results
-export B_DATE B_COMMIT B_CMD B_SETTINGS B_MACHINE B_NGINX B_IDLE B_BINARY
+export B_DATE B_COMMIT B_CMD B_SETTINGS B_MACHINE B_NGINX B_NGINX_WORKERS B_IDLE B_BINARY
 B_DATE=$(date -u +"%Y-%m-%d %H:%M UTC")
 B_COMMIT=$commit
 B_CMD=bench/compare.sh
 if [ $quick = 1 ]; then B_CMD="$B_CMD --quick"; fi
-B_SETTINGS="ROUNDS=$ROUNDS, DURATION=${DURATION}s, GATEWAY_WORKERS=$GATEWAY_WORKERS, LOADGEN_THREADS=$LOADGEN_THREADS, ulimit -n $nofile"
+B_SETTINGS="ROUNDS=$ROUNDS, DURATION=${DURATION}s, GATEWAY_WORKERS=$GATEWAY_WORKERS, NGINX_WORKERS=$NGINX_WORKERS, LOADGEN_THREADS=$LOADGEN_THREADS, ulimit -n $nofile"
 B_MACHINE="$(nproc) CPUs ($cpu_model), $(awk '/^MemTotal/ { printf "%.0f GiB", $2/1048576 }' /proc/meminfo), Linux $(uname -r)"
 B_NGINX=$nginx_version
+B_NGINX_WORKERS=$NGINX_WORKERS
 B_IDLE="gateway idle RSS at start: $gateway_idle_rss KiB (nginx worker: $nginx_idle_rss KiB, echo backend: $echo_idle_rss KiB)"
 B_BINARY="gateway release binary: $binary_size bytes; stripped: $stripped_size bytes"
 python3 - "$results" "$notes" bench/results/latest.md << 'PY'
@@ -579,7 +592,7 @@ E = os.environ
 header = f"""# kairos-gateway benchmark
 
 {E["B_DATE"]}, commit {E["B_COMMIT"]}, `{E["B_CMD"]}`: {E["B_SETTINGS"]}.
-Machine: {E["B_MACHINE"]}. nginx {E["B_NGINX"]} (1 worker).
+Machine: {E["B_MACHINE"]}. nginx {E["B_NGINX"]} ({E["B_NGINX_WORKERS"]} worker(s)).
 
 Medians across rounds (other processes CPU: the highest round). CPU and RSS are the proxy's
 (nginx: CPU of master + worker, RSS of the worker); in the direct column they are the echo

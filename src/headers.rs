@@ -3,63 +3,83 @@
 //! the hop-by-hop ones. `config` asks [`reserved_for_claims`] to refuse `forward_claims` names
 //! the gateway owns. Imports nothing of the crate.
 
-/// Hop-by-hop and framing headers (RFC 9110 7.6.1, 6.4 and 10.1.1), and the ones the gateway
-/// writes itself on each leg. `Proxy-*` is matched by prefix in [`hop_or_owned`].
-const NEVER_FORWARDED: &[&str] = &[
-    "connection",
-    "keep-alive",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "content-length",
-    "expect",
-    "upgrade",
-    "host",
-    "sec-websocket-key",
-    "sec-websocket-version",
-    "sec-websocket-accept",
-    "sec-websocket-extensions",
-];
+/// Whether `name` starts with `prefix` (lowercase), in any case.
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+}
 
-/// A header (lowercase name) that never goes from one leg to the other as it is: hop-by-hop,
-/// framing, `Expect`, any `Proxy-*`, or one the gateway sets on each leg itself.
-pub fn hop_or_owned(lower: &str) -> bool {
-    NEVER_FORWARDED.contains(&lower) || lower.starts_with("proxy-")
+/// A header (name in any case, as all names here) that never goes from one leg to the other
+/// as it is: hop-by-hop, framing and `Expect` (RFC 9110 7.6.1, 6.4 and 10.1.1), any
+/// `Proxy-*`, or one the gateway sets on each leg itself.
+pub fn hop_or_owned(name: &str) -> bool {
+    // Lowercased on the stack: every name listed is shorter than this buffer.
+    let mut buf = [0u8; 32];
+    let Some(lower) = buf.get_mut(..name.len()) else {
+        return has_prefix(name, "proxy-");
+    };
+    lower.copy_from_slice(name.as_bytes());
+    lower.make_ascii_lowercase();
+    matches!(
+        &*lower,
+        b"connection"
+            | b"keep-alive"
+            | b"te"
+            | b"trailer"
+            | b"transfer-encoding"
+            | b"content-length"
+            | b"expect"
+            | b"upgrade"
+            | b"host"
+            | b"sec-websocket-key"
+            | b"sec-websocket-version"
+            | b"sec-websocket-accept"
+            | b"sec-websocket-extensions"
+    ) || lower.starts_with(b"proxy-")
 }
 
 /// The client-address and scheme headers: `Forwarded`, `X-Real-IP` and every
 /// `X-Forwarded-*`. The gateway writes its own; it keeps a trusted proxy's.
-pub fn is_forwarding(lower: &str) -> bool {
-    lower == "forwarded" || lower == "x-real-ip" || lower.starts_with("x-forwarded-")
+pub fn is_forwarding(name: &str) -> bool {
+    name.eq_ignore_ascii_case("forwarded")
+        || name.eq_ignore_ascii_case("x-real-ip")
+        || has_prefix(name, "x-forwarded-")
 }
 
-/// Whether a client's request header (lowercase name) may be copied to the backend request, as
+/// Whether a client's request header may be copied to the backend request, as
 /// far as its name tells (the `Connection` list and the `jwt` block have their say after).
 /// Names with `_` never pass (nginx's `underscores_in_headers off`): CGI, WSGI, PHP and Rails
 /// read `X_User_Id` as `X-User-Id`, so one would slip past the identity headers' rules.
-pub fn from_client(lower: &str) -> bool {
-    !lower.contains('_') && !hop_or_owned(lower) && !is_forwarding(lower)
+pub fn from_client(name: &str) -> bool {
+    !name.contains('_') && !hop_or_owned(name) && !is_forwarding(name)
 }
 
-/// Whether a header of the backend's 101 (lowercase name) may go to the client.
-pub fn from_backend(lower: &str) -> bool {
-    !hop_or_owned(lower) && !is_forwarding(lower)
+/// Whether a header of the backend's 101 may go to the client.
+pub fn from_backend(name: &str) -> bool {
+    !hop_or_owned(name) && !is_forwarding(name)
 }
 
-/// Whether `jwt.forward_claims` may not set this header (lowercase name): one the gateway owns
-/// or never forwards, `Authorization`, or `Sec-WebSocket-Protocol`.
-pub fn reserved_for_claims(lower: &str) -> bool {
-    !from_client(lower) || lower == "authorization" || lower == "sec-websocket-protocol"
+/// Whether `jwt.forward_claims` may not set this header: one the gateway owns or never
+/// forwards, `Authorization`, or `Sec-WebSocket-Protocol`.
+pub fn reserved_for_claims(name: &str) -> bool {
+    !from_client(name)
+        || name.eq_ignore_ascii_case("authorization")
+        || name.eq_ignore_ascii_case("sec-websocket-protocol")
 }
 
-/// The header names that `Connection` header values list (lowercase): hop-by-hop for this
-/// message, so never copied to the other leg (RFC 9110 7.6.1).
-pub fn connection_listed<'a>(values: impl Iterator<Item = &'a str>) -> Vec<String> {
+/// The header names that `Connection` header values list: hop-by-hop for this message, so
+/// never copied to the other leg (RFC 9110 7.6.1). See [`is_listed`].
+pub fn connection_listed<'a>(values: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
     values
         .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
+        .map(str::trim)
         .filter(|t| !t.is_empty())
         .collect()
+}
+
+/// Whether `name` is one of the `listed` names, in any case.
+pub fn is_listed(listed: &[&str], name: &str) -> bool {
+    listed.iter().any(|l| l.eq_ignore_ascii_case(name))
 }
 
 #[cfg(test)]
@@ -86,6 +106,9 @@ mod tests {
             "transfer-encoding",
             "content-length",
             "proxy-authorization",
+            "Proxy-A-Header-Name-Longer-Than-Thirty-Two-Bytes",
+            "Sec-WebSocket-Extensions",
+            "TE",
             "proxy-connection",
             "forwarded",
             "x-real-ip",
@@ -96,12 +119,16 @@ mod tests {
         ] {
             assert!(!from_client(no), "{no}");
         }
+        assert!(!from_client("X-Forwarded-Host") && !from_client("PROXY-Authorization"));
+        assert!(from_client("X-User-Id") && !from_backend("Sec-WebSocket-Accept"));
+        assert!(reserved_for_claims("Authorization"));
         assert!(reserved_for_claims("authorization"));
         assert!(reserved_for_claims("x_tenant"));
         assert!(!reserved_for_claims("x-tenant"));
         assert_eq!(
             connection_listed(["Upgrade, X-Secret", " ,keep-alive"].into_iter()),
-            ["upgrade", "x-secret", "keep-alive"]
+            ["Upgrade", "X-Secret", "keep-alive"]
         );
+        assert!(is_listed(&["Upgrade", "X-Secret"], "x-secret"));
     }
 }

@@ -108,10 +108,11 @@ mod tests {
     use crate::handshake::Request;
 
     fn request(xff: &[&[u8]]) -> Request {
-        let mut headers = vec![("Host".to_string(), b"gw".to_vec())];
+        let mut headers = crate::handshake::Headers::default();
+        headers.push("Host", b"gw");
         for v in xff {
-            headers.push(("X-Forwarded-For".to_string(), v.to_vec()));
-            headers.push(("X-Other".to_string(), b"1.1.1.1".to_vec()));
+            headers.push("X-Forwarded-For", v);
+            headers.push("X-Other", b"1.1.1.1");
         }
         Request {
             method: "GET".into(),

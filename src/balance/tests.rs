@@ -36,10 +36,9 @@ fn sticky_keys_come_from_where_the_config_says() {
         method: "GET".into(),
         target: "/ws?room=blue%20sky".into(),
         minor_version: 1,
-        headers: vec![
-            ("X-Session".into(), b"abc".to_vec()),
-            ("Cookie".into(), b"a=1; sid=s-42 ; z=9".to_vec()),
-        ],
+        headers: [("X-Session", "abc"), ("Cookie", "a=1; sid=s-42 ; z=9")]
+            .into_iter()
+            .collect(),
     };
     let claims: Map<String, Value> =
         serde_json::from_str(r#"{"sub": "u7", "tenant": 12}"#).unwrap();

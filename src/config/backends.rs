@@ -27,12 +27,22 @@ impl Backend {
         format!("{scheme}://{}", self.host_header())
     }
 
-    /// The `Host` header value for this backend.
-    pub fn host_header(&self) -> String {
-        if self.host.contains(':') {
-            format!("[{}]:{}", self.host, self.port)
-        } else {
-            format!("{}:{}", self.host, self.port)
+    /// The `Host` header value for this backend, `host:port` (an IPv6 address in brackets),
+    /// written where it is displayed.
+    pub fn host_header(&self) -> HostPort<'_> {
+        HostPort(self)
+    }
+}
+
+/// A backend's `host:port`, as [`Backend::host_header`] displays it.
+pub struct HostPort<'a>(&'a Backend);
+
+impl std::fmt::Display for HostPort<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Backend { host, port, .. } = self.0;
+        match host.contains(':') {
+            true => write!(f, "[{host}]:{port}"),
+            false => write!(f, "{host}:{port}"),
         }
     }
 }

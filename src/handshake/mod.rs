@@ -7,6 +7,7 @@
 //! attempt.
 
 mod early;
+mod head;
 
 use std::time::Duration;
 
@@ -15,102 +16,42 @@ use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, FutureExt
 
 use crate::error::{reason_phrase, Error};
 pub use early::{watch as watch_early, MAX_EARLY_BYTES};
+use head::Span;
+pub use head::{Head, Headers, Lines, Request, Response};
 
 /// Most headers accepted in one request or response head.
 const MAX_HEADERS: usize = 100;
-
-/// A parsed request head.
-#[derive(Debug, Clone)]
-pub struct Request {
-    /// Method, as sent.
-    pub method: String,
-    /// Request target (path and query), as sent.
-    pub target: String,
-    /// Minor HTTP version (1 for HTTP/1.1).
-    pub minor_version: u8,
-    /// Headers in order; values are raw bytes (they may hold obs-text).
-    pub headers: Vec<(String, Vec<u8>)>,
-}
-
-/// Header lookups shared by request and response heads.
-pub trait Head {
-    /// The headers in order; values are raw bytes.
-    fn headers(&self) -> &[(String, Vec<u8>)];
-
-    /// Raw values of every header `name` (case-insensitive).
-    fn header_raw<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.headers()
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_slice())
-    }
-
-    /// Values of every header `name` that are valid UTF-8.
-    fn header_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.header_raw(name)
-            .filter_map(|v| std::str::from_utf8(v).ok())
-    }
-
-    /// The first header `name`, if any.
-    fn header<'a>(&'a self, name: &'a str) -> Option<&'a str> {
-        self.header_all(name).next()
-    }
-
-    /// Whether the comma-separated header `name` holds `token` (case-insensitive).
-    fn has_token(&self, name: &str, token: &str) -> bool {
-        self.header_all(name)
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    }
-}
-
-impl Head for Request {
-    fn headers(&self) -> &[(String, Vec<u8>)] {
-        &self.headers
-    }
-}
-
-impl Head for Response {
-    fn headers(&self) -> &[(String, Vec<u8>)] {
-        &self.headers
-    }
-}
-
-/// A parsed response head (from a backend).
-#[derive(Debug, Clone)]
-pub struct Response {
-    /// Status code.
-    pub status: u16,
-    /// Headers in order.
-    pub headers: Vec<(String, Vec<u8>)>,
-}
 
 /// Reads a request head of at most `max` bytes. Returns it and the bytes read past its end.
 pub async fn read_request<S: AsyncRead + Unpin>(
     stream: &mut S,
     max: usize,
 ) -> Result<(Request, Vec<u8>), Error> {
-    let (buf, len) = read_head(stream, max, Vec::new(), |b| {
+    let parse = |b: &[u8]| {
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut h);
-        match req.parse(b) {
-            Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(e) => Err(e),
-        }
-    })
-    .await?;
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut h);
-    req.parse(&buf[..len])
-        .map_err(|e| Error::BadRequest(e.to_string()))?;
-    let request = Request {
-        method: req.method.unwrap_or_default().to_string(),
-        target: req.path.unwrap_or_default().to_string(),
-        minor_version: req.version.unwrap_or(0),
-        headers: copy_headers(req.headers),
+        Ok(match req.parse(b)? {
+            httparse::Status::Complete(n) => Some((
+                n,
+                head::spans(b, req.headers),
+                (
+                    req.method.unwrap_or_default().to_string(),
+                    req.path.unwrap_or_default().to_string(),
+                    req.version.unwrap_or(0),
+                ),
+            )),
+            httparse::Status::Partial => None,
+        })
     };
-    Ok((request, buf[len..].to_vec()))
+    let (head, rest, spans, (method, target, minor_version)) =
+        read_head(stream, max, Vec::new(), parse).await?;
+    let request = Request {
+        method,
+        target,
+        minor_version,
+        headers: Headers::new(head, spans),
+    };
+    Ok((request, rest))
 }
 
 /// Most interim (1xx other than 101) answers skipped before a backend's final answer.
@@ -147,50 +88,47 @@ async fn read_response<S: AsyncRead + Unpin>(
     let parse = |b: &[u8]| {
         let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut h);
-        match res.parse(b) {
-            Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
-            Ok(httparse::Status::Partial) => Ok(None),
-            Err(e) => Err(e),
-        }
+        Ok(match res.parse(b)? {
+            httparse::Status::Complete(n) => {
+                Some((n, head::spans(b, res.headers), res.code.unwrap_or(0)))
+            }
+            httparse::Status::Partial => None,
+        })
     };
-    let (buf, len) = read_head(stream, max, carried, parse)
-        .await
-        .map_err(|e| match e {
-            Error::BadRequest(why) => format!("invalid HTTP response: {why}"),
-            Error::HeadTooLarge(n) => format!("response head larger than {n} bytes"),
-            Error::TooManyHeaders(n) => format!("response head with more than {n} header lines"),
-            Error::ClientGone(why) => format!("connection closed before the response head: {why}"),
-            other => other.to_string(),
-        })?;
-    let mut h = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut res = httparse::Response::new(&mut h);
-    res.parse(&buf[..len])
-        .map_err(|e| format!("invalid HTTP response: {e}"))?;
-    let response = Response {
-        status: res.code.unwrap_or(0),
-        headers: copy_headers(res.headers),
-    };
-    Ok((response, buf[len..].to_vec()))
+    let (head, rest, spans, status) =
+        read_head(stream, max, carried, parse)
+            .await
+            .map_err(|e| match e {
+                Error::BadRequest(why) => format!("invalid HTTP response: {why}"),
+                Error::HeadTooLarge(n) => format!("response head larger than {n} bytes"),
+                Error::TooManyHeaders(n) => {
+                    format!("response head with more than {n} header lines")
+                }
+                Error::ClientGone(why) => {
+                    format!("connection closed before the response head: {why}")
+                }
+                other => other.to_string(),
+            })?;
+    let headers = Headers::new(head, spans);
+    Ok((Response { status, headers }, rest))
 }
 
-fn copy_headers(headers: &[httparse::Header]) -> Vec<(String, Vec<u8>)> {
-    headers
-        .iter()
-        .map(|h| (h.name.to_string(), h.value.to_vec()))
-        .collect()
-}
+/// What `parse` found in a complete head: its length, its header lines, and the rest of what
+/// it extracts (request line or status).
+type Parsed<T> = Option<(usize, Vec<Span>, T)>;
 
-/// Reads until `parse` finds a complete head, after the bytes `carried` (already read);
-/// returns the buffer and the head's length.
-async fn read_head<S, P>(
+/// Reads until `parse` finds a complete head, after the bytes `carried` (already read).
+/// Each read is parsed once; the head is copied out of nothing. Returns the head's bytes, the
+/// bytes read past it, and what `parse` found.
+async fn read_head<S, P, T>(
     stream: &mut S,
     max: usize,
     carried: Vec<u8>,
     parse: P,
-) -> Result<(Vec<u8>, usize), Error>
+) -> Result<(Vec<u8>, Vec<u8>, Vec<Span>, T), Error>
 where
     S: AsyncRead + Unpin,
-    P: Fn(&[u8]) -> Result<Option<usize>, httparse::Error>,
+    P: Fn(&[u8]) -> Result<Parsed<T>, httparse::Error>,
 {
     let mut len = carried.len();
     let mut buf = carried;
@@ -221,9 +159,10 @@ where
         }
         read_more = true;
         match parse(&buf[..len]) {
-            Ok(Some(head_len)) => {
-                buf.truncate(len);
-                return Ok((buf, head_len));
+            Ok(Some((head_len, spans, found))) => {
+                let rest = buf[head_len..len].to_vec();
+                buf.truncate(head_len);
+                return Ok((buf, rest, spans, found));
             }
             Ok(None) => {}
             Err(httparse::Error::TooManyHeaders) => return Err(Error::TooManyHeaders(MAX_HEADERS)),
@@ -261,31 +200,29 @@ pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
             "the Host header must be a host name or address with an optional port".to_string(),
         ));
     }
-    let versions = values(req, "Sec-WebSocket-Version");
-    match versions.as_slice() {
-        [] => {
+    match single(req, "Sec-WebSocket-Version") {
+        Ok(None) => {
             return Err(Error::BadUpgrade(
                 "missing Sec-WebSocket-Version".to_string(),
             ))
         }
-        ["13"] => {}
-        [v] => return Err(Error::BadVersion(v.to_string())),
-        _ => {
+        Ok(Some("13")) => {}
+        Ok(Some(v)) => return Err(Error::BadVersion(v.to_string())),
+        Err(Several) => {
             return Err(Error::BadUpgrade(
                 "several Sec-WebSocket-Version headers".to_string(),
             ))
         }
     }
-    let keys = values(req, "Sec-WebSocket-Key");
-    let key = match keys.as_slice() {
-        [k] if is_valid_key(k.trim()) => k.trim().to_string(),
-        [] => return Err(Error::BadUpgrade("missing Sec-WebSocket-Key".to_string())),
-        [_] => {
+    let key = match single(req, "Sec-WebSocket-Key") {
+        Ok(Some(k)) if is_valid_key(k.trim()) => k.trim().to_string(),
+        Ok(None) => return Err(Error::BadUpgrade("missing Sec-WebSocket-Key".to_string())),
+        Ok(Some(_)) => {
             return Err(Error::BadUpgrade(
                 "Sec-WebSocket-Key must be 16 bytes in base64".to_string(),
             ))
         }
-        _ => {
+        Err(Several) => {
             return Err(Error::BadUpgrade(
                 "several Sec-WebSocket-Key headers".to_string(),
             ))
@@ -300,12 +237,20 @@ pub fn check_upgrade(req: &Request) -> Result<Upgrade, Error> {
     Ok(Upgrade { key, protocols })
 }
 
-/// Every value of the header `name`; one that is not UTF-8 still counts, as `(not UTF-8)`,
-/// which is never a valid value.
-fn values<'a>(req: &'a Request, name: &'a str) -> Vec<&'a str> {
-    req.header_raw(name)
-        .map(|v| std::str::from_utf8(v).unwrap_or("(not UTF-8)"))
-        .collect()
+/// A header that must appear once was there several times.
+struct Several;
+
+/// The value of the header `name`, which may appear at most once; one that is not UTF-8
+/// reads `(not UTF-8)`, which is never a valid value.
+fn single<'a>(req: &'a Request, name: &'a str) -> Result<Option<&'a str>, Several> {
+    let mut all = req
+        .header_raw(name)
+        .map(|v| std::str::from_utf8(v).unwrap_or("(not UTF-8)"));
+    let first = all.next();
+    match all.next() {
+        Some(_) => Err(Several),
+        None => Ok(first),
+    }
 }
 
 /// RFC 3986 3.2.2 and 3.2.3: `uri-host [":" port]`, where the host is a bracketed IPv6
@@ -356,7 +301,7 @@ fn is_valid_key(k: &str) -> bool {
 pub async fn write_switching<S: AsyncWrite + Unpin>(
     stream: &mut S,
     accept: &str,
-    extra: &[(String, Vec<u8>)],
+    extra: &Headers,
 ) -> std::io::Result<()> {
     let mut out = Vec::with_capacity(256);
     out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n");

@@ -6,10 +6,7 @@ fn req(headers: &[(&str, &str)]) -> Request {
         method: "GET".into(),
         target: "/".into(),
         minor_version: 1,
-        headers: headers
-            .iter()
-            .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
-            .collect(),
+        headers: headers.iter().copied().collect(),
     }
 }
 

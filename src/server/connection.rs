@@ -228,7 +228,7 @@ async fn open(
         // Compressed text cannot be checked as JSON: permessage-deflate is not offered.
         request
             .headers
-            .retain(|(n, _)| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
+            .retain(|n, _| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
     }
     let expires = expiry(config, claims.as_ref());
     let trusted_peer = admission::is_trusted(peer.ip(), &config.trusted_proxies);
@@ -303,7 +303,7 @@ fn claim_headers<'c>(
 /// `underscores_in_headers off`): many backends read `X_User_Id` as `X-User-Id`.
 fn drop_underscored(request: &mut Request, id: u64, peer: SocketAddr) {
     if request.headers.iter().any(|(n, _)| n.contains('_')) {
-        request.headers.retain(|(name, _)| {
+        request.headers.retain(|name, _| {
             let keep = !name.contains('_');
             if !keep {
                 log::debug!(

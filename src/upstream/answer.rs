@@ -84,15 +84,18 @@ pub(super) async fn handshake(
         }
     }
     let listed = headers::connection_listed(res.header_all("Connection"));
-    let headers = res
-        .headers
-        .into_iter()
-        .filter(|(n, _)| {
-            let lower = n.to_ascii_lowercase();
-            (lower == "sec-websocket-extensions" && deflate)
-                || (headers::from_backend(&lower) && !listed.contains(&lower))
+    let kept: Vec<bool> = (res.headers.iter())
+        .map(|(n, _)| {
+            (n.eq_ignore_ascii_case("sec-websocket-extensions") && deflate)
+                || (headers::from_backend(n) && !headers::is_listed(&listed, n))
         })
         .collect();
+    let mut headers = res.headers;
+    let mut line = 0;
+    headers.retain(|_, _| {
+        line += 1;
+        kept[line - 1]
+    });
     Ok(Upgraded {
         stream,
         leftover,

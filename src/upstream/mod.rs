@@ -13,6 +13,7 @@ use futures_lite::FutureExt;
 use crate::balance::{Lease, Plan};
 use crate::config::{Backend, Config, Route};
 use crate::error::Error;
+use crate::handshake::Headers;
 use crate::metrics::RouteStats;
 use crate::net::Stream;
 use crate::reactor::Timer;
@@ -28,7 +29,7 @@ pub struct Upgraded {
     pub leftover: Vec<u8>,
     /// End-to-end headers of the backend's 101, for the client (its subprotocol and
     /// extension among them).
-    pub headers: Vec<(String, Vec<u8>)>,
+    pub headers: Headers,
     /// permessage-deflate was negotiated (frames may carry RSV1).
     pub deflate: bool,
 }

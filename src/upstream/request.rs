@@ -2,6 +2,7 @@
 //! end-to-end headers as [`crate::headers`] allows them, the identity headers from the token,
 //! and the client-address headers, which only the gateway (or a trusted proxy) writes.
 
+use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::config::Backend;
@@ -38,15 +39,41 @@ pub struct ClientSide<'a> {
 }
 
 impl ClientSide<'_> {
-    /// Whether the client's header `lower` (lowercase) is left out of the backend request for
-    /// the `jwt` block's sake: a `forward_claims` header, or a stripped `Authorization`.
-    fn withheld(&self, lower: &str) -> bool {
-        (self.strip_authorization && lower == "authorization")
+    /// Whether the client's header `name` is left out of the backend request for the `jwt`
+    /// block's sake: a `forward_claims` header, or a stripped `Authorization`.
+    fn withheld(&self, name: &str) -> bool {
+        (self.strip_authorization && name.eq_ignore_ascii_case("authorization"))
             || self
                 .claim_headers
                 .iter()
-                .any(|(_, h)| h.eq_ignore_ascii_case(lower))
+                .any(|(_, h)| h.eq_ignore_ascii_case(name))
     }
+}
+
+/// A request head being written: one buffer, each line appended in place (formatted values
+/// too), so that building it allocates once.
+struct HeadWriter {
+    out: Vec<u8>,
+}
+
+impl HeadWriter {
+    /// `Name: value` and the line end.
+    fn line(&mut self, name: &str, value: &[u8]) {
+        self.line_with(name, |out| out.extend_from_slice(value));
+    }
+
+    /// `Name: ` then whatever `value` writes, then the line end.
+    fn line_with(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) {
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.extend_from_slice(b": ");
+        value(&mut self.out);
+        self.out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Writes `args` into `out` (writing to a `Vec` cannot fail).
+fn put(out: &mut Vec<u8>, args: std::fmt::Arguments<'_>) {
+    let _ = out.write_fmt(args);
 }
 
 /// The request head sent to the backend.
@@ -57,35 +84,38 @@ pub fn request_head(
     key: &str,
 ) -> Vec<u8> {
     let req = client.request;
-    let mut out = format!("GET {path_and_query} HTTP/1.1\r\n").into_bytes();
-    out.reserve(512);
-    let mut line = |name: &str, value: &[u8]| {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
+    let mut w = HeadWriter {
+        out: Vec::with_capacity(512 + req.headers.bytes_len()),
     };
-    line("Host", backend.host_header().as_bytes());
-    line("Upgrade", b"websocket");
-    line("Connection", b"Upgrade");
-    line("Sec-WebSocket-Key", key.as_bytes());
-    line("Sec-WebSocket-Version", b"13");
+    put(
+        &mut w.out,
+        format_args!("GET {path_and_query} HTTP/1.1\r\n"),
+    );
+    w.line_with("Host", |out| {
+        put(out, format_args!("{}", backend.host_header()))
+    });
+    w.line("Upgrade", b"websocket");
+    w.line("Connection", b"Upgrade");
+    w.line("Sec-WebSocket-Key", key.as_bytes());
+    w.line("Sec-WebSocket-Version", b"13");
     let listed = headers::connection_listed(req.header_all("Connection"));
     for (name, value) in &req.headers {
-        let lower = name.to_ascii_lowercase();
-        if headers::from_client(&lower) && !listed.contains(&lower) && !client.withheld(&lower) {
-            line(name, value);
+        if headers::from_client(name)
+            && !headers::is_listed(&listed, name)
+            && !client.withheld(name)
+        {
+            w.line(name, value);
         }
     }
     for (name, value) in client.claims {
-        line(name, value.as_bytes());
+        w.line(name, value.as_bytes());
     }
     if let Some(offers) = deflate_offers(req) {
-        line("Sec-WebSocket-Extensions", offers.as_bytes());
+        w.line("Sec-WebSocket-Extensions", offers.as_bytes());
     }
-    forwarding(client, &mut line);
-    out.extend_from_slice(b"\r\n");
-    out
+    forwarding(client, &mut w);
+    w.out.extend_from_slice(b"\r\n");
+    w.out
 }
 
 /// The client-address and scheme headers. From a peer that is not a trusted proxy, whatever
@@ -94,41 +124,50 @@ pub fn request_head(
 /// `X-Real-IP` and `Forwarded` (RFC 7239). From a trusted proxy, its values are kept:
 /// `X-Forwarded-For` and `Forwarded` get this hop appended, the others are written only when
 /// it sent none.
-fn forwarding(client: &ClientSide<'_>, line: &mut impl FnMut(&str, &[u8])) {
+fn forwarding(client: &ClientSide<'_>, w: &mut HeadWriter) {
     let req = client.request;
     let host = req.header("Host").unwrap_or_default();
     let peer = client.peer.ip().to_canonical();
+    let trusted = client.trusted_peer;
     // What a trusted proxy sent of a forwarding header; nothing from anyone else.
-    let kept = |name: &'static str| -> Vec<&[u8]> {
-        match client.trusted_peer {
-            true => req.header_raw(name).collect(),
-            false => Vec::new(),
+    let kept = |name: &'static str| trusted.then(|| req.header_raw(name)).into_iter().flatten();
+    // Its values, then this hop's.
+    let appended = |out: &mut Vec<u8>, name: &'static str, ours: std::fmt::Arguments<'_>| {
+        for value in kept(name) {
+            out.extend_from_slice(value);
+            out.extend_from_slice(b", ");
         }
+        put(out, ours);
     };
-    let appended = |name: &'static str, ours: &str| -> Vec<u8> {
-        let mut all = kept(name).join(&b", "[..]);
-        if !all.is_empty() {
-            all.extend_from_slice(b", ");
+    w.line_with("X-Forwarded-For", |out| {
+        appended(out, "X-Forwarded-For", format_args!("{peer}"))
+    });
+    w.line_with("Forwarded", |out| {
+        let host = Quoted(host);
+        let proto = client.proto;
+        match peer {
+            IpAddr::V6(ip) => appended(
+                out,
+                "Forwarded",
+                format_args!("for=\"[{ip}]\";host={host};proto={proto}"),
+            ),
+            IpAddr::V4(ip) => appended(
+                out,
+                "Forwarded",
+                format_args!("for={ip};host={host};proto={proto}"),
+            ),
         }
-        all.extend_from_slice(ours.as_bytes());
-        all
-    };
-    line(
-        "X-Forwarded-For",
-        &appended("X-Forwarded-For", &peer.to_string()),
-    );
-    let node = match peer {
-        IpAddr::V6(ip) => format!("\"[{ip}]\""),
-        IpAddr::V4(ip) => ip.to_string(),
-    };
-    let element = format!("for={node};host={};proto={}", quoted(host), client.proto);
-    line("Forwarded", &appended("Forwarded", &element));
-    if client.trusted_peer {
+    });
+    if trusted {
         // Every other X-Forwarded-* a trusted proxy sent, as it sent it.
         for (name, value) in &req.headers {
-            let lower = name.to_ascii_lowercase();
-            if lower.starts_with("x-forwarded-") && lower != "x-forwarded-for" {
-                line(name, value);
+            if headers::is_forwarding(name)
+                && name.len() > "x-forwarded-".len()
+                && !name.eq_ignore_ascii_case("x-forwarded-for")
+                && !name.eq_ignore_ascii_case("x-real-ip")
+                && !name.eq_ignore_ascii_case("forwarded")
+            {
+                w.line(name, value);
             }
         }
     }
@@ -136,31 +175,33 @@ fn forwarding(client: &ClientSide<'_>, line: &mut impl FnMut(&str, &[u8])) {
         ("X-Forwarded-Proto", client.proto),
         ("X-Forwarded-Host", host),
     ] {
-        if kept(name).is_empty() && !ours.is_empty() {
-            line(name, ours.as_bytes());
+        if kept(name).next().is_none() && !ours.is_empty() {
+            w.line(name, ours.as_bytes());
         }
     }
-    match kept("X-Real-IP").first() {
-        Some(theirs) => line("X-Real-IP", theirs),
-        None => line(
-            "X-Real-IP",
-            client.client_ip.to_canonical().to_string().as_bytes(),
-        ),
+    match kept("X-Real-IP").next() {
+        Some(theirs) => w.line("X-Real-IP", theirs),
+        None => w.line_with("X-Real-IP", |out| {
+            put(out, format_args!("{}", client.client_ip.to_canonical()))
+        }),
     }
 }
 
-/// `text` as an RFC 7230 quoted-string.
-fn quoted(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+/// `text` as an RFC 7230 quoted-string, when displayed.
+struct Quoted<'a>(&'a str);
+
+impl std::fmt::Display for Quoted<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use std::fmt::Write;
+        f.write_char('"')?;
+        for c in self.0.chars() {
+            if c == '"' || c == '\\' {
+                f.write_char('\\')?;
+            }
+            f.write_char(c)?;
         }
-        out.push(c);
+        f.write_char('"')
     }
-    out.push('"');
-    out
 }
 
 /// The client's permessage-deflate offers (the only extension passed through: its frames go
