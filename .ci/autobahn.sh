@@ -5,8 +5,10 @@
 #   default: the 301 cases without compression, behind the example echo backend (Rust)
 #   deflate: behind a permessage-deflate echo backend (Node.js ws, .ci/deflate-echo), so that
 #            the compression cases (--quick or --full) test the gateway's pass-through
-#   policy:  the route has message and byte rates (too high to bite) and a message filter, so
-#            that every frame goes through the policy code of the relay
+#   policy:  the route has message and byte rates (too high to bite), a message filter and
+#            message_transform rules on both directions, so that every frame goes through the
+#            policy code of the relay (Autobahn's text messages are not JSON objects: they must
+#            pass unchanged)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mode=
@@ -17,7 +19,9 @@ for a in "$@"; do
     --quick|--full) mode=$a;;
     deflate) backend=deflate;;
     policy) route_extra='"rate_limit": { "messages_per_second": 1000000, "bytes_per_second": 1000000000 },
-  "message_filter": { "allow_types": ["text", "binary"], "max_message_bytes": { "client_to_backend": 16777216 } },';;
+  "message_filter": { "allow_types": ["text", "binary"], "max_message_bytes": { "client_to_backend": 16777216 } },
+  "message_transform": { "client_to_backend": [ { "set": "/from", "from": "client_address" } ],
+    "backend_to_client": [ { "remove": "/internal" } ] },';;
     *) echo "unknown argument $a" >&2; exit 2;;
   esac
 done

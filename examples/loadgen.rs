@@ -36,9 +36,11 @@ USAGE:
     loadgen --url ws://127.0.0.1:PORT/PATH --mode MODE [OPTIONS]
 
 MODES AND THEIR OPTIONS:
-    throughput  --connections C --inflight W --size S --duration SECS [--binary]
+    throughput  --connections C --inflight W --size S --duration SECS [--binary | --json]
                 C connections, each keeping W messages of S bytes in flight; every echo is
-                checked byte for byte and in order; round-trip time per message
+                checked byte for byte and in order; round-trip time per message. --json: each
+                message is a JSON object whose first member is its stamp, and only that stamp
+                is checked in the echo (for routes whose rules transform messages)
     rate        --connections C --rate R --size S --duration SECS [--binary]
                 open loop: R messages/s in total on a fixed schedule; latency is measured from
                 the scheduled send time (coordinated omission corrected)
@@ -91,6 +93,7 @@ struct Opts {
     size: usize,
     duration: f64,
     binary: bool,
+    json: bool,
     rate: f64,
     parallel: usize,
     hold: f64,
@@ -155,6 +158,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         size: 64,
         duration: 10.0,
         binary: false,
+        json: false,
         rate: 1000.0,
         parallel: 16,
         hold: 10.0,
@@ -184,6 +188,7 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("size") => o.size = parser.value()?.parse()?,
             Long("duration") => o.duration = parser.value()?.parse()?,
             Long("binary") => o.binary = true,
+            Long("json") => o.json = true,
             Long("rate") => o.rate = parser.value()?.parse()?,
             Long("parallel") => o.parallel = parser.value()?.parse()?,
             Long("hold") => o.hold = parser.value()?.parse()?,
@@ -504,7 +509,13 @@ fn hold_config() -> WebSocketConfig {
 struct Payload {
     template: Vec<u8>,
     binary: bool,
+    /// A JSON object `{"s":"<stamp>","p":"..."}` (for routes that transform messages: only the
+    /// stamp is checked in the echo, which the rules may have changed elsewhere).
+    json: bool,
 }
+
+/// Where the stamp starts in a JSON payload: after `{"s":"`.
+const JSON_STAMP_AT: usize = 6;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
@@ -513,7 +524,24 @@ impl Payload {
         let template = (0..size)
             .map(|i| b'a' + ((i + id * 7) % 26) as u8)
             .collect();
-        Payload { template, binary }
+        Payload {
+            template,
+            binary,
+            json: false,
+        }
+    }
+
+    /// A JSON object of `size` bytes (at least 30) stamped like the others.
+    fn json(id: usize, size: usize) -> Payload {
+        let pad = size.max(30) - 30;
+        let mut template = br#"{"s":"0000000000000000","p":""#.to_vec();
+        template.extend((0..pad).map(|i| b'a' + ((i + id * 7) % 26) as u8));
+        template.extend_from_slice(br#""}"#);
+        Payload {
+            template,
+            binary: false,
+            json: true,
+        }
     }
 
     fn stamp(seq: u64, out: &mut [u8]) {
@@ -530,7 +558,8 @@ impl Payload {
     fn message(&self, seq: u64) -> Message {
         let mut v = self.template.clone();
         let k = self.digits();
-        Self::stamp(seq, &mut v[..k]);
+        let at = if self.json { JSON_STAMP_AT } else { 0 };
+        Self::stamp(seq, &mut v[at..at + k]);
         if self.binary {
             Message::Binary(v.into())
         } else {
@@ -551,6 +580,9 @@ impl Payload {
                 if binary { "binary" } else { "text" }
             ));
         }
+        if self.json {
+            return self.check_json(seq, data);
+        }
         if data.len() != self.template.len() {
             return Err(format!(
                 "echo of message {seq} has {} bytes, sent {}",
@@ -569,6 +601,22 @@ impl Payload {
         }
         if data[k..] != self.template[k..] {
             return Err(format!("echo of message {seq} differs from what was sent"));
+        }
+        Ok(())
+    }
+}
+
+impl Payload {
+    /// A JSON echo: an object whose first member is still the stamp of message `seq`.
+    fn check_json(&self, seq: u64, data: &[u8]) -> Result<(), String> {
+        let mut expect = [0u8; 16];
+        Self::stamp(seq, &mut expect);
+        let stamp = data.get(JSON_STAMP_AT..JSON_STAMP_AT + 16);
+        if !data.starts_with(br#"{"s":""#) || stamp != Some(&expect[..]) {
+            return Err(format!(
+                "echo of JSON message {seq} does not start with its stamp: {:?}",
+                String::from_utf8_lossy(&data[..data.len().min(40)])
+            ));
         }
         Ok(())
     }
@@ -734,7 +782,10 @@ async fn throughput(ex: &Arc<Executor<'static>>, o: &Opts) -> Value {
         .into_iter()
         .enumerate()
         .map(|(id, conn)| {
-            let payload = Payload::new(id, o.size, o.binary);
+            let payload = match o.json {
+                true => Payload::json(id, o.size),
+                false => Payload::new(id, o.size, o.binary),
+            };
             ex.spawn(throughput_conn(conn, payload, o.inflight, deadline))
         })
         .collect();
@@ -747,6 +798,7 @@ async fn throughput(ex: &Arc<Executor<'static>>, o: &Opts) -> Value {
         "inflight": o.inflight,
         "size": o.size,
         "binary": o.binary,
+        "json": o.json,
         "duration_s": secs,
         "msgs": stats.done,
         "msgs_per_sec": round2(stats.done as f64 / secs),
@@ -852,7 +904,10 @@ async fn rate(ex: &Arc<Executor<'static>>, o: &Opts) -> Value {
         .into_iter()
         .enumerate()
         .map(|(id, conn)| {
-            let payload = Payload::new(id, o.size, o.binary);
+            let payload = match o.json {
+                true => Payload::json(id, o.size),
+                false => Payload::new(id, o.size, o.binary),
+            };
             let first = t0 + Duration::from_secs_f64(id as f64 / o.rate);
             ex.spawn(rate_conn(conn, payload, first, interval, deadline))
         })
@@ -864,6 +919,7 @@ async fn rate(ex: &Arc<Executor<'static>>, o: &Opts) -> Value {
         "connections": o.connections,
         "size": o.size,
         "binary": o.binary,
+        "json": o.json,
         "duration_s": o.duration,
         "target_rate": o.rate,
         "sent": stats.sent,

@@ -121,6 +121,13 @@ impl<'r> At<'r> {
         read(v, &mut self.child(&prefix))
     }
 
+    /// Reads item `i` of the array being read as an object of type `T` (its fields are
+    /// named `key[i].field`).
+    pub fn item<T: Object>(&mut self, i: usize, v: &Value) -> Option<T> {
+        let prefix = format!("{}[{i}].", self.key);
+        read(v, &mut self.child(&prefix))
+    }
+
     /// `v` as an object, or `None` with the problem reported.
     fn as_object<'v>(&mut self, v: &'v Value) -> Option<&'v Map<String, Value>> {
         if let Value::Object(map) = v {

@@ -20,6 +20,7 @@ mod resilience;
 mod routers;
 mod server;
 mod tls;
+mod transform;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -35,6 +36,7 @@ pub use policies::{Cidr, MessageFilter, OnExceed, RateLimit};
 pub use resilience::{CircuitBreaker, HealthCheck};
 pub use routers::{Route, Sticky, Strategy};
 pub use tls::{ClientTls, ServerTls};
+pub use transform::{MessageTransform, Pointer, Rule, Source};
 
 /// Largest config file read (a real one is a few KiB; this stops a wrong path to a huge file).
 pub const MAX_CONFIG_BYTES: u64 = 4 * 1024 * 1024;

@@ -6,6 +6,7 @@ use super::backends::{self, Backend};
 use super::fields::{closest, kind, read, At, Fields, Object};
 use super::policies::{self, MessageFilter, RateLimit};
 use super::resilience::{CircuitBreaker, HealthCheck};
+use super::transform::MessageTransform;
 use crate::route::PathPattern;
 
 /// One WebSocket route.
@@ -45,6 +46,8 @@ pub struct Route {
     pub require_origin: bool,
     /// `message_filter` (none: every message passes, on the fast path).
     pub filter: Option<MessageFilter>,
+    /// `message_transform` (none, or no rule: messages pass unchanged, on the fast path).
+    pub transform: Option<MessageTransform>,
 }
 
 /// `sticky.key`: where a connection's stickiness key comes from.
@@ -125,6 +128,7 @@ impl Default for Route {
             origins: None,
             require_origin: false,
             filter: None,
+            transform: None,
         }
     }
 }
@@ -174,6 +178,13 @@ impl Object for Route {
         });
         f.flag("require_origin", |on| self.require_origin = on);
         f.any("message_filter", |v, at| self.filter = at.object(v));
+        f.any("message_transform", |v, at| {
+            let t: Option<MessageTransform> = at.object(v);
+            let rules = |t: &MessageTransform| {
+                !t.client_to_backend.is_empty() || !t.backend_to_client.is_empty()
+            };
+            self.transform = t.filter(rules);
+        });
         self.defaults(f);
         self.check(f.at());
     }
@@ -206,6 +217,17 @@ impl Route {
                 "claim: keys need auth_required: true (a verified token)",
             );
             self.sticky = None;
+        }
+        if let Some(t) = self.transform.as_ref().filter(|_| !self.auth_required) {
+            if let Some(claim) = t.claims().first() {
+                at.error(
+                    "message_transform",
+                    format_args!(
+                        "a rule sets a value from_claim {claim:?}, which needs auth_required: \
+                         true (claims come from the verified token)"
+                    ),
+                );
+            }
         }
         let (ext, int) = (&self.external, &self.internal);
         // An empty pattern is one that was missing or wrong (reported).

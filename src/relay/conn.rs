@@ -14,6 +14,7 @@ use super::direction::{Direction, Event, Rules};
 use super::leg::{self, Leg, Read, Wrote};
 use super::policy::DirPolicy;
 use super::side::{Both, Side};
+use super::transform::Transformer;
 use super::watch::{self, Alarm, Watch};
 use super::{Label, Summary, Transport, CLOSE_GRACE};
 use crate::drain::Watcher;
@@ -57,14 +58,28 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         client: C,
         backend: B,
         rules: Rules,
+        transforms: Both<Option<Box<Transformer>>>,
         drain: Option<Watcher>,
         label: Label,
     ) -> Self {
-        let dir = |side: Side| {
+        let Both {
+            client: mut up,
+            backend: mut down,
+        } = transforms;
+        let mut dir = |side: Side| {
             let mut d = Direction::new(side);
-            d.policy = rules
-                .policy
-                .map(|p| DirPolicy::new(p, side == Side::Client));
+            let transform = match side {
+                Side::Client => up.take(),
+                Side::Backend => down.take(),
+            };
+            d.policy = match (rules.policy, transform) {
+                (None, None) => None,
+                (p, t) => Some(DirPolicy::new(
+                    p.unwrap_or_default(),
+                    side == Side::Client,
+                    t.map(|b| *b),
+                )),
+            };
             if rules.idle_timeout.is_some() {
                 d.last_frame = Some(std::time::Instant::now());
             }

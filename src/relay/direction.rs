@@ -219,6 +219,28 @@ impl Direction {
             (v, clean)
         })
     }
+    /// Puts the transformed message waiting in the policy in place of the frame that completed
+    /// it (`old` bytes at `at`), growing the buffer when the new frame needs the room; the new
+    /// frame is ready to be written. Apart from the frame loop, which takes it rarely.
+    #[inline(never)]
+    pub(super) fn splice(&mut self, buf: &mut Buf) {
+        let Some((at, old, frame)) = self.policy.as_mut().and_then(|p| p.pending.take()) else {
+            return;
+        };
+        let end = self.end - old + frame.len();
+        if end > buf.len() {
+            let mut bigger = Buf::new(end.max(BUF));
+            bigger[..at].copy_from_slice(&buf[..at]);
+            bigger[at + frame.len()..end].copy_from_slice(&buf[at + old..self.end]);
+            *buf = bigger;
+        } else {
+            buf.copy_within(at + old..self.end, at + frame.len());
+        }
+        buf[at..at + frame.len()].copy_from_slice(&frame);
+        self.end = end;
+        self.ready = at + frame.len();
+        self.message_done();
+    }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod leg;
 mod policy;
 mod rules;
 mod side;
+mod transform;
 mod transport;
 mod watch;
 
@@ -42,6 +43,7 @@ use conn::Conn;
 pub use direction::Rules;
 pub use policy::Policy;
 pub use side::{Both, Side};
+pub use transform::{Context, Transformer};
 pub use transport::Transport;
 
 /// How long the second leg may take to finish once the first is done.
@@ -77,17 +79,19 @@ impl fmt::Display for Label {
 }
 
 /// Relays between `client` and `backend` (with the bytes each sent past its handshake) until
-/// both legs are closed, then shuts both down. Once `drain` says the gateway is shutting down,
+/// both legs are closed, then shuts both down. `transforms` are each side's
+/// `message_transform` rules, applied to what that side sends. Once `drain` says the gateway is shutting down,
 /// both legs get [`crate::error::GatewayClose::Shutdown`].
 pub async fn run<C: Transport, B: Transport>(
     client: C,
     backend: B,
     early: Both<Vec<u8>>,
     rules: Rules,
+    transforms: Both<Option<Box<Transformer>>>,
     drain: Option<crate::drain::Watcher>,
     label: Label,
 ) -> Summary {
-    let mut conn = Box::new(Conn::new(client, backend, rules, drain, label));
+    let mut conn = Box::new(Conn::new(client, backend, rules, transforms, drain, label));
     conn.start(early);
     poll_fn(|cx| conn.poll(cx)).await;
     let summary = conn.summary();

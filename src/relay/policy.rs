@@ -1,7 +1,8 @@
 //! A route's message policies inside the relay: `rate_limit.messages_per_second` and
-//! `bytes_per_second` (token buckets per direction, throttling or closing), and
-//! `message_filter` (`allow_types`, `require_json`). A direction without policies holds none of
-//! this (`Option<Box<..>>` left `None`), so the fast path pays one branch per frame header.
+//! `bytes_per_second` (token buckets per direction, throttling or closing), `message_filter`
+//! (`allow_types`, `require_json`) and `message_transform` (the text messages collected for
+//! its rules). A direction without policies holds none of this (`Option<Box<..>>` left
+//! `None`), so the fast path pays one branch per frame header.
 
 use std::fmt;
 use std::pin::Pin;
@@ -11,9 +12,10 @@ use std::time::{Duration, Instant};
 use futures_lite::FutureExt;
 
 use super::json::JsonCheck;
+use super::transform::Transformer;
 use crate::bucket::{Bucket, Tokens};
 use crate::config::{MessageFilter, OnExceed, RateLimit};
-use crate::frame::{op, Header, Violation};
+use crate::frame::{apply_mask, op, Header, Violation};
 use crate::reactor::Timer;
 
 /// The policies of one route, as the relay applies them (copied into each connection).
@@ -69,6 +71,35 @@ pub struct DirPolicy {
     json: Option<JsonCheck>,
     /// Checking this direction's text messages as JSON.
     check_json: bool,
+    /// `message_transform`'s rules for this direction, when it has any.
+    transform: Option<Transformer>,
+    /// The text message under way on a direction with rules.
+    collect: Collect,
+    /// A transformed message waiting to replace the frame that completed it: where that
+    /// frame starts in the buffer, its wire size, and the new frame.
+    pub pending: Option<(usize, usize, Vec<u8>)>,
+}
+
+/// The text message under way on a direction with transform rules.
+#[derive(Debug, Default)]
+enum Collect {
+    /// None.
+    #[default]
+    Idle,
+    /// One that does not start with `{`: it streams through.
+    Streaming,
+    /// One collected whole for the rules: the payload so far, unmasked.
+    Collecting(Vec<u8>),
+}
+
+/// What becomes of a whole text frame on a direction with transform rules.
+pub enum Take {
+    /// It passes as usual.
+    Stream,
+    /// It was added to the message being collected: it leaves the buffer.
+    Held,
+    /// It completed the message: this payload (transformed, or as it came) replaces it.
+    Done(Vec<u8>),
 }
 
 impl fmt::Debug for DirPolicy {
@@ -89,8 +120,13 @@ pub enum Verdict {
 }
 
 impl DirPolicy {
-    /// The state for one direction (`from_client`) of a connection under `policy`.
-    pub fn new(policy: Policy, from_client: bool) -> Box<DirPolicy> {
+    /// The state for one direction (`from_client`) of a connection under `policy` and
+    /// `transform`'s rules.
+    pub fn new(
+        policy: Policy,
+        from_client: bool,
+        transform: Option<Transformer>,
+    ) -> Box<DirPolicy> {
         Box::new(DirPolicy {
             policy,
             messages: policy.messages.map(|b| (b, Tokens::full(Instant::now()))),
@@ -99,6 +135,9 @@ impl DirPolicy {
             resume: None,
             json: None,
             check_json: from_client && policy.require_json,
+            transform,
+            collect: Collect::Idle,
+            pending: None,
         })
     }
 
@@ -120,9 +159,59 @@ impl DirPolicy {
         false
     }
 
+    /// Whether this direction has `message_transform` rules.
+    pub fn transforms(&self) -> bool {
+        self.transform.is_some()
+    }
+
     /// Whether this direction's text frames must be whole in the buffer before passing.
     pub fn wants_whole_text(&self) -> bool {
-        self.check_json
+        self.check_json || self.transform.is_some()
+    }
+
+    /// A whole text frame (`payload`, still masked with `mask`) on a direction with transform
+    /// rules: a message whose first frame does not start with `{` streams; one that does is
+    /// collected, and its last frame gives the payload that replaces it.
+    pub fn transform_frame(
+        &mut self,
+        payload: &[u8],
+        mask: Option<[u8; 4]>,
+        first: bool,
+        fin: bool,
+    ) -> Result<Take, Violation> {
+        let Some(t) = self.transform.as_ref() else {
+            return Ok(Take::Stream);
+        };
+        if first {
+            let key = mask.unwrap_or_default();
+            let plain = payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k);
+            self.collect = match Transformer::wants(plain) {
+                true => Collect::Collecting(Vec::new()),
+                false => Collect::Streaming,
+            };
+        }
+        let Collect::Collecting(message) = &mut self.collect else {
+            if fin {
+                self.collect = Collect::Idle;
+            }
+            return Ok(Take::Stream);
+        };
+        let start = message.len();
+        if start + payload.len() > t.max() {
+            return Err(Violation::TooBig("message too big for message_transform"));
+        }
+        message.extend_from_slice(payload);
+        if let Some(k) = mask {
+            apply_mask(&mut message[start..], k, 0);
+        }
+        if !fin {
+            return Ok(Take::Held);
+        }
+        let message = match std::mem::take(&mut self.collect) {
+            Collect::Collecting(m) => m,
+            _ => Vec::new(),
+        };
+        Ok(Take::Done(t.apply(&message)?.unwrap_or(message)))
     }
 
     /// Checks a frame header (data, ping or pong) at the start of its frame, before any of it

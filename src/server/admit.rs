@@ -8,6 +8,7 @@ use crate::auth::{extract_token, JwtVerifier};
 use crate::config::{Config, Route};
 use crate::error::{AuthError, Error};
 use crate::handshake::{self, Head, Request, Upgrade};
+use crate::relay::{Both, Context, Transformer};
 use crate::route;
 
 /// A verified token's claims.
@@ -156,4 +157,35 @@ fn check_origin(route: &Route, req: &Request) -> Result<(), Error> {
         "origin {origin:?} is not allowed for this route (allowed_origins; cross-site \
          WebSocket hijacking protection)"
     )))
+}
+
+/// The route's `message_transform` rules for this connection, each side's with the values
+/// known now filled in; 401 when the token lacks a claim a rule takes (never a silent null).
+pub(super) fn transforms(
+    admitted: &Admitted<'_>,
+    claims: Option<&Claims>,
+    id: u64,
+    client: std::net::IpAddr,
+) -> Result<Both<Option<Box<Transformer>>>, Refused> {
+    let Some(t) = admitted.route.transform.as_ref() else {
+        return Ok(Both::default());
+    };
+    let cx = Context {
+        claims,
+        id,
+        client,
+        route: admitted.route.external.as_str(),
+    };
+    let side = |rules: &[crate::config::Rule]| match rules.is_empty() {
+        true => Ok(None),
+        false => Transformer::new(rules, t.max_message_bytes, &cx).map(|t| Some(Box::new(t))),
+    };
+    let made = side(&t.client_to_backend).and_then(|c| Ok((c, side(&t.backend_to_client)?)));
+    match made {
+        Ok((client, backend)) => Ok(Both { client, backend }),
+        Err(claim) => Err(Refused(
+            Error::Unauthorized(AuthError::MissingClaim(claim)),
+            Some(admitted.at),
+        )),
+    }
 }

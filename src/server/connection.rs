@@ -8,7 +8,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::FutureExt;
 
-use super::admit::{admit, authorize, Admitted, Claims};
+use super::admit::{admit, authorize, transforms, Admitted, Claims};
 use super::Generation;
 use crate::admission::{self, Ticket};
 use crate::auth;
@@ -21,7 +21,7 @@ use crate::metrics::RouteStats;
 use crate::net::Stream;
 use crate::plural::count;
 use crate::reactor::Timer;
-use crate::relay::{self, Both, Label, Policy, Rules};
+use crate::relay::{self, Both, Label, Policy, Rules, Transformer};
 use crate::route;
 use crate::upstream::{self, ClientSide};
 
@@ -84,7 +84,16 @@ pub(super) async fn serve(
         backend: o.backend_early,
     };
     let label = Label { id, peer };
-    let summary = relay::run(stream, o.backend, early, rules, Some(watch), label).await;
+    let summary = relay::run(
+        stream,
+        o.backend,
+        early,
+        rules,
+        o.transforms,
+        Some(watch),
+        label,
+    );
+    let summary = summary.await;
     stats.closed(&summary.traffic, &summary.closes);
     let traffic = &summary.traffic;
     log::debug!(
@@ -163,6 +172,9 @@ struct Opened {
     deflate: bool,
     /// When its token expires.
     expires: Option<Instant>,
+    /// Each side's `message_transform` rules (boxed: this struct lives as long as the
+    /// connection, and most routes have none).
+    transforms: Both<Option<Box<Transformer>>>,
     /// Counts the connection on its backend while it lives.
     _lease: Option<Lease>,
     /// Counts it for the connection limits while it lives.
@@ -217,6 +229,7 @@ async fn open(
     let entered = gen.gates.enter(config, admitted.at, client_ip);
     let ticket = entered.map_err(|e| Refused(e, Some(admitted.at)))?;
     let claims = authorize(config, gen.jwt.as_ref(), &admitted, &request)?;
+    let sides = transforms(&admitted, claims.as_ref(), id, client_ip)?;
     let Admitted {
         at,
         route,
@@ -224,8 +237,9 @@ async fn open(
         query,
         upgrade,
     } = admitted;
-    if route.filter.as_ref().is_some_and(|f| f.require_json) {
-        // Compressed text cannot be checked as JSON: permessage-deflate is not offered.
+    if route.filter.as_ref().is_some_and(|f| f.require_json) || route.transform.is_some() {
+        // Compressed text cannot be checked as JSON nor transformed: permessage-deflate is
+        // not offered.
         request
             .headers
             .retain(|n, _| !n.eq_ignore_ascii_case("Sec-WebSocket-Extensions"));
@@ -272,6 +286,7 @@ async fn open(
         backend_early: upgraded.leftover,
         deflate: upgraded.deflate,
         expires,
+        transforms: sides,
         _lease: lease,
         _ticket: ticket,
     })))

@@ -24,7 +24,7 @@ fn json_direction() -> (Direction, Rules) {
         expires: None,
     };
     let mut d = Direction::new(Side::Client);
-    d.policy = Some(DirPolicy::new(policy, true));
+    d.policy = Some(DirPolicy::new(policy, true, None));
     (d, rules)
 }
 
