@@ -348,3 +348,48 @@ fn clients_sending_the_largest_transformed_messages_leave_a_victim_its_service()
     let report = victim.assert_served(100);
     eprintln!("attackers had {sent} messages of {size} B transformed; victim {report:?}");
 }
+
+/// Every rule on both directions: the backend gets the client's message with the
+/// client-to-backend rules applied, the client gets the backend's with the backend-to-client
+/// ones (here the same list).
+#[test]
+fn every_rule_works_on_both_directions() {
+    let greeting = Message::text(r#"{"a": 5, "internal": 1, "from": "mallory"}"#);
+    let (backend, rx) = recorder(Some(greeting));
+    let rules = r#"[ { "set": "/from", "from_claim": "sub" },
+        { "set": "/meta/conn", "from": "connection_id" },
+        { "set": "/meta/ip", "from": "client_address" },
+        { "set": "/meta/route", "from": "route" },
+        { "set": "/meta/at", "from": "received_at" },
+        { "set": "/v", "value": [2, {"k": null}] },
+        { "remove": "/internal" }, { "rename": "/a", "to": "/b" } ]"#;
+    let gw = gateway(
+        backend,
+        &format!(
+            r#""auth_required": true, "message_transform": {{
+                "client_to_backend": {rules}, "backend_to_client": {rules} }},"#
+        ),
+    );
+    let check = |m: &Message, b: i64| {
+        let v: Value = serde_json::from_str(text(m)).unwrap();
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["from", "meta", "v", "b"], "{m:?}");
+        assert_eq!((&v["from"], &v["b"]), (&json!("alice"), &json!(b)), "{m:?}");
+        assert_eq!(v["v"], json!([2, {"k": null}]));
+        let meta = &v["meta"];
+        assert!(meta["conn"].is_u64() && meta["at"].as_str().is_some_and(|t| t.ends_with('Z')));
+        assert_eq!(
+            (&meta["ip"], &meta["route"]),
+            (&json!("127.0.0.1"), &json!("/ws/chat"))
+        );
+    };
+    run(async {
+        let mut ws = connect(gw, &as_alice()).await;
+        check(&next_data(&mut ws).await, 5);
+        ws.send(Message::text(r#"{"internal": "x", "a": 1, "from": "bob"}"#))
+            .await
+            .unwrap();
+        check(&recorded(&rx).await, 1);
+        check(&next_data(&mut ws).await, 1);
+    });
+}
