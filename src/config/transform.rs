@@ -211,6 +211,9 @@ impl Object for Spec {
         {
             at.error(key, "only goes with set");
         }
+        if given_to && matches!(self.rule, Some(Rule::Set(..) | Rule::Remove(_))) {
+            at.error("to", "only goes with rename");
+        }
     }
 }
 
@@ -270,6 +273,7 @@ mod tests {
              "message_transform.client_to_backend[0].from: \"time\" is not \"connection_id\""),
             (json!([{"rename": "/a"}]), "message_transform.client_to_backend[0].to: is required by rename"),
             (json!([{"remove": "/a", "value": 1}]), "message_transform.client_to_backend[0].value: only goes with set"),
+            (json!([{"remove": "/a", "to": "/b"}]), "message_transform.client_to_backend[0].to: only goes with rename"),
             (json!([{"remove": "/a", "rename": "/b", "to": "/c"}]), "a rule does one thing"),
             (json!([{"remvoe": "/a"}]), "client_to_backend[0].remvoe: unknown field; did you mean \"remove\"?"),
             (json!([{}]), "needs one of set, remove and rename"),
