@@ -160,11 +160,12 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
     log::info!(
-        "{}: shutting down: no new connections; {} get {} \
+        "{}: shutting down: no new connections; {} get {} over the next {} ms \
          (waiting up to {} ms; a second signal exits at once)",
         sig.name(),
         count(server::open_connections(), "open connection"),
         GatewayClose::Shutdown.code(),
+        gateway.config().close_spread.as_millis(),
         timeout.as_millis()
     );
     let deadline = Instant::now() + timeout;

@@ -1,18 +1,23 @@
 //! Graceful shutdown's word to every task: once [`Drain::begin`] is called, every [`Watcher`]
 //! is ready (and its task woken). A connection's relay checks a flag on each wake-up and
-//! registers its waker once, so watching costs nothing per frame.
+//! registers its waker once, so watching costs nothing per frame. The drain also says when,
+//! within its spread, each relayed connection is to close ([`Drain::close_at`]): at a random
+//! moment, so that the clients do not all reconnect at once.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 /// The shutdown flag of one gateway, and the tasks to wake when it is raised.
 #[derive(Default)]
 pub struct Drain {
     on: AtomicBool,
     wakers: Mutex<Wakers>,
+    /// When it began, and the window its closes are spread over.
+    window: Mutex<Option<(Instant, Duration)>>,
 }
 
 #[derive(Default)]
@@ -27,8 +32,10 @@ impl Drain {
         Arc::default()
     }
 
-    /// Raises the flag and wakes every watcher.
-    pub fn begin(&self) {
+    /// Raises the flag and wakes every watcher; relayed connections close over `spread`.
+    pub fn begin(&self, spread: Duration) {
+        *self.window.lock().unwrap_or_else(PoisonError::into_inner) =
+            Some((Instant::now(), spread));
         self.on.store(true, SeqCst);
         let wakers: Vec<Waker> = self
             .lock()
@@ -44,6 +51,18 @@ impl Drain {
     /// Whether the drain has begun.
     pub fn is_on(&self) -> bool {
         self.on.load(SeqCst)
+    }
+
+    /// A moment for one relayed connection to close: uniformly random within the spread
+    /// from the drain's start (now, when the drain has not begun or has no spread).
+    pub fn close_at(&self) -> Instant {
+        let window = *self.window.lock().unwrap_or_else(PoisonError::into_inner);
+        match window {
+            Some((begun, spread)) if !spread.is_zero() => {
+                begun + spread.mul_f64(rand::random::<f64>())
+            }
+            _ => Instant::now(),
+        }
     }
 
     /// A future that is ready once the drain begins.
@@ -67,6 +86,11 @@ pub struct Watcher {
 }
 
 impl Watcher {
+    /// When this task's connection is to close, once the drain has begun ([`Drain::close_at`]).
+    pub fn close_at(&self) -> Instant {
+        self.drain.close_at()
+    }
+
     /// True once the drain has begun; otherwise makes sure this task is woken when it does.
     pub fn poll_begun(&mut self, cx: &mut Context<'_>) -> bool {
         if self.drain.is_on() {
@@ -128,7 +152,7 @@ mod tests {
         let d = drain.clone();
         let t = std::thread::spawn(move || smol::block_on(watcher));
         // The watcher may or may not have registered yet: either way it must finish.
-        d.begin();
+        d.begin(Duration::ZERO);
         t.join().unwrap();
         let mut late = drain.watch();
         let waker = std::task::Waker::noop();

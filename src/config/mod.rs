@@ -53,10 +53,14 @@ pub struct Config {
     pub port: u16,
     /// `server.workers`: executor threads (default: the available CPUs).
     pub workers: usize,
-    /// `server.shutdown_timeout_ms` (10000, 0 to 3600000): on SIGTERM or SIGINT every open
-    /// connection gets 1001 on both legs, and the gateway waits this long for the close
-    /// handshakes before it exits.
+    /// `server.shutdown_timeout_ms` (20000, 0 to 3600000): on SIGTERM or SIGINT every open
+    /// connection gets 1001 on both legs (spread over `close_spread`), and the gateway waits
+    /// this long for the close handshakes before it exits.
     pub shutdown_timeout: Duration,
+    /// `server.close_spread_ms` (half of `shutdown_timeout`, at most 10000; 0 to
+    /// `shutdown_timeout`): the window over which the open connections get their 1001, each at
+    /// a random moment, so that their clients do not all reconnect in the same second.
+    pub close_spread: Duration,
     /// `server.reload_poll_ms` (2000; 0 = `None`, off): how often the config file's contents
     /// are checked for a change to reload. Off, only SIGHUP reloads.
     pub reload_poll: Option<Duration>,
@@ -112,7 +116,8 @@ impl Default for Root {
             host: "0.0.0.0".to_string(),
             port: 5900,
             workers: cpus,
-            shutdown_timeout: ms(10_000),
+            shutdown_timeout: ms(20_000),
+            close_spread: ms(10_000),
             reload_poll: Some(ms(2000)),
             listener_tls: None,
             admin: None,

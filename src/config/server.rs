@@ -9,6 +9,9 @@ use super::fields::{At, Fields};
 use super::policies::Cidr;
 use super::{ms, off_or_ms, Config, ConfigError, DAY_MS};
 
+/// The longest default of `server.close_spread_ms`.
+const DEFAULT_SPREAD_MS: u64 = 10_000;
+
 /// The `server` block's fields: they set the listener's part of [`Config`] (defaults there).
 pub(super) fn fields(c: &mut Config, f: &mut Fields) {
     f.text("host", |h, _| c.host = h.to_string());
@@ -17,6 +20,25 @@ pub(super) fn fields(c: &mut Config, f: &mut Fields) {
     f.int("shutdown_timeout_ms", 0, 3_600_000, |n| {
         c.shutdown_timeout = ms(n)
     });
+    let mut spread = None;
+    f.int("close_spread_ms", 0, 3_600_000, |n| spread = Some(ms(n)));
+    c.close_spread = match spread {
+        // Half the timeout, at most 10 s: the last closes still have time to finish.
+        None => (c.shutdown_timeout / 2).min(ms(DEFAULT_SPREAD_MS)),
+        Some(s) if s > c.shutdown_timeout => {
+            f.at().error(
+                "close_spread_ms",
+                format_args!(
+                    "{} ms is longer than server.shutdown_timeout_ms ({} ms): the connections \
+                     due to close last would be cut off; shorten it or raise the timeout",
+                    s.as_millis(),
+                    c.shutdown_timeout.as_millis()
+                ),
+            );
+            c.shutdown_timeout
+        }
+        Some(s) => s,
+    };
     f.int("reload_poll_ms", 0, DAY_MS, |n| {
         c.reload_poll = off_or_ms(n)
     });

@@ -1105,7 +1105,8 @@ fn messages_stay_on_one_line() {
 #[test]
 fn server_shutdown_and_reload_poll() {
     let c = example();
-    assert_eq!(c.shutdown_timeout, Duration::from_millis(10_000));
+    assert_eq!(c.shutdown_timeout, Duration::from_millis(20_000));
+    assert_eq!(c.close_spread, Duration::from_millis(10_000));
     assert_eq!(c.reload_poll, Some(Duration::from_millis(2000)));
     assert!(c.listener_tls.is_none());
     assert!(c.admin.is_none());
@@ -1119,7 +1120,27 @@ fn server_shutdown_and_reload_poll() {
     assert_eq!(c.reload_poll, Some(Duration::from_secs(86_400)));
     let c = server(json!({ "shutdown_timeout_ms": 1500, "reload_poll_ms": 250 }));
     assert_eq!(c.shutdown_timeout, Duration::from_millis(1500));
+    assert_eq!(
+        c.close_spread,
+        Duration::from_millis(750),
+        "half the timeout by default"
+    );
     assert_eq!(c.reload_poll, Some(Duration::from_millis(250)));
+    let c = server(json!({ "shutdown_timeout_ms": 60_000, "close_spread_ms": 0 }));
+    assert_eq!(
+        (c.shutdown_timeout, c.close_spread),
+        (Duration::from_secs(60), Duration::ZERO)
+    );
+    let c = server(json!({ "shutdown_timeout_ms": 60_000 }));
+    assert_eq!(
+        c.close_spread,
+        Duration::from_secs(10),
+        "at most 10 s by default"
+    );
+    let long = config_with(json!({ "server": { "close_spread_ms": 30_000 } }));
+    assert!(one_error(&long).contains(
+        "server.close_spread_ms: 30000 ms is longer than server.shutdown_timeout_ms (20000 ms)"
+    ));
 
     let cases = [
         (

@@ -56,9 +56,19 @@ pub(super) enum Alarm {
 /// What one connection watches.
 pub(super) struct Watch {
     /// The gateway's shutdown.
-    drain: Option<Watcher>,
+    drain: Drainage,
     /// The configured timers (`None`: none is).
     timers: Option<Box<Timers>>,
+}
+
+/// Where a connection is in the gateway's shutdown.
+enum Drainage {
+    /// Not watching (no drain to watch, or closing already).
+    Done,
+    /// Waiting for the shutdown to begin.
+    Watching(Watcher),
+    /// The shutdown began: closing at this timer, its moment within the spread.
+    Leaving(Box<Timer>),
 }
 
 /// The timers a connection's config asks for.
@@ -86,7 +96,7 @@ impl Watch {
         };
         let any = timers.idle.is_some() || timers.ping.is_some() || timers.expiry.is_some();
         Watch {
-            drain,
+            drain: drain.map_or(Drainage::Done, Drainage::Watching),
             timers: any.then(|| Box::new(timers)),
         }
     }
@@ -101,11 +111,8 @@ impl Watch {
         dirs: &Both<Direction>,
         client: &Leg,
     ) -> Option<Alarm> {
-        if let Some(w) = self.drain.as_mut() {
-            if w.poll_begun(cx) {
-                self.drain = None;
-                return Some(Alarm::Close(GatewayClose::Shutdown));
-            }
+        if self.poll_drain(cx) {
+            return Some(Alarm::Close(GatewayClose::Shutdown));
         }
         let t = self.timers.as_mut()?;
         if fired(&mut t.expiry, cx) {
@@ -128,6 +135,34 @@ impl Watch {
             return t.ping(every, cx, dirs.client.keepalive_pongs, client);
         }
         None
+    }
+}
+
+impl Watch {
+    /// Whether this connection's moment to close for the shutdown has come: the shutdown
+    /// began and the random moment within its spread that this connection drew has passed.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> bool {
+        let due = match &mut self.drain {
+            Drainage::Done => return false,
+            Drainage::Watching(w) => match w.poll_begun(cx) {
+                true => w.close_at(),
+                false => return false,
+            },
+            Drainage::Leaving(t) => {
+                let fired = Pin::new(&mut **t).poll(cx).is_ready();
+                if fired {
+                    self.drain = Drainage::Done;
+                }
+                return fired;
+            }
+        };
+        let now = Instant::now();
+        if due <= now {
+            self.drain = Drainage::Done;
+            return true;
+        }
+        self.drain = Drainage::Leaving(Box::new(armed(due - now, cx)));
+        false
     }
 }
 

@@ -196,9 +196,10 @@ impl Gateway {
     /// Begins a graceful shutdown: the listening socket stops listening (new connects are
     /// refused), and every connection is told to close
     /// ([`GatewayClose::Shutdown`](crate::error::GatewayClose::Shutdown) on both legs once
-    /// relayed, [`Error::ShuttingDown`](crate::error::Error::ShuttingDown) before its 101).
+    /// relayed, each at a random moment within `server.close_spread_ms`;
+    /// [`Error::ShuttingDown`](crate::error::Error::ShuttingDown) at once before its 101).
     pub fn begin_shutdown(&self) {
-        self.drain.begin();
+        self.drain.begin(self.config().close_spread);
         // On Linux, shutting down a listening socket's read side stops it listening.
         if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
             log::warn!("shutdown: cannot stop the listener: {e}");
