@@ -140,10 +140,19 @@ fn reload(gateway: &Gateway, path: &Path, why: &str) {
         }
     }
     match gateway.swap(new) {
-        Ok(()) => {
+        Ok(retired) => {
+            let config = gateway.config();
             log::info!(
-                "reload ({why}): {shown} applied to new connections ({})",
-                count(gateway.config().routes.len(), "route")
+                "reload ({why}): {shown} applied to new connections ({}){}",
+                count(config.routes.len(), "route"),
+                match retired {
+                    0 => String::new(),
+                    n => format!(
+                        "; the connections of {} it removed get 1012 over the next {} ms",
+                        count(n, "route backend"),
+                        config.close_spread.as_millis()
+                    ),
+                }
             );
             metrics::reloaded(true);
         }

@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 #[derive(Default)]
 pub struct Drain {
     on: AtomicBool,
+    /// Why it began ([`Cause`] as a number).
+    cause: AtomicU8,
     wakers: Mutex<Wakers>,
     /// When it began, and the window its closes are spread over.
     window: Mutex<Option<(Instant, Duration)>>,
@@ -34,8 +36,19 @@ impl Drain {
 
     /// Raises the flag and wakes every watcher; relayed connections close over `spread`.
     pub fn begin(&self, spread: Duration) {
-        *self.window.lock().unwrap_or_else(PoisonError::into_inner) =
-            Some((Instant::now(), spread));
+        self.begin_for(Cause::Shutdown, spread);
+    }
+
+    /// [`Drain::begin`], saying why. A drain begins once: a later call changes nothing.
+    pub fn begin_for(&self, cause: Cause, spread: Duration) {
+        {
+            let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
+            if window.is_some() {
+                return;
+            }
+            *window = Some((Instant::now(), spread));
+        }
+        self.cause.store(cause as u8, SeqCst);
         self.on.store(true, SeqCst);
         let wakers: Vec<Waker> = self
             .lock()
@@ -78,6 +91,15 @@ impl Drain {
     }
 }
 
+/// Why a drain began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// The gateway is shutting down.
+    Shutdown = 0,
+    /// A reload removed what the connections use (their route, or their backend from it).
+    Restart = 1,
+}
+
 /// Ready once its drain has begun. Its task's waker is registered on the first poll only: a
 /// task keeps one waker for its life.
 pub struct Watcher {
@@ -89,6 +111,14 @@ impl Watcher {
     /// When this task's connection is to close, once the drain has begun ([`Drain::close_at`]).
     pub fn close_at(&self) -> Instant {
         self.drain.close_at()
+    }
+
+    /// Why the drain began (once it has).
+    pub fn cause(&self) -> Cause {
+        match self.drain.cause.load(SeqCst) {
+            1 => Cause::Restart,
+            _ => Cause::Shutdown,
+        }
     }
 
     /// True once the drain has begun; otherwise makes sure this task is woken when it does.

@@ -9,6 +9,8 @@ use crate::frame::Violation;
 pub enum GatewayClose {
     /// Graceful shutdown (SIGTERM, SIGINT): both legs.
     Shutdown,
+    /// A reload removed the connection's route, or its backend from the route: both legs.
+    Restart,
     /// `limits.idle_timeout_ms`: no frame from either side for that long; both legs.
     Idle,
     /// `limits.ping_interval_ms`: two of the gateway's pings in a row went unanswered; both legs.
@@ -44,6 +46,7 @@ impl GatewayClose {
     fn code_and_reason(&self) -> (u16, &'static str) {
         match *self {
             GatewayClose::Shutdown => (1001, "gateway shutting down"),
+            GatewayClose::Restart => (1012, "service restart"),
             GatewayClose::Idle => (1001, "idle timeout"),
             GatewayClose::PingTimeout => (1001, "ping timeout"),
             GatewayClose::TokenExpired => (1008, "token expired"),

@@ -13,7 +13,7 @@ use std::time::Instant;
 use super::direction::{Direction, Rules};
 use super::leg::Leg;
 use super::side::Both;
-use crate::drain::Watcher;
+use crate::drain::{Cause, Watcher};
 use crate::error::GatewayClose;
 use crate::frame::{apply_mask, op, Header};
 use crate::reactor::Timer;
@@ -65,10 +65,11 @@ pub(super) struct Watch {
 enum Drainage {
     /// Not watching (no drain to watch, or closing already).
     Done,
-    /// Waiting for the shutdown to begin.
+    /// Waiting for a drain of its route and backend to begin: the gateway's shutdown, or a
+    /// reload that removed them.
     Watching(Watcher),
-    /// The shutdown began: closing at this timer, its moment within the spread.
-    Leaving(Box<Timer>),
+    /// The drain began: closing with this at the timer, its moment within the spread.
+    Leaving(Box<(Timer, GatewayClose)>),
 }
 
 /// The timers a connection's config asks for.
@@ -111,8 +112,8 @@ impl Watch {
         dirs: &Both<Direction>,
         client: &Leg,
     ) -> Option<Alarm> {
-        if self.poll_drain(cx) {
-            return Some(Alarm::Close(GatewayClose::Shutdown));
+        if let Some(close) = self.poll_drain(cx) {
+            return Some(Alarm::Close(close));
         }
         let t = self.timers.as_mut()?;
         if fired(&mut t.expiry, cx) {
@@ -139,30 +140,38 @@ impl Watch {
 }
 
 impl Watch {
-    /// Whether this connection's moment to close for the shutdown has come: the shutdown
-    /// began and the random moment within its spread that this connection drew has passed.
-    fn poll_drain(&mut self, cx: &mut Context<'_>) -> bool {
-        let due = match &mut self.drain {
-            Drainage::Done => return false,
+    /// The close this connection's drain asks for, once its moment has come: the drain began
+    /// (the gateway's shutdown: 1001; a reload that removed its route or backend: 1012) and the
+    /// random moment within its spread that this connection drew has passed.
+    fn poll_drain(&mut self, cx: &mut Context<'_>) -> Option<GatewayClose> {
+        let (due, close) = match &mut self.drain {
+            Drainage::Done => return None,
             Drainage::Watching(w) => match w.poll_begun(cx) {
-                true => w.close_at(),
-                false => return false,
+                true => (
+                    w.close_at(),
+                    match w.cause() {
+                        Cause::Shutdown => GatewayClose::Shutdown,
+                        Cause::Restart => GatewayClose::Restart,
+                    },
+                ),
+                false => return None,
             },
             Drainage::Leaving(t) => {
-                let fired = Pin::new(&mut **t).poll(cx).is_ready();
+                let fired = Pin::new(&mut t.0).poll(cx).is_ready();
+                let close = t.1;
                 if fired {
                     self.drain = Drainage::Done;
                 }
-                return fired;
+                return fired.then_some(close);
             }
         };
         let now = Instant::now();
         if due <= now {
             self.drain = Drainage::Done;
-            return true;
+            return Some(close);
         }
-        self.drain = Drainage::Leaving(Box::new(armed(due - now, cx)));
-        false
+        self.drain = Drainage::Leaving(Box::new((armed(due - now, cx), close)));
+        None
     }
 }
 

@@ -84,13 +84,16 @@ pub(super) async fn serve(
         backend: o.backend_early,
     };
     let label = Label { id, peer };
+    // Relayed, the connection watches the drain of its route and backend (begun by the
+    // shutdown, or by a reload that removes them) instead of the gateway's.
+    let drain = gen.drain_of(o.at, o.chosen).unwrap_or(watch);
     let summary = relay::run(
         stream,
         o.backend,
         early,
         rules,
         o.transforms,
-        Some(watch),
+        Some(drain),
         label,
     );
     let summary = summary.await;
@@ -166,6 +169,8 @@ fn expiry(config: &Config, claims: Option<&Claims>) -> Option<Instant> {
 struct Opened {
     /// The route's position in `config.routes`.
     at: usize,
+    /// The backend's position in the route's `backends`.
+    chosen: usize,
     client_early: Vec<u8>,
     backend: Stream,
     backend_early: Vec<u8>,
@@ -281,6 +286,7 @@ async fn open(
     log::debug!("conn {id} {peer}: upgraded");
     Ok(Opening::Relay(Box::new(Opened {
         at,
+        chosen,
         client_early: early,
         backend: upgraded.stream,
         backend_early: upgraded.leftover,

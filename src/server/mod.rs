@@ -10,6 +10,7 @@
 
 mod admit;
 mod connection;
+mod retire;
 
 use std::io;
 use std::net::TcpListener;
@@ -49,6 +50,9 @@ pub struct Generation {
     pub unrouted: Arc<RouteStats>,
     /// Its routes' connection counts (kept by the gateway across generations).
     pub gates: Gates,
+    /// What its relayed connections watch, `[route][backend]`: begun by a reload that removes
+    /// their route or backend, or by the shutdown ([`retire`]).
+    retired: Vec<Vec<Arc<Drain>>>,
 }
 
 impl Generation {
@@ -71,12 +75,18 @@ impl Generation {
                 .map(|r| metrics::route(r.external.as_str()))
                 .collect(),
             unrouted: metrics::route(metrics::NO_ROUTE),
+            retired: retire::drains(&config),
             config,
         }))
     }
 }
 
 impl Generation {
+    /// A watch on the drain of route `at`'s backend `backend` ([`retire`]).
+    pub(super) fn drain_of(&self, at: usize, backend: usize) -> Option<crate::drain::Watcher> {
+        Some(self.retired.get(at)?.get(backend)?.watch())
+    }
+
     /// What the admin endpoints report about this generation.
     pub fn status(&self, shutting_down: bool) -> Status {
         let mut backends = Vec::new();
@@ -104,6 +114,8 @@ pub struct Gateway {
     admission: Arc<Admission>,
     /// The health checks of the generation in force (a replaced one's stop with it).
     health: Arc<Mutex<Option<crate::health::Checks>>>,
+    /// Every generation that may still have connections.
+    generations: Arc<retire::Generations>,
 }
 
 /// Connection numbers for the logs, unique across worker threads.
@@ -151,12 +163,16 @@ impl Gateway {
         rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
         listener.set_nonblocking(true).map_err(named)?;
         let admission = Admission::new();
+        let first = Generation::new(config, &admission)?;
+        let generations = Arc::new(retire::Generations::default());
+        generations.add(&first);
         Ok(Gateway {
             listener: Arc::new(listener),
-            current: Arc::new(RwLock::new(Generation::new(config, &admission)?)),
+            current: Arc::new(RwLock::new(first)),
             drain: Drain::new(),
             admission,
             health: Arc::default(),
+            generations,
         })
     }
 
@@ -174,14 +190,18 @@ impl Gateway {
     }
 
     /// Puts `config` in force for new connections (open ones keep theirs) and starts its
-    /// health checks; the previous generation's checks stop at once.
-    pub fn swap(&self, config: Config) -> io::Result<()> {
+    /// health checks; the previous generation's checks stop at once. The open connections of
+    /// a route `config` no longer has, or of a backend it removed from a route, are drained
+    /// (1012, spread over `server.close_spread_ms`); returns how many route backends were.
+    pub fn swap(&self, config: Config) -> io::Result<usize> {
         let next = Generation::new(Arc::new(config), &self.admission)?;
         let checks = crate::health::start(next.config.clone(), &next.balancers)?;
+        let retired = self.generations.retire_removed(&next.config);
+        self.generations.add(&next);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
         // Dropping the replaced checks ends their thread.
         *self.health.lock().unwrap_or_else(PoisonError::into_inner) = checks;
-        Ok(())
+        Ok(retired)
     }
 
     /// Starts the active health checks of the routes that have them (on a thread of their
@@ -199,7 +219,9 @@ impl Gateway {
     /// relayed, each at a random moment within `server.close_spread_ms`;
     /// [`Error::ShuttingDown`](crate::error::Error::ShuttingDown) at once before its 101).
     pub fn begin_shutdown(&self) {
-        self.drain.begin(self.config().close_spread);
+        let spread = self.config().close_spread;
+        self.drain.begin(spread);
+        self.generations.shut_down(spread);
         // On Linux, shutting down a listening socket's read side stops it listening.
         if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
             log::warn!("shutdown: cannot stop the listener: {e}");
