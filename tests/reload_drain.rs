@@ -105,6 +105,7 @@ fn a_reload_drains_only_the_connections_of_what_it_removed() {
     run(async {
         for (path, id, task) in watched {
             let seen = task.await;
+            eprintln!("{path} via backend {id}: {seen:?}");
             let drained = path == "/a" || id == 22;
             match seen {
                 Some((code, after)) if drained => {
