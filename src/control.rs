@@ -111,6 +111,13 @@ pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: 
 
 /// Loads the config again and applies it, or logs why not.
 fn reload(gateway: &Gateway, path: &Path, why: &str) {
+    crate::notify::reloading();
+    apply(gateway, path, why);
+    crate::notify::ready();
+}
+
+/// The reload itself: load, check, swap, and say what happened.
+fn apply(gateway: &Gateway, path: &Path, why: &str) {
     let shown = path.display();
     let new = match load(path) {
         Ok(c) => c,
@@ -168,6 +175,7 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     let timeout = gateway.config().shutdown_timeout;
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
+    crate::notify::stopping();
     log::info!(
         "{}: shutting down: no new connections; {} get {} over the next {} ms \
          (waiting up to {} ms; a second signal exits at once)",

@@ -26,6 +26,7 @@ pub mod headers;
 pub mod health;
 pub mod metrics;
 pub mod net;
+pub mod notify;
 pub mod plural;
 pub mod reactor;
 pub mod relay;

@@ -219,6 +219,7 @@ fn run(
             .spawn(move || gateway.run_worker())
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
+    kairos_gateway::notify::ready();
     Ok(control::run(gateway, path, contents, signals))
 }
 

@@ -412,6 +412,16 @@ impl GatewayProcess {
         )
     }
 
+    /// [`GatewayProcess::start`] with environment variables `vars` (`NAME=value`, no quoting
+    /// needed: each is one argument of `env`).
+    pub fn start_with_env(json: &str, vars: &[&str]) -> GatewayProcess {
+        let n = vars.len();
+        let refs: Vec<String> = (2..2 + n).map(|i| format!(r#""${{{i}}}""#)).collect();
+        let script = format!(r#"exec env {} "$0" --config "$1""#, refs.join(" "));
+        let paths: Vec<&Path> = vars.iter().map(Path::new).collect();
+        Self::spawn(json, &script, &paths, "info")
+    }
+
     /// [`GatewayProcess::start`] with more arguments after `--config FILE` (`"--demo"`).
     pub fn start_with_args(json: &str, args: &str) -> GatewayProcess {
         Self::spawn(
