@@ -71,6 +71,21 @@ fn open_fds(pid: u32) -> usize {
         .count()
 }
 
+/// What each open descriptor of process `pid` is (`socket:[123]`, `anon_inode:[eventpoll]`,
+/// `pipe:[456]`...), sorted: a failure names what was left open.
+fn fd_targets(pid: u32) -> Vec<String> {
+    let mut all: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|dir| {
+            dir.filter_map(Result::ok)
+                .filter_map(|e| std::fs::read_link(e.path()).ok())
+                .map(|t| t.display().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    all
+}
+
 /// `n` clients send an upgrade for `path`; once the gateway has connected each one's backend
 /// attempt to `hole`, they all leave at once, half of them with a reset (SO_LINGER 0). Returns
 /// when they left.
@@ -119,6 +134,7 @@ fn clients_that_leave_during_the_backend_connect_release_it_at_once() {
     let pid = gw.child.id();
     let victim = Victim::start(addr, "/ws/chat", Duration::from_millis(10));
     let baseline = open_fds(pid);
+    let before = fd_targets(pid);
     // Each round fills the connection limit with clients that leave (all but two places: the
     // victim's, and the last round's new client, which may still be closing); rounds go on
     // for two seconds.
@@ -131,8 +147,10 @@ fn clients_that_leave_during_the_backend_connect_release_it_at_once() {
         let took = left.elapsed();
         assert!(
             released,
-            "round {round}: the gateway holds {} descriptors, {baseline} before the attack",
-            open_fds(pid)
+            "round {round}: the gateway holds {} descriptors, {baseline} before the attack; \
+             before: {before:?}; now: {:?}",
+            open_fds(pid),
+            fd_targets(pid)
         );
         assert!(
             took <= RELEASED_WITHIN,
