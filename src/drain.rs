@@ -6,7 +6,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -14,12 +14,11 @@ use std::time::{Duration, Instant};
 /// The shutdown flag of one gateway, and the tasks to wake when it is raised.
 #[derive(Default)]
 pub struct Drain {
+    /// Whether it began (read on every wake-up of a watcher, without the lock).
     on: AtomicBool,
-    /// Why it began ([`Cause`] as a number).
-    cause: AtomicU8,
     wakers: Mutex<Wakers>,
-    /// When it began, and the window its closes are spread over.
-    window: Mutex<Option<(Instant, Duration)>>,
+    /// When it began, the window its closes are spread over, and why.
+    began: Mutex<Option<(Instant, Duration, Cause)>>,
 }
 
 #[derive(Default)]
@@ -42,13 +41,12 @@ impl Drain {
     /// [`Drain::begin`], saying why. A drain begins once: a later call changes nothing.
     pub fn begin_for(&self, cause: Cause, spread: Duration) {
         {
-            let mut window = self.window.lock().unwrap_or_else(PoisonError::into_inner);
-            if window.is_some() {
+            let mut began = self.began();
+            if began.is_some() {
                 return;
             }
-            *window = Some((Instant::now(), spread));
+            *began = Some((Instant::now(), spread, cause));
         }
-        self.cause.store(cause as u8, SeqCst);
         self.on.store(true, SeqCst);
         let wakers: Vec<Waker> = self
             .lock()
@@ -69,9 +67,9 @@ impl Drain {
     /// A moment for one relayed connection to close: uniformly random within the spread
     /// from the drain's start (now, when the drain has not begun or has no spread).
     pub fn close_at(&self) -> Instant {
-        let window = *self.window.lock().unwrap_or_else(PoisonError::into_inner);
-        match window {
-            Some((begun, spread)) if !spread.is_zero() => {
+        let began = *self.began();
+        match began {
+            Some((begun, spread, _)) if !spread.is_zero() => {
                 begun + spread.mul_f64(rand::random::<f64>())
             }
             _ => Instant::now(),
@@ -86,6 +84,10 @@ impl Drain {
         }
     }
 
+    fn began(&self) -> MutexGuard<'_, Option<(Instant, Duration, Cause)>> {
+        self.began.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn lock(&self) -> MutexGuard<'_, Wakers> {
         self.wakers.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -95,9 +97,9 @@ impl Drain {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cause {
     /// The gateway is shutting down.
-    Shutdown = 0,
+    Shutdown,
     /// A reload removed what the connections use (their route, or their backend from it).
-    Restart = 1,
+    Restart,
 }
 
 /// Ready once its drain has begun. Its task's waker is registered on the first poll only: a
@@ -115,10 +117,9 @@ impl Watcher {
 
     /// Why the drain began (once it has).
     pub fn cause(&self) -> Cause {
-        match self.drain.cause.load(SeqCst) {
-            1 => Cause::Restart,
-            _ => Cause::Shutdown,
-        }
+        self.drain
+            .began()
+            .map_or(Cause::Shutdown, |(_, _, cause)| cause)
     }
 
     /// True once the drain has begun; otherwise makes sure this task is woken when it does.

@@ -246,19 +246,26 @@ pub fn close_code_allowed(code: u16) -> bool {
     matches!(code, 1000..=1003 | 1007..=1013 | 3000..=4999)
 }
 
-/// A close frame built by the gateway (unmasked; the caller masks it for the backend leg).
+/// A close frame built by the gateway, masked with `mask` (towards a backend) or not.
 pub fn close_frame(code: u16, reason: &str, mask: Option<[u8; 4]>) -> Vec<u8> {
     let reason = &reason.as_bytes()[..reason.len().min(123)];
     let mut payload = Vec::with_capacity(2 + reason.len());
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(reason);
+    whole_frame(op::CLOSE, &payload, mask)
+}
+
+/// A whole (final) frame of `opcode` holding `payload`, masked with `mask` (towards a backend)
+/// or not (towards a client).
+pub fn whole_frame(opcode: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
     let mut head = [0u8; MAX_HEADER];
-    let n = encode_header(&mut head, true, op::CLOSE, mask, payload.len() as u64);
+    let n = encode_header(&mut head, true, opcode, mask, payload.len() as u64);
+    let mut out = Vec::with_capacity(n + payload.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(payload);
     if let Some(m) = mask {
-        apply_mask(&mut payload, m, 0);
+        apply_mask(&mut out[n..], m, 0);
     }
-    let mut out = head[..n].to_vec();
-    out.extend_from_slice(&payload);
     out
 }
 

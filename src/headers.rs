@@ -4,7 +4,7 @@
 //! the gateway owns. Imports nothing of the crate.
 
 /// Whether `name` starts with `prefix` (lowercase), in any case.
-fn has_prefix(name: &str, prefix: &str) -> bool {
+pub fn has_prefix(name: &str, prefix: &str) -> bool {
     name.get(..prefix.len())
         .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
 }

@@ -73,23 +73,12 @@ pub struct DirPolicy {
     check_json: bool,
     /// `message_transform`'s rules for this direction, when it has any.
     transform: Option<Transformer>,
-    /// The text message under way on a direction with rules.
-    collect: Collect,
+    /// The text message being collected for the rules (payload so far, unmasked); `None`
+    /// between messages and while one that does not start with `{` streams through.
+    collected: Option<Vec<u8>>,
     /// A transformed message waiting to replace the frame that completed it: where that
     /// frame starts in the buffer, its wire size, and the new frame.
     pub pending: Option<(usize, usize, Vec<u8>)>,
-}
-
-/// The text message under way on a direction with transform rules.
-#[derive(Debug, Default)]
-enum Collect {
-    /// None.
-    #[default]
-    Idle,
-    /// One that does not start with `{`: it streams through.
-    Streaming,
-    /// One collected whole for the rules: the payload so far, unmasked.
-    Collecting(Vec<u8>),
 }
 
 /// What becomes of a whole text frame on a direction with transform rules.
@@ -136,7 +125,7 @@ impl DirPolicy {
             json: None,
             check_json: from_client && policy.require_json,
             transform,
-            collect: Collect::Idle,
+            collected: None,
             pending: None,
         })
     }
@@ -185,15 +174,9 @@ impl DirPolicy {
         if first {
             let key = mask.unwrap_or_default();
             let plain = payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k);
-            self.collect = match Transformer::wants(plain) {
-                true => Collect::Collecting(Vec::new()),
-                false => Collect::Streaming,
-            };
+            self.collected = Transformer::wants(plain).then(Vec::new);
         }
-        let Collect::Collecting(message) = &mut self.collect else {
-            if fin {
-                self.collect = Collect::Idle;
-            }
+        let Some(message) = self.collected.as_mut() else {
             return Ok(Take::Stream);
         };
         let start = message.len();
@@ -204,12 +187,8 @@ impl DirPolicy {
         if let Some(k) = mask {
             apply_mask(&mut message[start..], k, 0);
         }
-        if !fin {
+        let Some(message) = self.collected.take_if(|_| fin) else {
             return Ok(Take::Held);
-        }
-        let message = match std::mem::take(&mut self.collect) {
-            Collect::Collecting(m) => m,
-            _ => Vec::new(),
         };
         Ok(Take::Done(t.apply(&message)?.unwrap_or(message)))
     }

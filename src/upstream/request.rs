@@ -161,11 +161,8 @@ fn forwarding(client: &ClientSide<'_>, w: &mut HeadWriter) {
     if trusted {
         // Every other X-Forwarded-* a trusted proxy sent, as it sent it.
         for (name, value) in &req.headers {
-            if headers::is_forwarding(name)
-                && name.len() > "x-forwarded-".len()
+            if headers::has_prefix(name, "x-forwarded-")
                 && !name.eq_ignore_ascii_case("x-forwarded-for")
-                && !name.eq_ignore_ascii_case("x-real-ip")
-                && !name.eq_ignore_ascii_case("forwarded")
             {
                 w.line(name, value);
             }

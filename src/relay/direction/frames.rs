@@ -6,8 +6,8 @@
 use std::time::Instant;
 
 use super::{Buf, Direction, Event, Rules, BUF};
-use crate::frame::{apply_mask, check_close_payload, encode_header, op, parse_header, Header};
-use crate::frame::{Utf8Check, MAX_HEADER};
+use crate::frame::Utf8Check;
+use crate::frame::{apply_mask, check_close_payload, op, parse_header, whole_frame, Header};
 use crate::frame::{Violation, NO_CODE};
 use crate::relay::policy::{Take, Verdict};
 use crate::relay::rules::{check, Message};
@@ -217,7 +217,9 @@ impl Direction {
                 if payload.len() as u64 > rules.max_message[self.from] {
                     return Err(Violation::TooBig("message too big after message_transform"));
                 }
-                let frame = text_frame(&payload, h.mask.is_some());
+                // Towards the backend with a masking key of the gateway's own.
+                let mask = h.mask.map(|_| rand::random::<[u8; 4]>());
+                let frame = whole_frame(op::TEXT, &payload, mask);
                 p.pending = Some((at, total, frame));
                 Step::Splice
             }
@@ -334,21 +336,6 @@ impl Direction {
             start: Some(at),
         });
     }
-}
-
-/// A whole text frame holding `payload`, masked with a key of the gateway's own when it goes to
-/// the backend (`masked`).
-fn text_frame(payload: &[u8], masked: bool) -> Vec<u8> {
-    let mask = masked.then(rand::random::<[u8; 4]>);
-    let mut head = [0u8; MAX_HEADER];
-    let n = encode_header(&mut head, true, op::TEXT, mask, payload.len() as u64);
-    let mut frame = Vec::with_capacity(n + payload.len());
-    frame.extend_from_slice(&head[..n]);
-    frame.extend_from_slice(payload);
-    if let Some(k) = mask {
-        apply_mask(&mut frame[n..], k, 0);
-    }
-    frame
 }
 
 /// A frame's size on the wire.
