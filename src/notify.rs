@@ -13,6 +13,10 @@ pub fn ready() {
 
 /// A reload begins (followed by [`ready`] when it ends, applied or not).
 pub fn reloading() {
+    // The clock is read only for a service manager that listens.
+    if std::env::var_os("NOTIFY_SOCKET").is_none() {
+        return;
+    }
     let usec = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let usec = usec.tv_sec as u64 * 1_000_000 + usec.tv_nsec as u64 / 1000;
     send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
