@@ -17,6 +17,7 @@ use async_channel::{Receiver, Sender};
 use async_executor::LocalExecutor;
 use futures_lite::{AsyncWriteExt, FutureExt};
 
+use crate::drain::Drain;
 use crate::handshake::{self, Head, Request};
 use crate::net::Stream;
 use crate::reactor::{self, Listener, Timer};
@@ -37,10 +38,6 @@ const EXCHANGE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Time to read what the client still sends after its answer (within [`EXCHANGE_TIMEOUT`]).
 const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
-/// Connections the kernel queues for `accept` (std listens with 128): where new admin
-/// connections wait while every place is taken.
-const LISTEN_BACKLOG: i32 = 1024;
-
 /// What the admin endpoints report, taken when a request arrives.
 pub struct Status {
     /// Every backend of the config in force: (route, backend, usable for new connections).
@@ -52,27 +49,31 @@ pub struct Status {
 /// Reads the gateway's state for a request.
 pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
 
-/// Binds `host:port` and serves the admin endpoints on a `kairos-admin` thread; returns the
-/// bound address.
-pub fn start(host: &str, port: u16, status: StatusFn) -> io::Result<SocketAddr> {
-    let shown = format!("{host}:{port}");
-    let named =
-        |e: io::Error| io::Error::new(e.kind(), format!("admin: cannot listen on {shown}: {e}"));
-    let listener = TcpListener::bind((host, port)).map_err(named)?;
-    rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
-    listener.set_nonblocking(true).map_err(named)?;
-    let addr = listener.local_addr().map_err(named)?;
-    let listener = Arc::new(listener);
+/// Serves the admin endpoints on `listener` (bound, listening, non-blocking:
+/// [`crate::sockets`]) on a `kairos-admin` thread, until `stop` begins (the process no longer
+/// accepts: an upgrade handed the socket over); returns its address.
+pub fn start(
+    listener: Arc<TcpListener>,
+    status: StatusFn,
+    stop: Arc<Drain>,
+) -> io::Result<SocketAddr> {
+    let addr = listener.local_addr()?;
     std::thread::Builder::new()
         .name("kairos-admin".into())
         .spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
-            reactor::block_on(ex.run(serve(listener, status, ex.clone())));
+            reactor::block_on(ex.run(serve(listener, status, stop, ex.clone())));
         })?;
     Ok(addr)
 }
 
-async fn serve(listener: Arc<TcpListener>, status: StatusFn, ex: Rc<LocalExecutor<'static>>) {
+async fn serve(
+    listener: Arc<TcpListener>,
+    status: StatusFn,
+    stop: Arc<Drain>,
+    ex: Rc<LocalExecutor<'static>>,
+) {
+    let mut stopped = stop.watch();
     let listener = match Listener::new(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -89,7 +90,21 @@ async fn serve(listener: Arc<TcpListener>, status: StatusFn, ex: Rc<LocalExecuto
     }));
     loop {
         make_room(&table, &ended_rx).await;
-        let (tcp, peer) = match listener.accept().await {
+        let accepted = async { Some(listener.accept().await) }
+            .or(async {
+                (&mut stopped).await;
+                None
+            })
+            .await;
+        let Some(accepted) = accepted else {
+            // The requests this thread was woken for are answered here; the rest go to the
+            // process that took the socket. The thread serves what it has until the exit.
+            for (tcp, peer) in listener.close(MAX_CONNECTIONS) {
+                spawn_exchange(&ex, &table, tcp, peer, &status);
+            }
+            return std::future::pending().await;
+        };
+        let (tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 log::warn!("admin: accept failed: {e}");
@@ -97,22 +112,33 @@ async fn serve(listener: Arc<TcpListener>, status: StatusFn, ex: Rc<LocalExecuto
                 continue;
             }
         };
-        let Ok(stream) = Stream::accepted(tcp) else {
-            continue;
-        };
-        let (slot, status) = (Slot::admit(&table), status.clone());
-        ex.spawn(async move {
-            exchange(stream, peer, &status, &slot)
-                .or(async {
-                    Timer::after(EXCHANGE_TIMEOUT).await;
-                    log::debug!("admin {peer}: closed: not done within {EXCHANGE_TIMEOUT:?}");
-                })
-                .await;
-        })
-        .detach();
+        spawn_exchange(&ex, &table, tcp, peer, &status);
         // Let the new connection (and an evicted one) run before the next accept.
         futures_lite::future::yield_now().await;
     }
+}
+
+/// Admits an accepted connection and answers it on a task of its own.
+fn spawn_exchange(
+    ex: &LocalExecutor<'static>,
+    table: &Rc<RefCell<Table>>,
+    tcp: std::net::TcpStream,
+    peer: SocketAddr,
+    status: &StatusFn,
+) {
+    let Ok(stream) = Stream::accepted(tcp) else {
+        return;
+    };
+    let (slot, status) = (Slot::admit(table), status.clone());
+    ex.spawn(async move {
+        exchange(stream, peer, &status, &slot)
+            .or(async {
+                Timer::after(EXCHANGE_TIMEOUT).await;
+                log::debug!("admin {peer}: closed: not done within {EXCHANGE_TIMEOUT:?}");
+            })
+            .await;
+    })
+    .detach();
 }
 
 /// The open admin connections: how many, and which may be evicted.

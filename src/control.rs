@@ -8,8 +8,14 @@
 //!   `server.reload_poll_ms`): reload. A valid config applies to new connections at once (open
 //!   ones keep the config they started with); an invalid one is rejected with every problem
 //!   logged, and the config in force stays.
+//! - SIGUSR2: binary upgrade ([`crate::upgrade`]). Once the new process accepts, this one stops
+//!   accepting and drains as on SIGTERM (1001, spread), without refusing anything; a new
+//!   process that fails leaves this one serving.
 
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::FutureExt;
@@ -59,12 +65,27 @@ pub fn snapshot(path: &Path) -> Option<Vec<u8>> {
 enum Event {
     Signal(std::io::Result<Signal>),
     Poll,
+    /// An upgrade ended: the new process's pid once it accepts, or why it failed.
+    Upgraded(Result<u32, String>),
 }
 
+/// An upgrade under way: its outcome, and its cancel flag.
+struct Upgrading(
+    async_channel::Receiver<Result<u32, String>>,
+    Arc<AtomicBool>,
+);
+
 /// Handles signals (registered before the gateway listened, so that none is missed) and
-/// reloads until a shutdown ends; returns the process exit status. `contents` is the file as
-/// read before the config in force was loaded from it.
-pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: Registered) -> u8 {
+/// reloads until a shutdown or an upgrade ends; returns the process exit status. `contents`
+/// is the file as read before the config in force was loaded from it; `admin` is the admin
+/// listener, handed over with the public one on an upgrade.
+pub fn run(
+    gateway: Gateway,
+    path: PathBuf,
+    contents: Option<Vec<u8>>,
+    signals: Registered,
+    admin: Option<Arc<TcpListener>>,
+) -> u8 {
     reactor::block_on(async {
         let signals = match signals.listen() {
             Ok(s) => s,
@@ -74,6 +95,7 @@ pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: 
             }
         };
         let mut last = contents;
+        let mut upgrading: Option<Upgrading> = None;
         loop {
             let poll = gateway.config().reload_poll;
             let event = async { Event::Signal(signals.next().await) }
@@ -84,13 +106,36 @@ pub fn run(gateway: Gateway, path: PathBuf, contents: Option<Vec<u8>>, signals: 
                     };
                     Event::Poll
                 })
+                .or(async {
+                    match &upgrading {
+                        Some(Upgrading(done, _)) => match done.recv().await {
+                            Ok(outcome) => Event::Upgraded(outcome),
+                            Err(_) => Event::Upgraded(Err("the upgrade thread ended".into())),
+                        },
+                        None => std::future::pending().await,
+                    }
+                })
                 .await;
             match event {
                 Event::Signal(Ok(Signal::Hup)) => {
                     last = snapshot(&path);
                     reload(&gateway, &path, "SIGHUP");
                 }
+                Event::Signal(Ok(Signal::Usr2)) if upgrading.is_some() => {
+                    log::warn!("SIGUSR2: an upgrade is already under way; ignored");
+                }
+                Event::Signal(Ok(Signal::Usr2)) => {
+                    upgrading = upgrade(&gateway, admin.clone());
+                }
+                Event::Upgraded(Ok(pid)) => return hand_over(&gateway, &signals, pid).await,
+                Event::Upgraded(Err(e)) => {
+                    log::error!("upgrade failed: {e}; this process keeps serving");
+                    upgrading = None;
+                }
                 Event::Signal(Ok(sig)) => {
+                    if let Some(Upgrading(_, cancel)) = &upgrading {
+                        cancel.store(true, Ordering::Relaxed);
+                    }
                     return shutdown(&gateway, &signals, sig).await;
                 }
                 Event::Signal(Err(e)) => {
@@ -170,6 +215,51 @@ fn apply(gateway: &Gateway, path: &Path, why: &str) {
     }
 }
 
+/// Starts an upgrade on a thread of its own (it waits on the new process); `None` when the
+/// thread cannot start (logged).
+fn upgrade(gateway: &Gateway, admin: Option<Arc<TcpListener>>) -> Option<Upgrading> {
+    let (done, outcome) = async_channel::bounded(1);
+    let cancel = Arc::new(AtomicBool::new(false));
+    let (g, c) = (gateway.clone(), cancel.clone());
+    let started = std::thread::Builder::new()
+        .name("kairos-upgrade".into())
+        .spawn(move || {
+            let offer = crate::upgrade::Offer {
+                public: g.listener(),
+                admin: admin.as_deref(),
+                shared: g.shares_listener(),
+            };
+            let _ = done.send_blocking(crate::upgrade::hand_over(&offer, &c));
+        });
+    match started {
+        Ok(_) => Some(Upgrading(outcome, cancel)),
+        Err(e) => {
+            log::error!(
+                "SIGUSR2: cannot start the upgrade thread: {e}; this process keeps serving"
+            );
+            None
+        }
+    }
+}
+
+/// The upgrade's new process `pid` accepts: this one stops accepting and drains; returns the
+/// exit status.
+async fn hand_over(gateway: &Gateway, signals: &Signals, pid: u32) -> u8 {
+    gateway.hand_over();
+    crate::notify::main_pid(pid);
+    log::info!(
+        "upgrade: new process {pid} accepts connections; this one ({}) stopped accepting: \
+         {} get {} over the next {} ms, then it exits (waiting up to {} ms; a second signal \
+         exits at once)",
+        std::process::id(),
+        count(server::open_connections(), "open connection"),
+        GatewayClose::Shutdown.code(),
+        gateway.config().close_spread.as_millis(),
+        gateway.config().shutdown_timeout.as_millis()
+    );
+    drained(signals, gateway.config().shutdown_timeout).await
+}
+
 /// Graceful shutdown; returns the exit status.
 async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     let timeout = gateway.config().shutdown_timeout;
@@ -185,6 +275,12 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
         gateway.config().close_spread.as_millis(),
         timeout.as_millis()
     );
+    drained(signals, timeout).await
+}
+
+/// Waits until every connection has closed, `timeout` has passed, or a second SIGTERM or
+/// SIGINT came; returns the exit status.
+async fn drained(signals: &Signals, timeout: Duration) -> u8 {
     let deadline = Instant::now() + timeout;
     let drained = async {
         while server::open_connections() > 0 && Instant::now() < deadline {
@@ -202,8 +298,8 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
         0
     };
     let again = async {
-        // Another SIGTERM or SIGINT; a SIGHUP now changes nothing.
-        while let Ok(Signal::Hup) = signals.next().await {}
+        // Another SIGTERM or SIGINT; a SIGHUP or SIGUSR2 now changes nothing.
+        while let Ok(Signal::Hup | Signal::Usr2) = signals.next().await {}
         log::warn!(
             "second signal: exiting now with {} open",
             count(server::open_connections(), "connection")

@@ -33,4 +33,6 @@ pub mod relay;
 pub mod route;
 pub mod server;
 pub mod signals;
+pub mod sockets;
+pub mod upgrade;
 pub mod upstream;

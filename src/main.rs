@@ -11,7 +11,7 @@ use std::sync::Arc;
 use kairos_gateway::config::{Backend, Config};
 use kairos_gateway::plural::count;
 use kairos_gateway::server::Gateway;
-use kairos_gateway::{admin, control};
+use kairos_gateway::{admin, control, sockets, upgrade};
 
 const HELP: &str = "\
 kairos-gateway: a WebSocket reverse proxy
@@ -170,21 +170,38 @@ fn run(
     // Before listening: a SIGTERM from now on is a graceful shutdown, never a kill.
     let signals =
         kairos_gateway::signals::register().map_err(|e| format!("cannot handle signals: {e}"))?;
-    let gateway = Gateway::bind(config.clone()).map_err(|e| e.to_string())?;
+    // An upgrade's sockets, systemd's, or bound here.
+    let (sockets, handover) = match upgrade::receive(&config) {
+        Some(taken) => taken.map(|(s, h)| (s, Some(h)))?,
+        None => (sockets::open(&config)?, None),
+    };
+    let origin = sockets.origin;
+    let gateway =
+        Gateway::new(config.clone(), sockets.public, sockets.shared).map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "kairos-gateway {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    if !cfg!(feature = "admin") {
-        // The config refuses an `admin` block in this build.
-    } else if config.admin_on_public() {
+    if handover.is_some() || sockets.shared {
+        log::info!("the listening sockets came {origin}");
+        if config.port != 0 && config.port != addr.port() {
+            log::warn!(
+                "server.port is {}, but the socket passed listens on {addr}: it is used (the \
+                 config's port takes a restart without passed sockets)",
+                config.port
+            );
+        }
+    }
+    let admin = sockets.admin.map(Arc::new);
+    if config.admin_on_public() {
         log::warn!("admin endpoints (/metrics, /healthz, /readyz) are served on the public listener {addr}, as admin asks");
-    } else if let Some((host, port)) = &config.admin {
+    } else if let Some(listener) = &admin {
         let g = gateway.clone();
-        let admin =
-            admin::start(host, *port, Arc::new(move || g.status())).map_err(|e| e.to_string())?;
-        log::info!("admin listening on {admin} (/metrics, /healthz, /readyz)");
+        let status = Arc::new(move || g.status());
+        let at = admin::start(listener.clone(), status, gateway.handed_over())
+            .map_err(|e| e.to_string())?;
+        log::info!("admin listening on {at} (/metrics, /healthz, /readyz)");
     }
     for r in &config.routes {
         let backends: Vec<String> = r
@@ -219,8 +236,12 @@ fn run(
             .spawn(move || gateway.run_worker())
             .map_err(|e| format!("cannot start worker thread: {e}"))?;
     }
-    kairos_gateway::notify::ready();
-    Ok(control::run(gateway, path, contents, signals))
+    match handover {
+        // The old process tells the service manager this one is the main process now.
+        Some(h) => h.ready(),
+        None => kairos_gateway::notify::ready(),
+    }
+    Ok(control::run(gateway, path, contents, signals, admin))
 }
 
 /// Each proxied connection holds two sockets: the soft open-files limit (often 1024) would cap

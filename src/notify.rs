@@ -1,7 +1,9 @@
 //! systemd's readiness protocol (`sd_notify`): when the service manager set `NOTIFY_SOCKET`,
 //! the gateway tells it `READY=1` once its workers accept, `RELOADING=1` (with the monotonic
 //! time systemd's `Type=notify-reload` asks for) then `READY=1` around a reload, and
-//! `STOPPING=1` when a graceful shutdown begins. Without `NOTIFY_SOCKET` nothing is sent. A
+//! `STOPPING=1` when a graceful shutdown begins. After a binary upgrade, the new process is the
+//! main one: the old one says `MAINPID=` and nothing more, and the new one no `READY=1` of
+//! its own (it is not the main process until then). Without `NOTIFY_SOCKET` nothing is sent. A
 //! message that cannot be sent is logged at debug: the gateway serves either way.
 
 use std::os::unix::net::UnixDatagram;
@@ -20,6 +22,15 @@ pub fn reloading() {
     let usec = rustix::time::clock_gettime(rustix::time::ClockId::Monotonic);
     let usec = usec.tv_sec as u64 * 1_000_000 + usec.tv_nsec as u64 / 1000;
     send(&format!("RELOADING=1\nMONOTONIC_USEC={usec}"));
+}
+
+/// An upgrade's new process, `pid`, serves in this one's place: it is the service's main
+/// process from now on (this one drains and exits without telling the service manager more).
+pub fn main_pid(pid: u32) {
+    send(&format!(
+        "MAINPID={pid}\nSTATUS=serving (upgraded from {})",
+        std::process::id()
+    ));
 }
 
 /// A graceful shutdown begins.

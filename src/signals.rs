@@ -5,7 +5,7 @@
 use std::io;
 use std::os::unix::net::UnixStream;
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR2};
 use std::task::Poll;
 
 use crate::reactor::Pipe;
@@ -19,13 +19,16 @@ pub enum Signal {
     Int,
     /// SIGHUP: reload the config.
     Hup,
+    /// SIGUSR2: binary upgrade ([`crate::upgrade`]).
+    Usr2,
 }
 
 impl Signal {
-    const ALL: [(Signal, i32); 3] = [
+    const ALL: [(Signal, i32); 4] = [
         (Signal::Term, SIGTERM),
         (Signal::Int, SIGINT),
         (Signal::Hup, SIGHUP),
+        (Signal::Usr2, SIGUSR2),
     ];
 
     /// The signal's name, as `kill -l` spells it.
@@ -34,6 +37,7 @@ impl Signal {
             Signal::Term => "SIGTERM",
             Signal::Int => "SIGINT",
             Signal::Hup => "SIGHUP",
+            Signal::Usr2 => "SIGUSR2",
         }
     }
 }

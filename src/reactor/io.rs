@@ -288,8 +288,36 @@ impl Listener {
         let (l, reg) = (&self.listener, &self.reg);
         std::future::poll_fn(|cx| retry(reg, cx, true, || accept(l))).await
     }
+
+    /// Leaves this thread's driver and takes, without waiting, the connections the kernel
+    /// has queued (at most `max`): the connections a wake-up of this thread was for, which
+    /// no other process would be woken for.
+    pub fn close(self, max: usize) -> Vec<(TcpStream, SocketAddr)> {
+        let listener = self.listener.clone();
+        drop(self);
+        let mut queued = Vec::new();
+        while queued.len() < max {
+            match accept(&listener) {
+                Ok(c) => queued.push(c),
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => continue,
+                Err(_) => break,
+            }
+        }
+        queued
+    }
 }
 
+impl Drop for Listener {
+    /// A listening socket can outlive its registration (other threads, or another process
+    /// after an upgrade, hold it): closing a descriptor would not take it out of this epoll
+    /// set, whose exclusive wake-ups would go on taking connections nobody accepts here.
+    fn drop(&mut self) {
+        let _ = epoll::delete(&self.reg.driver.epoll, &*self.listener);
+    }
+}
+
+/// Accepts a connection on a non-blocking listener without waiting (`WouldBlock` when none
+/// is queued).
 fn accept(l: &TcpListener) -> io::Result<(TcpStream, SocketAddr)> {
     let flags = SocketFlags::NONBLOCK | SocketFlags::CLOEXEC;
     let (fd, addr) = rustix::net::acceptfrom_with(l, flags)?;

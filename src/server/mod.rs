@@ -13,11 +13,10 @@ mod connection;
 mod retire;
 
 use std::io;
-use std::net::TcpListener;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -32,9 +31,7 @@ use crate::config::Config;
 use crate::drain::Drain;
 use crate::metrics::{self, RouteStats};
 use crate::reactor::{self, Listener, Timer};
-
-/// Pending connections the kernel queues before `accept` (nginx uses 511).
-const LISTEN_BACKLOG: i32 = 1024;
+use crate::sockets::LISTEN_BACKLOG;
 
 /// One config's worth of state, kept by each connection for its whole life.
 pub struct Generation {
@@ -107,8 +104,17 @@ impl Generation {
 #[derive(Clone)]
 pub struct Gateway {
     listener: Arc<TcpListener>,
+    /// Whether another process listens on `listener` too (systemd, which keeps it across
+    /// restarts, or the process an upgrade handed it to): then it is never shut down.
+    shared: Arc<AtomicBool>,
     current: Arc<RwLock<Arc<Generation>>>,
+    /// Begun by the shutdown: handshakes in progress are refused (503).
     drain: Arc<Drain>,
+    /// Begun by the shutdown and by an upgrade's hand-over: the accept loops end.
+    accepting: Arc<Drain>,
+    /// Begun by an upgrade's hand-over: the admin listener's accept loop ends too (it serves
+    /// on through a shutdown, to say it is not ready).
+    handed_over: Arc<Drain>,
     /// The connection counts of `limits.max_connections` and the routes' limits, which
     /// outlive every generation.
     admission: Arc<Admission>,
@@ -148,28 +154,24 @@ impl Drop for Alive {
 impl Gateway {
     /// Binds `config.host:config.port`.
     pub fn bind(config: Arc<Config>) -> io::Result<Gateway> {
-        let shown = format!("{}:{}", config.host, config.port);
-        let named =
-            |e: io::Error| io::Error::new(e.kind(), format!("cannot listen on {shown}: {e}"));
-        let addr = (config.host.as_str(), config.port)
-            .to_socket_addrs()
-            .map_err(named)?
-            .next()
-            .ok_or_else(|| named(io::Error::new(io::ErrorKind::NotFound, "no address")))?;
-        let listener = TcpListener::bind(addr).map_err(named)?;
-        // std listens with a backlog of 128: a burst of connects overflows it and costs the
-        // clients a 1 s SYN retry. Listening again on the bound socket raises it (the kernel
-        // caps it at net.core.somaxconn).
-        rustix::net::listen(&listener, LISTEN_BACKLOG).map_err(|e| named(io::Error::from(e)))?;
-        listener.set_nonblocking(true).map_err(named)?;
+        let listener = crate::sockets::bind(&config.host, config.port, "")?;
+        Gateway::new(config, listener, false)
+    }
+
+    /// A gateway on `listener` (bound, listening and non-blocking: [`crate::sockets`]);
+    /// `shared` when another process keeps it listening.
+    pub fn new(config: Arc<Config>, listener: TcpListener, shared: bool) -> io::Result<Gateway> {
         let admission = Admission::new();
         let first = Generation::new(config, &admission)?;
         let generations = Arc::new(retire::Generations::default());
         generations.add(&first);
         Ok(Gateway {
             listener: Arc::new(listener),
+            shared: Arc::new(AtomicBool::new(shared)),
             current: Arc::new(RwLock::new(first)),
             drain: Drain::new(),
+            accepting: Drain::new(),
+            handed_over: Drain::new(),
             admission,
             health: Arc::default(),
             generations,
@@ -214,18 +216,50 @@ impl Gateway {
     }
 
     /// Begins a graceful shutdown: the listening socket stops listening (new connects are
-    /// refused), and every connection is told to close
+    /// refused; a socket another process keeps is only no longer accepted on), and every
+    /// connection is told to close
     /// ([`GatewayClose::Shutdown`](crate::error::GatewayClose::Shutdown) on both legs once
     /// relayed, each at a random moment within `server.close_spread_ms`;
     /// [`Error::ShuttingDown`](crate::error::Error::ShuttingDown) at once before its 101).
     pub fn begin_shutdown(&self) {
         let spread = self.config().close_spread;
         self.drain.begin(spread);
+        self.accepting.begin(Duration::ZERO);
         self.generations.shut_down(spread);
+        if self.shared.load(Ordering::SeqCst) {
+            return;
+        }
         // On Linux, shutting down a listening socket's read side stops it listening.
         if let Err(e) = rustix::net::shutdown(&*self.listener, rustix::net::Shutdown::Read) {
             log::warn!("shutdown: cannot stop the listener: {e}");
         }
+    }
+
+    /// An upgrade's new process accepts on the listening sockets: this one stops accepting
+    /// (the connects its workers were woken for are still served) and drains its relayed
+    /// connections with the shutdown's close, spread over `server.close_spread_ms`.
+    /// Handshakes in progress finish (and their connections are then drained too).
+    pub fn hand_over(&self) {
+        self.shared.store(true, Ordering::SeqCst);
+        self.accepting.begin(Duration::ZERO);
+        self.handed_over.begin(Duration::ZERO);
+        self.generations.shut_down(self.config().close_spread);
+    }
+
+    /// Begun when an upgrade's new process took the listening sockets: the admin listener's
+    /// accept loop watches it.
+    pub fn handed_over(&self) -> Arc<Drain> {
+        self.handed_over.clone()
+    }
+
+    /// Whether another process keeps the public listening socket (systemd).
+    pub fn shares_listener(&self) -> bool {
+        self.shared.load(Ordering::SeqCst)
+    }
+
+    /// The public listening socket (for an upgrade).
+    pub fn listener(&self) -> &TcpListener {
+        &self.listener
     }
 
     /// What the admin endpoints report.
@@ -264,20 +298,30 @@ impl Gateway {
                 return;
             }
         };
-        let mut draining = self.drain.watch();
+        let mut stopped = self.accepting.watch();
         loop {
             let accepted = async { Some(listener.accept().await) }
                 .or(async {
-                    (&mut draining).await;
+                    (&mut stopped).await;
                     None
                 })
                 .await;
             let Some(accepted) = accepted else {
+                // Handed over: the connects this worker was woken for are served here (no
+                // other process is woken for them). Shut down: they wait for the next one.
+                let queued = if self.drain.is_on() {
+                    0
+                } else {
+                    LISTEN_BACKLOG as usize
+                };
+                for (stream, peer) in listener.close(queued) {
+                    self.spawn_connection(&ex, stream, peer);
+                }
                 return;
             };
             match accepted {
                 Ok((stream, peer)) => self.spawn_connection(&ex, stream, peer),
-                Err(_) if self.drain.is_on() => return,
+                Err(_) if self.accepting.is_on() => return,
                 Err(e) => {
                     // Out of file descriptors and the like: log at most once a second, back
                     // off a little, and keep serving the connections already open.

@@ -448,6 +448,12 @@ impl GatewayProcess {
         Self::spawn(json, script, &[resolv_conf], "info")
     }
 
+    /// [`GatewayProcess::start`] through `sh -c script`, with the gateway binary as `$0`, the
+    /// config file as `$1` and `args` from `$2` on.
+    pub fn start_script(json: &str, script: &str, args: &[&Path]) -> GatewayProcess {
+        Self::spawn(json, script, args, "info")
+    }
+
     /// Runs `sh -c script` with the gateway binary as `$0`, the config file for `json` as `$1`
     /// and `args` from `$2` on.
     fn spawn(json: &str, script: &str, args: &[&Path], rust_log: &str) -> GatewayProcess {
