@@ -90,13 +90,7 @@ async fn serve(
     }));
     loop {
         make_room(&table, &ended_rx).await;
-        let accepted = async { Some(listener.accept().await) }
-            .or(async {
-                (&mut stopped).await;
-                None
-            })
-            .await;
-        let Some(accepted) = accepted else {
+        let Some(accepted) = listener.accept_unless(&mut stopped).await else {
             // The requests this thread was woken for are answered here; the rest go to the
             // process that took the socket. The thread serves what it has until the exit.
             for (tcp, peer) in listener.close(MAX_CONNECTIONS) {

@@ -289,6 +289,20 @@ impl Listener {
         std::future::poll_fn(|cx| retry(reg, cx, true, || accept(l))).await
     }
 
+    /// [`Listener::accept`], unless `stop` completes first (`None`).
+    pub async fn accept_unless(
+        &self,
+        stop: impl std::future::Future<Output = ()>,
+    ) -> Option<io::Result<(TcpStream, SocketAddr)>> {
+        use futures_lite::FutureExt;
+        async { Some(self.accept().await) }
+            .or(async {
+                stop.await;
+                None
+            })
+            .await
+    }
+
     /// Leaves this thread's driver and takes, without waiting, the connections the kernel
     /// has queued (at most `max`): the connections a wake-up of this thread was for, which
     /// no other process would be woken for.

@@ -300,13 +300,7 @@ impl Gateway {
         };
         let mut stopped = self.accepting.watch();
         loop {
-            let accepted = async { Some(listener.accept().await) }
-                .or(async {
-                    (&mut stopped).await;
-                    None
-                })
-                .await;
-            let Some(accepted) = accepted else {
+            let Some(accepted) = listener.accept_unless(&mut stopped).await else {
                 // Handed over: the connects this worker was woken for are served here (no
                 // other process is woken for them). Shut down: they wait for the next one.
                 let queued = if self.drain.is_on() {
