@@ -4,7 +4,9 @@
 //!
 //! Modes: `throughput` (closed loop, W messages in flight per connection, every echo checked),
 //! `rate` (open loop on a fixed schedule, latency from the *scheduled* send time), `connect`
-//! (connect + handshake + one echo + close, repeatedly) and `hold` (many idle connections).
+//! (connect + handshake + one echo + close, repeatedly), `hold` (many idle connections) and
+//! `fleet` (clients that stay connected and come back when the server closes them; in
+//! `loadgen/fleet.rs`).
 //! Each mode prints one JSON line on stdout at the end; logs go to stderr.
 //!
 //! The hot path drives tungstenite's synchronous `WebSocket` over a non-blocking socket and waits
@@ -29,6 +31,9 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt, FutureExt};
 use serde_json::{json, Value};
 use smol::{Async, Executor, Timer};
 
+#[path = "loadgen/fleet.rs"]
+mod fleet;
+
 const HELP: &str = "\
 loadgen: WebSocket load generator (one JSON line on stdout at the end, logs on stderr)
 
@@ -50,12 +55,24 @@ MODES AND THEIR OPTIONS:
                 open C connections (N at a time, default 200), echo once on each, print
                 `HELD <n>` on stdout, hold them idle for SECS (or until stdin, when it is a
                 pipe or a terminal, reaches end of file), then close them all cleanly
+    fleet       --connections C --keys K --duration SECS [--open-rate O] [--events FILE]
+                C clients; client i connects to URL?key=k<i mod K>, reads the backend's
+                greeting (`backend NAME`, echo_backend --name) and stays connected; when the
+                server closes its connection (or it breaks) it reconnects with jittered
+                exponential backoff (full jitter, 100 ms doubling to 2 s). The first connects
+                are paced at O per second (default 500). Prints `CONNECTED <n>` on stdout when
+                the count of connected clients changes (at most every 100 ms). Runs for SECS
+                (or until stdin, when it is a pipe or a terminal, reaches end of file), then
+                closes every connection cleanly. Reports failed handshakes, close codes, the
+                time from a close to the next 101, and keys served by more than one backend.
+                --events FILE: one line per event, `UNIX_MS CLIENT open BACKEND` or
+                `UNIX_MS CLIENT close CODE` (CODE `broken` when no close frame came)
 
 COMMON:
     --threads N   executor threads of the load generator (default 1)
     --help        this text
 
-Defaults: C=50, W=8, S=64, SECS=10, R=1000, K=16.
+Defaults: C=50, W=8, S=64, SECS=10, R=1000, K=16 (connect) or 100 (fleet), O=500.
 ";
 
 /// How long a connection may take to open (TCP + handshake) or to close.
@@ -72,6 +89,7 @@ enum Mode {
     Rate,
     Connect,
     Hold,
+    Fleet,
 }
 
 impl Mode {
@@ -81,6 +99,7 @@ impl Mode {
             Mode::Rate => "rate",
             Mode::Connect => "connect",
             Mode::Hold => "hold",
+            Mode::Fleet => "fleet",
         }
     }
 }
@@ -99,6 +118,9 @@ struct Opts {
     hold: f64,
     batch: usize,
     threads: usize,
+    keys: usize,
+    open_rate: f64,
+    events: Option<String>,
 }
 
 /// Where to connect: `ws://HOST:PORT/PATH` resolved once.
@@ -164,6 +186,9 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         hold: 10.0,
         batch: 200,
         threads: 1,
+        keys: 100,
+        open_rate: 500.0,
+        events: None,
     };
     let mut parser = lexopt::Parser::from_env();
     while let Some(arg) = parser.next()? {
@@ -175,9 +200,10 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
                     "rate" => Mode::Rate,
                     "connect" => Mode::Connect,
                     "hold" => Mode::Hold,
+                    "fleet" => Mode::Fleet,
                     other => {
                         return Err(format!(
-                            "--mode {other}: expected throughput, rate, connect or hold"
+                            "--mode {other}: expected throughput, rate, connect, hold or fleet"
                         )
                         .into())
                     }
@@ -194,6 +220,9 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
             Long("hold") => o.hold = parser.value()?.parse()?,
             Long("batch") => o.batch = parser.value()?.parse()?,
             Long("threads") => o.threads = parser.value()?.parse()?,
+            Long("keys") => o.keys = parser.value()?.parse()?,
+            Long("open-rate") => o.open_rate = parser.value()?.parse()?,
+            Long("events") => o.events = Some(parser.value()?.string()?),
             Long("help") | Short('h') => return Ok(None),
             _ => return Err(arg.unexpected()),
         }
@@ -208,14 +237,17 @@ fn parse_args() -> Result<Option<Opts>, lexopt::Error> {
         ("--parallel", o.parallel),
         ("--batch", o.batch),
         ("--threads", o.threads),
+        ("--keys", o.keys),
     ];
     for (name, v) in positive {
         if v == 0 {
             return Err(format!("{name} must be at least 1").into());
         }
     }
-    if !(o.duration > 0.0 && o.rate > 0.0 && o.hold >= 0.0) {
-        return Err("--duration and --rate must be positive, --hold not negative".into());
+    if !(o.duration > 0.0 && o.rate > 0.0 && o.open_rate > 0.0 && o.hold >= 0.0) {
+        return Err(
+            "--duration, --rate and --open-rate must be positive, --hold not negative".into(),
+        );
     }
     Ok(Some(o))
 }
@@ -253,6 +285,7 @@ async fn run(ex: Arc<Executor<'static>>, o: Opts) -> Value {
         Mode::Rate => rate(&ex, &o).await,
         Mode::Connect => connect(&ex, &o).await,
         Mode::Hold => hold(&ex, &o).await,
+        Mode::Fleet => fleet::fleet(&ex, &o).await,
     };
     report["mode"] = json!(o.mode.name());
     report["url"] = json!(o.target.url);

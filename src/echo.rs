@@ -1,7 +1,9 @@
 //! A WebSocket echo server: text and binary messages are sent back as received; pings are
 //! answered and the close handshake completed (by tungstenite). Protocol errors are answered
 //! with the RFC's close code. Used by `--demo`, `examples/echo_backend.rs`, the tests and the
-//! benchmarks. If the client offers subprotocols, the first one is chosen.
+//! benchmarks. If the client offers subprotocols, the first one is chosen. [`serve_greeting`]
+//! first sends each client one text message of its own (so that a client behind a balancer can
+//! tell which backend it reached).
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,7 +13,7 @@ use async_tungstenite::tungstenite::handshake::server::{
 };
 use async_tungstenite::tungstenite::http::HeaderValue;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
-use async_tungstenite::tungstenite::Message;
+use async_tungstenite::tungstenite::{Message, Utf8Bytes};
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -27,6 +29,13 @@ use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 /// Accepts connections on `listener` forever, one task each, on this thread (with its own
 /// I/O driver).
 pub fn serve(listener: TcpListener) -> io::Result<()> {
+    serve_greeting(listener, None)
+}
+
+/// [`serve`], sending `greeting` (when there is one) as a text message right after each
+/// handshake, before echoing.
+pub fn serve_greeting(listener: TcpListener, greeting: Option<String>) -> io::Result<()> {
+    let greeting = greeting.map(Utf8Bytes::from);
     listener.set_nonblocking(true)?;
     let listener = Arc::new(listener);
     reactor::block_on(async {
@@ -36,7 +45,9 @@ pub fn serve(listener: TcpListener) -> io::Result<()> {
             .run(async {
                 loop {
                     match listener.accept().await {
-                        Ok((stream, peer)) => tasks.spawn(handle_tcp(stream, peer)).detach(),
+                        Ok((stream, peer)) => tasks
+                            .spawn(handle_tcp(stream, peer, greeting.clone()))
+                            .detach(),
                         Err(e) => {
                             log::warn!("echo backend: accept failed: {e}");
                             Timer::after(std::time::Duration::from_millis(50)).await;
@@ -62,18 +73,26 @@ pub fn start(addr: SocketAddr) -> io::Result<SocketAddr> {
     Ok(local)
 }
 
-async fn handle_tcp(stream: std::net::TcpStream, peer: SocketAddr) {
+async fn handle_tcp(stream: std::net::TcpStream, peer: SocketAddr, greeting: Option<Utf8Bytes>) {
     let _ = stream.set_nodelay(true);
     log::debug!("echo backend: connection from {peer}");
     match Stream::accepted(stream) {
-        Ok(stream) => handle(stream).await,
+        Ok(stream) => handle_greeting(stream, greeting).await,
         Err(e) => log::warn!("echo backend: {peer}: {e}"),
     }
 }
 
 /// Performs the server handshake on `stream` and echoes until the client closes.
-#[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
 pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
+    handle_greeting(stream, None).await
+}
+
+/// [`handle`], sending `greeting` (when there is one) first.
+#[allow(clippy::result_large_err)] // the callback's signature is tungstenite's
+async fn handle_greeting<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: S,
+    greeting: Option<Utf8Bytes>,
+) {
     let choose_protocol =
         |req: &WsRequest, mut res: WsResponse| -> Result<WsResponse, ErrorResponse> {
             let first = req
@@ -103,6 +122,11 @@ pub async fn handle<S: AsyncRead + AsyncWrite + Unpin>(stream: S) {
                 return;
             }
         };
+    if let Some(text) = greeting {
+        if ws.send(Message::Text(text)).await.is_err() {
+            return;
+        }
+    }
     while let Some(msg) = ws.next().await {
         let msg = match msg {
             Ok(m) => m,
