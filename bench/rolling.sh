@@ -4,7 +4,9 @@
 # fleet of clients (loadgen --mode fleet) that stay connected and come back with jittered
 # backoff when closed. The gateways are restarted one at a time: SIGTERM (1001 to every client,
 # spread over SPREAD ms), wait for the exit, start it again on the same ports, wait until HAProxy
-# has it back and every client is connected again, then the next. Passes only when the clients
+# has it back and every client is connected again, then the next. All along, LOOPS loops make
+# new connections through HAProxy (loadgen --mode connect, on a second route), so that connects
+# reach each gateway as it gets its SIGTERM. Passes only when the clients and the loops
 # saw no failed handshake, every close was a 1001, every client was back within SPREAD + 5 s of
 # its gateway's SIGTERM (and within 5 s of its own close), no key was served by two backends,
 # and every gateway exited with status 0.
@@ -13,7 +15,7 @@
 #        CLIENTS=300 SPREAD=2000 RESULT=- bash bench/rolling.sh  (what .ci/run runs)
 #
 # environment: CLIENTS [1500], KEYS [100], SPREAD ms [10000] (server.close_spread_ms),
-#              OPEN_RATE first connects a second [500], KEEP_RUNDIR [0],
+#              OPEN_RATE first connects a second [500], LOOPS connect loops [1], KEEP_RUNDIR [0],
 #              RESULT file to write the summary to [bench/results/rolling-restart.md; "-": none]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,6 +23,7 @@ CLIENTS=${CLIENTS:-1500}
 KEYS=${KEYS:-100}
 SPREAD=${SPREAD:-10000}
 OPEN_RATE=${OPEN_RATE:-500}
+LOOPS=${LOOPS:-1}
 RESULT=${RESULT:-bench/results/rolling-restart.md}
 BACK_SLACK=5000 # ms: "the spread plus a few seconds"
 log() { echo "[rolling $(date +%H:%M:%S)] $*" >&2; }
@@ -120,6 +123,11 @@ for b in 1 2 3; do
   port=$(grep -m1 -oE '127\.0\.0\.1:[0-9]+' "$run/b$b.log" | cut -d: -f2)
   backends+="${backends:+, }{ \"host\": \"ws://127.0.0.1\", \"port\": $port }"
 done
+# The connect loops' backend: a plain echo (no greeting), behind route /ws/echo.
+"$bin/examples/echo_backend" 0 > "$run/plain.log" 2>&1 &
+pids+=($!)
+wait_until 20 "the plain echo backend listens" grep -q 'listening on' "$run/plain.log"
+plain_port=$(grep -m1 -oE '127\.0\.0\.1:[0-9]+' "$run/plain.log" | cut -d: -f2)
 start_gateway() { # N: gateway N on its ports, logging to gN.<start>.log
   local n=$1
   cat > "$run/g$n.json" << JSON
@@ -128,7 +136,9 @@ start_gateway() { # N: gateway N on its ports, logging to gN.<start>.log
               "shutdown_timeout_ms": $((SPREAD + 10000)) },
   "admin": { "host": "127.0.0.1", "port": ${admin_port[$n]} },
   "routers": [ { "protocol": "websocket", "external_path": "/ws/chat", "internal_path": "/ws",
-    "methods": ["GET"], "sticky": { "key": "query:key" }, "backends": [ $backends ] } ] }
+    "methods": ["GET"], "sticky": { "key": "query:key" }, "backends": [ $backends ] },
+    { "protocol": "websocket", "external_path": "/ws/echo", "internal_path": "/ws",
+      "methods": ["GET"], "backends": [ { "host": "ws://127.0.0.1", "port": $plain_port } ] } ] }
 JSON
   RUST_LOG=warn,kairos_gateway=info "$bin/kairos-gateway" --config "$run/g$n.json" \
     > "$run/g$n.$(now_ms).log" 2>&1 3>&- &
@@ -154,6 +164,15 @@ exec 3> "$run/fleet.stop"
 log "$CLIENTS clients ($KEYS keys, $OPEN_RATE/s) through HAProxy :$hp_port to gateways :$g1 :$g2 :$g3"
 wait_until $((CLIENTS / OPEN_RATE + 30)) "all $CLIENTS clients are connected" all_connected
 log "all connected: $(haproxy_servers | awk '{printf "%s %s  ", $1, $3}')"
+
+# New connections all along: LOOPS loops of connect + handshake + one echo + close through
+# HAProxy, so that connects reach each gateway at the moment of its SIGTERM.
+loop_secs=$((3 * (SPREAD / 1000 + 3) + 2))
+"$bin/examples/loadgen" --url "ws://127.0.0.1:$hp_port/ws/echo" --mode connect \
+  --parallel "$LOOPS" --duration "$loop_secs" > "$run/connect.out" 2> "$run/connect.log" &
+loop_pid=$!
+pids+=("$loop_pid")
+t_loop_end=$(($(now_ms) + loop_secs * 1000))
 
 # restarts.tsv: gateway, SIGTERM, exit, ready, HAProxy up, all connected (unix ms), exit status,
 # clients per gateway after it.
@@ -182,6 +201,9 @@ done
 # HAProxy's connects to a gateway that failed for good (econ), were retried on the same one
 # (wretr) or redispatched to another (wredis, a connect refused by a draining gateway).
 haproxy_stat econ wretr wredis | grep '^BACKEND' > "$run/haproxy.counters"
+[ "$(now_ms)" -le "$t_loop_end" ] || log "warning: the restarts outlasted the connect loops"
+wait "$loop_pid" || { echo "rolling.sh: the connect loops failed" >&2; cat "$run/connect.log" >&2; exit 1; }
+grep '^{' "$run/connect.out" | tail -1 > "$run/connect.json"
 exec 3>&- # the fleet's end of file: it closes every connection and reports
 wait "$fleet_pid" || { echo "rolling.sh: the load generator failed" >&2; cat "$run/fleet.log" >&2; exit 1; }
 fleet_pid=""
@@ -191,6 +213,7 @@ summary=$(python3 - "$run" "$CLIENTS" "$KEYS" "$SPREAD" "$BACK_SLACK" << 'PY'
 import collections, json, sys
 run, clients, keys, spread, slack = sys.argv[1], *map(int, sys.argv[2:])
 r = json.load(open(f"{run}/fleet.json"))
+loop = json.load(open(f"{run}/connect.json"))
 restarts = [line.rstrip("\n").split("\t") for line in open(f"{run}/restarts.tsv")]
 econ, wretr, wredis = open(f"{run}/haproxy.counters").read().split()[1:]
 # Per client: its events in order, to find when each client closed in a restart came back.
@@ -222,6 +245,7 @@ checks = [
     (r["not_back"] == 0, f"{r['not_back']} clients not connected at the end"),
     (set(codes) == {"1001"}, f"closes by code: {codes}"),
     (r["errors"] == 0, f"{r['errors']} other errors ({r['first_error']})"),
+    (loop["errors"] == 0, f"connect loops: {loop['errors']} errors ({loop['first_error']})"),
 ]
 failures += [msg for ok, msg in checks if not ok]
 print(f"| clients / keys | {clients:,} / {keys} |")
@@ -235,6 +259,9 @@ print(f"| connections per backend | {', '.join(f'{b}: {n:,}' for b, n in r['back
 print(f"| other errors | {r['errors']} (greeting missing: {r['no_greeting']}) |")
 print(f"| HAProxy connects: failed / retried on the same gateway / redispatched to another | {econ} / {wretr} / {wredis} |")
 print(f"| first error | {r['first_error'] or '-'} |")
+print(f"| connect loops through the restarts (connect, handshake, echo, close) | "
+      f"{loop['cycles']:,} cycles, {loop['connects_per_sec']:,.0f}/s, {loop['errors']} errors "
+      f"({loop['first_error'] or '-'}) |")
 print()
 print("| restart | exit status | clients closed (1001) | SIGTERM to exit, ms | exit to HAProxy up, ms "
       "| SIGTERM to last client back, ms | clients per gateway after |")

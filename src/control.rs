@@ -227,7 +227,7 @@ fn upgrade(gateway: &Gateway, admin: Option<Arc<TcpListener>>) -> Option<Upgradi
             let offer = crate::upgrade::Offer {
                 public: g.listener(),
                 admin: admin.as_deref(),
-                shared: g.shares_listener(),
+                shared: g.systemd_socket(),
             };
             let _ = done.send_blocking(crate::upgrade::hand_over(&offer, &c));
         });
@@ -265,6 +265,7 @@ async fn shutdown(gateway: &Gateway, signals: &Signals, sig: Signal) -> u8 {
     let timeout = gateway.config().shutdown_timeout;
     // First stop, then say so: whoever reads the line sees the gateway draining.
     gateway.begin_shutdown();
+    gateway.stop_listening().await;
     crate::notify::stopping();
     log::info!(
         "{}: shutting down: no new connections; {} get {} over the next {} ms \

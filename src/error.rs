@@ -76,8 +76,6 @@ pub enum Error {
         /// What went wrong.
         reason: String,
     },
-    /// The gateway is shutting down (graceful shutdown under way).
-    ShuttingDown,
     /// Every backend of the route is marked down by its health check or has an open circuit
     /// breaker.
     NoBackend {
@@ -128,10 +126,7 @@ impl Error {
             Error::Forbidden(_) => 403,
             Error::BackendUnreachable { .. } | Error::BackendFailed { .. } => 502,
             Error::BackendTimeout { .. } => 504,
-            Error::NoBackend { .. }
-            | Error::ShuttingDown
-            | Error::Overloaded { .. }
-            | Error::ResolverBusy { .. } => 503,
+            Error::NoBackend { .. } | Error::Overloaded { .. } | Error::ResolverBusy { .. } => 503,
             Error::TooManyRequests { .. } => 429,
             Error::BackendStatus { status, .. } if (400..500).contains(status) => *status,
             Error::BackendStatus { .. } => 502,
@@ -269,7 +264,6 @@ impl fmt::Display for Error {
             Error::BackendFailed { url, reason } => {
                 write!(f, "backend {url} handshake failed: {reason}")
             }
-            Error::ShuttingDown => write!(f, "the gateway is shutting down; retry shortly"),
             Error::NoBackend { route, retry_after } => write!(
                 f,
                 "no backend of route {route} is available (each is marked down by its health \

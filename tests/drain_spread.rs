@@ -84,3 +84,57 @@ fn a_shutdown_spreads_its_closes_over_close_spread_ms() {
     let status = gw.wait_exit(STEP).expect("the gateway did not exit");
     assert_eq!(status.code(), Some(0));
 }
+
+/// A backend that holds each upgrade until `release` says so, then accepts it and echoes;
+/// every request it got is reported on the returned channel.
+fn held_backend(
+    release: smol::channel::Receiver<()>,
+) -> (std::net::SocketAddr, smol::channel::Receiver<()>) {
+    let (got, requests) = smol::channel::unbounded();
+    let addr = spawn_backend(move |mut s| {
+        let (got, release) = (got.clone(), release.clone());
+        async move {
+            let head = read_head(&mut s).await;
+            let _ = got.send(()).await;
+            let _ = release.recv().await;
+            echo_ws(accept_after_head(s, &head, "").await).await;
+        }
+    });
+    (addr, requests)
+}
+
+#[test]
+fn a_handshake_under_way_at_sigterm_finishes_and_is_then_drained_with_1001() {
+    let (release, released) = smol::channel::unbounded();
+    let (backend, requests) = held_backend(released);
+    let json = config_json(
+        backend,
+        r#""server": { "close_spread_ms": 300, "shutdown_timeout_ms": 5000 },"#,
+        "",
+    );
+    let mut gw = GatewayProcess::start(&json, None);
+    let addr = gw.addr();
+    run(async {
+        // The client's handshake waits on the backend when the signal comes.
+        let client = smol::spawn(try_connect(addr, "/ws/chat", &[]));
+        within(STEP, requests.recv())
+            .await
+            .expect("the backend got the request")
+            .ok();
+        gw.signal(Signal::TERM);
+        gw.wait_for("shutting down", STEP).expect("the drain began");
+        release.send(()).await.expect("release the backend");
+        let (mut ws, response) = within(STEP, client)
+            .await
+            .expect("the handshake ends")
+            .expect("a handshake under way at the signal finishes (no 503)");
+        assert_eq!(response.status(), 101);
+        let close = within(STEP, ws.next()).await;
+        match close {
+            Some(Some(Ok(Message::Close(Some(c))))) => assert_eq!(c.code, CloseCode::Away),
+            other => panic!("expected 1001 after the handshake, got {other:?}"),
+        }
+        let _ = within(STEP, ws.next()).await;
+    });
+    assert_eq!(gw.wait_exit(STEP).and_then(|s| s.code()), Some(0));
+}

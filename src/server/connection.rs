@@ -46,10 +46,9 @@ pub(super) async fn serve(
         }
     };
     let config = &gen.config;
-    let mut watch = drain.watch();
     #[cfg(feature = "tls-listener")]
     if let Some(tls) = &config.listener_tls {
-        let accepted = tls_handshake(tls, stream, head_deadline, &mut watch).await;
+        let accepted = tls_handshake(tls, stream, head_deadline).await;
         stream = match accepted {
             Ok(s) => s,
             Err(e) => {
@@ -60,13 +59,9 @@ pub(super) async fn serve(
     }
     // The handshake's state (request, headers, TLS and DNS futures) lives in its own box and is
     // gone before the relay starts: an idle relayed connection keeps only what it needs. A
-    // shutdown during the handshake answers 503.
-    let opened = Box::pin(open(&mut stream, peer, &gen, id, head_deadline))
-        .or(async {
-            (&mut watch).await;
-            Err(Refused(Error::ShuttingDown, None))
-        })
-        .await;
+    // shutdown (or an upgrade's hand-over) lets it finish: the connection is then drained
+    // like every relayed one, and its client never sees a failed handshake.
+    let opened = Box::pin(open(&mut stream, peer, &gen, id, head_deadline)).await;
     let o = match opened {
         Ok(Opening::Relay(o)) => o,
         Ok(Opening::Answered) => return,
@@ -86,7 +81,9 @@ pub(super) async fn serve(
     let label = Label { id, peer };
     // Relayed, the connection watches the drain of its route and backend (begun by the
     // shutdown, or by a reload that removes them) instead of the gateway's.
-    let drain = gen.drain_of(o.at, o.chosen).unwrap_or(watch);
+    let drain = gen
+        .drain_of(o.at, o.chosen)
+        .unwrap_or_else(|| drain.watch());
     let summary = relay::run(
         stream,
         o.backend,
@@ -114,22 +111,15 @@ pub(super) async fn serve(
     );
 }
 
-/// The TLS listener's handshake with a client, done by `deadline`; a shutdown drops a client
-/// still in it.
+/// The TLS listener's handshake with a client, done by `deadline`.
 #[cfg(feature = "tls-listener")]
 async fn tls_handshake(
     tls: &crate::config::ServerTls,
     stream: Stream,
     deadline: Instant,
-    watch: &mut crate::drain::Watcher,
 ) -> std::io::Result<Stream> {
     let limit = deadline.saturating_duration_since(Instant::now());
-    let accept = Box::pin(crate::net::accept_tls(tls.clone(), stream, limit));
-    let draining = async {
-        watch.await;
-        Err(std::io::Error::other("the gateway is shutting down"))
-    };
-    accept.or(draining).await
+    Box::pin(crate::net::accept_tls(tls.clone(), stream, limit)).await
 }
 
 /// The relay's rules for a connection on `route`.

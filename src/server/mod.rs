@@ -16,7 +16,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -104,11 +104,13 @@ impl Generation {
 #[derive(Clone)]
 pub struct Gateway {
     listener: Arc<TcpListener>,
-    /// Whether another process listens on `listener` too (systemd, which keeps it across
-    /// restarts, or the process an upgrade handed it to): then it is never shut down.
-    shared: Arc<AtomicBool>,
+    /// Whether systemd keeps `listener` (socket activation) for the next instance: then it
+    /// is never shut down, and the connects queued on it wait for that instance.
+    systemd: bool,
+    /// Worker accept loops started, and ended (their queued connects taken).
+    accept_loops: Arc<(AtomicUsize, AtomicUsize)>,
     current: Arc<RwLock<Arc<Generation>>>,
-    /// Begun by the shutdown: handshakes in progress are refused (503).
+    /// Begun by the shutdown (`/readyz` answers 503).
     drain: Arc<Drain>,
     /// Begun by the shutdown and by an upgrade's hand-over: the accept loops end.
     accepting: Arc<Drain>,
@@ -135,6 +137,15 @@ pub fn open_connections() -> usize {
     OPEN.load(Ordering::Relaxed)
 }
 
+/// Counts an accept loop's end, however it ends.
+struct Ended(Arc<(AtomicUsize, AtomicUsize)>);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0 .1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
 /// Counts a connection task from its start to its end, however it ends (panics included).
 struct Alive;
 
@@ -159,15 +170,16 @@ impl Gateway {
     }
 
     /// A gateway on `listener` (bound, listening and non-blocking: [`crate::sockets`]);
-    /// `shared` when another process keeps it listening.
-    pub fn new(config: Arc<Config>, listener: TcpListener, shared: bool) -> io::Result<Gateway> {
+    /// `systemd` when systemd keeps it listening (socket activation).
+    pub fn new(config: Arc<Config>, listener: TcpListener, systemd: bool) -> io::Result<Gateway> {
         let admission = Admission::new();
         let first = Generation::new(config, &admission)?;
         let generations = Arc::new(retire::Generations::default());
         generations.add(&first);
         Ok(Gateway {
             listener: Arc::new(listener),
-            shared: Arc::new(AtomicBool::new(shared)),
+            systemd,
+            accept_loops: Arc::default(),
             current: Arc::new(RwLock::new(first)),
             drain: Drain::new(),
             accepting: Drain::new(),
@@ -215,18 +227,30 @@ impl Gateway {
         Ok(())
     }
 
-    /// Begins a graceful shutdown: the listening socket stops listening (new connects are
-    /// refused; a socket another process keeps is only no longer accepted on), and every
-    /// connection is told to close
+    /// Begins a graceful shutdown: the accept loops end, taking the connects already queued
+    /// (none is reset), and every connection is told to close
     /// ([`GatewayClose::Shutdown`](crate::error::GatewayClose::Shutdown) on both legs once
-    /// relayed, each at a random moment within `server.close_spread_ms`;
-    /// [`Error::ShuttingDown`](crate::error::Error::ShuttingDown) at once before its 101).
+    /// relayed, each at a random moment within `server.close_spread_ms`; a connection in its
+    /// handshake finishes it first). Then [`Gateway::stop_listening`].
     pub fn begin_shutdown(&self) {
         let spread = self.config().close_spread;
         self.drain.begin(spread);
         self.accepting.begin(Duration::ZERO);
         self.generations.shut_down(spread);
-        if self.shared.load(Ordering::SeqCst) {
+    }
+
+    /// Once every accept loop has ended (within a second), stops the listening socket
+    /// listening: new connects are refused. Not a socket systemd keeps for the next instance,
+    /// nor one an upgrade handed over.
+    pub async fn stop_listening(&self) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let loops = &self.accept_loops;
+        while loops.1.load(Ordering::SeqCst) < loops.0.load(Ordering::SeqCst)
+            && Instant::now() < deadline
+        {
+            Timer::after(Duration::from_millis(1)).await;
+        }
+        if self.systemd || self.handed_over.is_on() {
             return;
         }
         // On Linux, shutting down a listening socket's read side stops it listening.
@@ -240,9 +264,8 @@ impl Gateway {
     /// connections with the shutdown's close, spread over `server.close_spread_ms`.
     /// Handshakes in progress finish (and their connections are then drained too).
     pub fn hand_over(&self) {
-        self.shared.store(true, Ordering::SeqCst);
-        self.accepting.begin(Duration::ZERO);
         self.handed_over.begin(Duration::ZERO);
+        self.accepting.begin(Duration::ZERO);
         self.generations.shut_down(self.config().close_spread);
     }
 
@@ -252,9 +275,9 @@ impl Gateway {
         self.handed_over.clone()
     }
 
-    /// Whether another process keeps the public listening socket (systemd).
-    pub fn shares_listener(&self) -> bool {
-        self.shared.load(Ordering::SeqCst)
+    /// Whether systemd keeps the public listening socket (socket activation).
+    pub fn systemd_socket(&self) -> bool {
+        self.systemd
     }
 
     /// The public listening socket (for an upgrade).
@@ -290,6 +313,9 @@ impl Gateway {
     /// Accepts connections until the shutdown begins, spawning one task per connection on
     /// `ex`.
     async fn serve(self, ex: Rc<LocalExecutor<'static>>) {
+        let loops = self.accept_loops.clone();
+        loops.0.fetch_add(1, Ordering::SeqCst);
+        let _ended = Ended(loops);
         let mut last_error_log: Option<Instant> = None;
         let listener = match Listener::new(self.listener.clone()) {
             Ok(l) => l,
@@ -301,12 +327,12 @@ impl Gateway {
         let mut stopped = self.accepting.watch();
         loop {
             let Some(accepted) = listener.accept_unless(&mut stopped).await else {
-                // Handed over: the connects this worker was woken for are served here (no
-                // other process is woken for them). Shut down: they wait for the next one.
-                let queued = if self.drain.is_on() {
-                    0
-                } else {
-                    LISTEN_BACKLOG as usize
+                // The connects queued now are served here (an upgrade's new process is not
+                // woken for those this worker was; the shutdown would reset them), unless
+                // systemd keeps them for the next instance.
+                let queued = match self.systemd && !self.handed_over.is_on() {
+                    true => 0,
+                    false => LISTEN_BACKLOG as usize,
                 };
                 for (stream, peer) in listener.close(queued) {
                     self.spawn_connection(&ex, stream, peer);
