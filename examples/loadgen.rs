@@ -1133,19 +1133,7 @@ async fn hold(ex: &Arc<Executor<'static>>, o: &Opts) -> Value {
     println!("HELD {held}");
     let _ = io::stdout().flush();
     let t1 = Instant::now();
-    let timer = async {
-        Timer::after(Duration::from_secs_f64(o.hold)).await;
-    };
-    match stdin_eof() {
-        Some(eof) => {
-            timer
-                .or(async {
-                    let _ = eof.recv().await;
-                })
-                .await
-        }
-        None => timer.await,
-    }
+    run_end(o.hold).await;
     let held_secs = t1.elapsed().as_secs_f64();
     let closed = close_all(ex, conns, &mut stats).await;
     eprintln!("hold: closed {closed} of {held} cleanly");
@@ -1159,6 +1147,23 @@ async fn hold(ex: &Arc<Executor<'static>>, o: &Opts) -> Value {
         "errors": stats.errors,
         "first_error": stats.first_error,
     })
+}
+
+/// Waits for `secs`, or until stdin (a pipe or a terminal) reaches its end.
+async fn run_end(secs: f64) {
+    let timer = async {
+        Timer::after(Duration::from_secs_f64(secs)).await;
+    };
+    match stdin_eof() {
+        Some(eof) => {
+            timer
+                .or(async {
+                    let _ = eof.recv().await;
+                })
+                .await
+        }
+        None => timer.await,
+    }
 }
 
 /// When stdin is a pipe, socket or terminal: a channel that closes at its end of file.

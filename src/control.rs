@@ -133,8 +133,8 @@ pub fn run(
                     upgrading = None;
                 }
                 Event::Signal(Ok(sig)) => {
-                    if let Some(Upgrading(_, cancel)) = &upgrading {
-                        cancel.store(true, Ordering::Relaxed);
+                    if let Some(upgrade) = upgrading {
+                        upgrade.cancel().await;
                     }
                     return shutdown(&gateway, &signals, sig).await;
                 }
@@ -215,6 +215,22 @@ fn apply(gateway: &Gateway, path: &Path, why: &str) {
     }
 }
 
+impl Upgrading {
+    /// Stops the upgrade for a shutdown: the new process is killed, or (ready just before it
+    /// heard) told to shut down too, before this one stops listening.
+    async fn cancel(self) {
+        let Upgrading(done, cancel) = self;
+        cancel.store(true, Ordering::SeqCst);
+        if let Ok(Ok(pid)) = done.recv().await {
+            let pid = rustix::process::Pid::from_raw(pid as i32);
+            if let Some(pid) = pid {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+            }
+        }
+        log::warn!("the upgrade under way was cancelled by the shutdown");
+    }
+}
+
 /// Starts an upgrade on a thread of its own (it waits on the new process); `None` when the
 /// thread cannot start (logged).
 fn upgrade(gateway: &Gateway, admin: Option<Arc<TcpListener>>) -> Option<Upgrading> {
@@ -227,7 +243,7 @@ fn upgrade(gateway: &Gateway, admin: Option<Arc<TcpListener>>) -> Option<Upgradi
             let offer = crate::upgrade::Offer {
                 public: g.listener(),
                 admin: admin.as_deref(),
-                shared: g.systemd_socket(),
+                systemd: g.systemd_socket(),
             };
             let _ = done.send_blocking(crate::upgrade::hand_over(&offer, &c));
         });

@@ -177,13 +177,13 @@ fn run(
     };
     let origin = sockets.origin;
     let gateway =
-        Gateway::new(config.clone(), sockets.public, sockets.shared).map_err(|e| e.to_string())?;
+        Gateway::new(config.clone(), sockets.public, sockets.systemd).map_err(|e| e.to_string())?;
     let addr = gateway.local_addr().map_err(|e| e.to_string())?;
     log::info!(
         "kairos-gateway {} listening on {addr}",
         env!("CARGO_PKG_VERSION")
     );
-    if handover.is_some() || sockets.shared {
+    if handover.is_some() || sockets.systemd {
         log::info!("the listening sockets came {origin}");
         if config.port != 0 && config.port != addr.port() {
             log::warn!(

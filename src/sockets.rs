@@ -3,9 +3,9 @@
 //! `LISTEN_FDS`), or the gateway binds `server.host:server.port` and the `admin` address
 //! itself.
 //!
-//! Sockets the gateway did not bind belong to someone who keeps them open across its restarts
-//! (systemd; the process that upgraded into this one keeps them only while it drains): such a
-//! socket is never shut down, only no longer accepted on ([`Sockets::shared`]).
+//! Sockets systemd passes stay systemd's, which keeps them listening across the gateway's
+//! restarts: the gateway never shuts them down, it only stops accepting on them
+//! ([`Sockets::systemd`]).
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -25,7 +25,7 @@ pub struct Sockets {
     /// Where they came from, for the log.
     pub origin: &'static str,
     /// Whether systemd owns them (so that the shutdown must leave them listening).
-    pub shared: bool,
+    pub systemd: bool,
 }
 
 /// The sockets for `config`, from systemd when `LISTEN_FDS` names this process, else bound.
@@ -38,7 +38,7 @@ pub fn open(config: &Config) -> Result<Sockets, String> {
             public,
             admin: admin(config, None)?,
             origin: "bound",
-            shared: false,
+            systemd: false,
         });
     }
     let n = passed.len();
@@ -71,7 +71,7 @@ pub fn open(config: &Config) -> Result<Sockets, String> {
         public,
         admin: admin(config, admin_socket)?,
         origin: "from systemd (socket activation)",
-        shared: true,
+        systemd: true,
     })
 }
 

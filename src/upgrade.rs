@@ -9,7 +9,7 @@
 //! would need unsafe code). Only the process the gateway started gets them: the peer's
 //! credentials are checked. The exchange, one line each way:
 //!
-//! - old -> new: `kairos-gateway-upgrade 1 public [admin] [shared]`, with the descriptors;
+//! - old -> new: `kairos-gateway-upgrade 1 public [admin] [systemd]`, with the descriptors;
 //! - new -> old: `ready`, once its workers accept.
 //!
 //! A new process that exits, or is not ready within [`READY_TIMEOUT`], is killed, and the old
@@ -49,7 +49,7 @@ pub struct Offer<'a> {
     /// The admin listener, when there is one of its own.
     pub admin: Option<&'a TcpListener>,
     /// Whether systemd owns them (the new process must not shut them down either).
-    pub shared: bool,
+    pub systemd: bool,
 }
 
 /// Starts the new process and hands it `offer`; returns its pid once it accepts
@@ -89,7 +89,12 @@ pub fn hand_over(offer: &Offer<'_>, cancel: &AtomicBool) -> Result<u32, String> 
     };
     let done = connected(&rendezvous, &mut watch).and_then(|stream| {
         send(&stream, offer).map_err(|e| format!("cannot pass the sockets: {e}"))?;
-        ready(stream, &mut watch)
+        ready(stream, &mut watch)?;
+        // A shutdown that began meanwhile wins: the new process goes.
+        match cancel.load(Ordering::SeqCst) {
+            true => Err("the gateway began shutting down as it became ready".into()),
+            false => Ok(()),
+        }
     });
     match done {
         Ok(()) => Ok(pid),
@@ -173,8 +178,8 @@ fn send(stream: &UnixStream, offer: &Offer<'_>) -> io::Result<()> {
         fds.push(admin.as_fd());
         line.push_str(" admin");
     }
-    if offer.shared {
-        line.push_str(" shared");
+    if offer.systemd {
+        line.push_str(" systemd");
     }
     line.push('\n');
     let mut space = [MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
@@ -231,7 +236,7 @@ impl Handover {
 /// process, and where to say this one is ready. `None` otherwise.
 pub fn receive(config: &Config) -> Option<Result<(Sockets, Handover), String>> {
     let name = std::env::var_os(ENV)?;
-    let taken = take(name.as_encoded_bytes()).and_then(|(public, admin, shared, stream)| {
+    let taken = take(name.as_encoded_bytes()).and_then(|(public, admin, systemd, stream)| {
         let public = sockets::inherited(public).map_err(|e| format!("the public socket: {e}"))?;
         let admin = admin
             .map(sockets::inherited)
@@ -241,7 +246,7 @@ pub fn receive(config: &Config) -> Option<Result<(Sockets, Handover), String>> {
             public,
             admin: sockets::admin(config, admin)?,
             origin: "from the process that upgraded into this one",
-            shared,
+            systemd,
         };
         Ok((sockets, Handover(stream)))
     });
@@ -283,5 +288,5 @@ fn take(name: &[u8]) -> Result<Taken, String> {
     }
     let mut fds = fds.into_iter().map(TcpListener::from);
     let public = fds.next().ok_or("no public socket")?;
-    Ok((public, fds.next(), has("shared"), stream))
+    Ok((public, fds.next(), has("systemd"), stream))
 }

@@ -189,6 +189,36 @@ fn a_new_binary_never_ready_is_killed_and_the_old_one_serves_throughout() {
     });
 }
 
+#[test]
+fn a_shutdown_during_an_upgrade_cancels_it_and_stops_the_new_process() {
+    let dir = Temp::dir();
+    let binary = copied_binary(&dir);
+    let mut gw = start_copy(&config(start_echo()), &binary);
+    gw.addr();
+    let pidfile = dir.0.join("stuck.pid");
+    replace_with_script(
+        &binary,
+        &format!("echo $$ > '{}'; exec sleep 60", pidfile.display()),
+    );
+    run(async {
+        gw.signal(Signal::USR2);
+        assert!(
+            wait_until(STEP, || pidfile.exists()).await,
+            "the new binary ran"
+        );
+        let stuck = std::fs::read_to_string(&pidfile).expect("pid");
+        let stuck = Adopted(Pid::from_raw(stuck.trim().parse().expect("a pid")).expect("pid"));
+        gw.signal(Signal::TERM);
+        gw.wait_for("cancelled by the shutdown", STEP)
+            .expect("the upgrade is cancelled");
+        assert!(
+            wait_until(STEP, || !stuck.alive()).await,
+            "the new process is stopped"
+        );
+    });
+    assert_eq!(gw.wait_exit(STEP).and_then(|s| s.code()), Some(0));
+}
+
 /// Python binds two listening sockets, says their ports on stderr, puts them at descriptors 3
 /// and 4 and becomes the gateway with systemd's variables (`LISTEN_PID` is its own pid, which
 /// `exec` keeps).

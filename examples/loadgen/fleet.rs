@@ -18,7 +18,7 @@ use futures_lite::FutureExt;
 use serde_json::{json, Value};
 use smol::{Executor, Timer};
 
-use super::{hold_config, round2, stdin_eof, Conn, Opts, Target, LOGGED_ERRORS};
+use super::{hold_config, round2, run_end, Conn, Opts, Target, LOGGED_ERRORS};
 use super::{MAX_LOGGED_ERRORS, OPEN_TIMEOUT};
 
 /// The first reconnect waits up to this long; each failed attempt doubles it...
@@ -151,23 +151,6 @@ fn keyed(target: &Target, key: usize) -> Target {
         url: format!("{}{param}", target.url),
         path: format!("{}{param}", target.path),
         ..target.clone()
-    }
-}
-
-/// Waits for `SECS`, or until stdin (a pipe or a terminal) reaches its end.
-async fn run_end(secs: f64) {
-    let timer = async {
-        Timer::after(Duration::from_secs_f64(secs)).await;
-    };
-    match stdin_eof() {
-        Some(eof) => {
-            timer
-                .or(async {
-                    let _ = eof.recv().await;
-                })
-                .await
-        }
-        None => timer.await,
     }
 }
 
