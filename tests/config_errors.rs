@@ -203,7 +203,7 @@ fn every_problem_is_printed_including_key_and_ca_files() {
         "server.port: must be an integer from 0 to 65535, found 70000".to_string(),
         "server.workers: must be an integer from 1 to 1024, found 0".to_string(),
         format!(
-            "jwt.public_key_file: {}: not an RSA public key in PEM format (InvalidKeyFormat)",
+            "jwt.public_key_file: {}: not an RSA public key in PEM format (no -----BEGIN ...----- block)",
             key.display()
         ),
         r#"routers[0] (ws/chat): external_path: "ws/chat" must start with /"#.to_string(),

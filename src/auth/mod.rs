@@ -17,6 +17,8 @@ use crate::error::AuthError;
 
 #[cfg(not(feature = "jwt-asymmetric"))]
 mod hmac_only;
+#[cfg(feature = "jwt-asymmetric")]
+mod pem;
 
 /// Longest token accepted, in bytes (real tokens are well under 8 KiB; this bounds the work).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -224,12 +226,17 @@ fn load_public_key(path: &str, pem: &[u8], family: AlgorithmFamily) -> Result<De
                  (accepting HS* with a public key enables algorithm confusion)"
             ))
         }
-        F::Rsa => ("an RSA", DecodingKey::from_rsa_pem(pem)),
-        F::Ec => ("an EC", DecodingKey::from_ec_pem(pem)),
-        F::Ed => ("an Ed25519", DecodingKey::from_ed_pem(pem)),
+        F::Rsa => ("an RSA", pem::public_key(pem, pem::Kind::Rsa)),
+        F::Ec => ("an EC", pem::public_key(pem, pem::Kind::Ec)),
+        F::Ed => ("an Ed25519", pem::public_key(pem, pem::Kind::Ed)),
     };
-    res.map_err(|e| {
+    let der = res.map_err(|e| {
         format!("jwt.public_key_file: {path}: not {kind} public key in PEM format ({e})")
+    })?;
+    Ok(match family {
+        F::Rsa => DecodingKey::from_rsa_der(&der),
+        F::Ec => DecodingKey::from_ec_der(&der),
+        _ => DecodingKey::from_ed_der(&der),
     })
 }
 
