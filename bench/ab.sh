@@ -21,7 +21,7 @@ one() { # one binary, one round
   "backends": [ { "host": "ws://127.0.0.1", "port": $ep } ], "external_path": "/ws/chat",
   "internal_path": "/ws", "methods": ["GET"] } ] }
 J
-    RUST_LOG=warn,kairos_gateway=info "$bin" --config "$dir/c.json" > "$dir/gw.log" 2>&1 &
+    RUST_LOG=warn,kairos_gateway=info,kairos_gateway::access=off "$bin" --config "$dir/c.json" > "$dir/gw.log" 2>&1 &
     local gw=$! gp=""
     until gp=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$dir/gw.log" | head -1 | sed 's/.*://'); [ -n "$gp" ]; do sleep 0.05; done
     cpu() { awk '{print $14+$15}' "/proc/$gw/stat"; }

@@ -25,7 +25,7 @@ cat > "$dir/c.json" <<J
   "backends": [ { "host": "ws://127.0.0.1", "port": $ep } ], "external_path": "/ws/chat",
   "internal_path": "/ws", "methods": ["GET"] } ] }
 J
-RUST_LOG=warn,kairos_gateway=info valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
+RUST_LOG=warn,kairos_gateway=info,kairos_gateway::access=off valgrind --tool=callgrind --callgrind-out-file="$dir/cg.%p" \
   "$BIN" --config "$dir/c.json" > "$dir/gw.log" 2>&1 &
 gw=$!
 until gp=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$dir/gw.log" | head -1 | sed 's/.*://'); [ -n "$gp" ]; do sleep 0.2; done

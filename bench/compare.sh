@@ -229,7 +229,7 @@ JSON
 start_gateway() {
   starts=$((starts + 1))
   gateway_log=$rundir/gateway.$starts.log
-  env -u KAIROS_HOST -u KAIROS_PORT -u KAIROS_CONFIG_PATH RUST_LOG=warn,kairos_gateway=info \
+  env -u KAIROS_HOST -u KAIROS_PORT -u KAIROS_CONFIG_PATH RUST_LOG=warn,kairos_gateway=info,kairos_gateway::access=off \
     "$gateway_bin" --config "$rundir/gateway.json" > "$gateway_log" 2>&1 &
   gateway_pid=$!
   pids+=("$gateway_pid")

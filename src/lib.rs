@@ -10,11 +10,13 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod access;
 pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod balance;
 pub mod bucket;
+pub mod clock;
 pub mod config;
 pub mod control;
 pub mod drain;

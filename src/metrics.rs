@@ -32,7 +32,8 @@ pub enum Side {
 }
 
 impl Side {
-    fn label(self) -> &'static str {
+    /// `client`, `backend` or `gateway`.
+    pub fn label(self) -> &'static str {
         match self {
             Side::Client => "client",
             Side::Backend => "backend",

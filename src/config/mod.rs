@@ -78,6 +78,9 @@ pub struct Config {
     /// by its first this many bits, as one host commonly has a whole /64 to pick addresses
     /// from. IPv4 clients (and IPv4-mapped IPv6 ones) are counted by their address.
     pub ipv6_prefix: u8,
+    /// `access_log.format` (`"text"`): the access log's lines are `key=value` text, or one
+    /// JSON object each (`"json"`) ([`crate::access`]).
+    pub access_json: bool,
     /// The routes served, in file order (routers with another protocol are skipped).
     pub routes: Vec<Route>,
     /// The `jwt` block, when present (`auth` builds the verifier from it).
@@ -123,6 +126,7 @@ impl Default for Root {
             admin: None,
             trusted_proxies: Vec::new(),
             ipv6_prefix: 64,
+            access_json: false,
             routes: Vec::new(),
             jwt: None,
             backend_tls: None,
@@ -146,6 +150,16 @@ impl Object for Root {
             c.limits = at.object(v).unwrap_or_default()
         });
         f.any("jwt", |v, at| c.jwt = jwt::read(v, at));
+        f.nested("access_log", |f| {
+            f.text("format", |format, at| match format {
+                "text" => c.access_json = false,
+                "json" => c.access_json = true,
+                other => at.error(
+                    "format",
+                    format_args!("must be \"text\" or \"json\", found {other:?}"),
+                ),
+            })
+        });
         let ca_file = &mut self.ca_file;
         f.nested("tls", |f| {
             f.text("ca_file", |file, at| *ca_file = Some(at.env.resolve(file)))

@@ -159,14 +159,14 @@ fn a_field_close_to_none_is_an_error_listing_the_known_ones() {
         (
             "root",
             |c| c["colour"] = json!("blue"),
-            "colour: unknown field; known fields: version, server, admin, limits, jwt, tls, \
-             routers",
+            "colour: unknown field; known fields: version, server, admin, limits, jwt, access_log, \
+             tls, routers",
         ),
         (
             "null counts",
             |c| c["extra"] = json!(null),
-            "extra: unknown field; known fields: version, server, admin, limits, jwt, tls, \
-             routers",
+            "extra: unknown field; known fields: version, server, admin, limits, jwt, access_log, \
+             tls, routers",
         ),
         (
             "backend",

@@ -16,6 +16,7 @@ use super::policy::DirPolicy;
 use super::side::{Both, Side};
 use super::transform::Transformer;
 use super::watch::{self, Alarm, Watch};
+use super::Ending;
 use super::{Label, Summary, Transport, CLOSE_GRACE};
 use crate::drain::Watcher;
 use crate::error::GatewayClose;
@@ -49,6 +50,8 @@ pub(super) struct Conn<C, B> {
     errors: Vec<String>,
     /// The close frames the gateway sent (the peers' own are added at the end).
     closes: Vec<(metrics::Side, u16)>,
+    /// The first close the gateway chose, and who ended the connection first.
+    ending: (Option<GatewayClose>, Option<metrics::Side>),
     label: Label,
 }
 
@@ -98,6 +101,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             watch: Watch::new(&rules, drain),
             errors: Vec::new(),
             closes: Vec::new(),
+            ending: (None, None),
             label,
         }
     }
@@ -218,6 +222,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         match self.dirs[src].process(&self.rules, forward_close, stop) {
             Ok(Event::None) => {}
             Ok(Event::Close { forwarded }) => {
+                self.ending.1.get_or_insert(src.closer());
                 self.legs[src].got_close = true;
                 self.legs[src].done_reading = true;
                 self.start_closing();
@@ -246,6 +251,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     /// Leg `src` is gone (EOF or I/O error): nothing more is read from or written to it; the
     /// other leg gets what [`closing::lost`] says.
     fn lost(&mut self, src: Side, why: &str) {
+        self.ending.1.get_or_insert(src.closer());
         if !self.legs[src].got_close {
             log::debug!("{}: {src} {why}", self.label);
             self.errors.push(format!("{src}: {why}"));
@@ -287,6 +293,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             return;
         }
         self.closes.push((metrics::Side::Gateway, close.code()));
+        self.ending.0.get_or_insert(close);
+        self.ending.1.get_or_insert(metrics::Side::Gateway);
         let mask = (side == Side::Backend).then(rand::random::<[u8; 4]>);
         let mut frame = close.frame(mask);
         // A keepalive ping partly written goes out whole first; one not started is dropped.
@@ -360,7 +368,15 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 closes.push((side.closer(), code));
             }
         }
+        let peer = |d: &mut Direction| Some((d.close_code?, d.close_reason.take()));
+        let ending = Ending {
+            client: peer(&mut self.dirs.client),
+            backend: peer(&mut self.dirs.backend),
+            gateway: self.ending.0,
+            first: self.ending.1,
+        };
         Summary {
+            ending,
             errors: std::mem::take(&mut self.errors),
             traffic: Traffic {
                 client_to_backend: self.dirs.client.flow,

@@ -58,6 +58,8 @@ pub struct Direction {
     /// The code of the close frame this direction's source sent ([`NO_CODE`](crate::frame::NO_CODE) when it had
     /// none).
     pub close_code: Option<u16>,
+    /// The reason of that close frame, when it had one (for the access log).
+    pub close_reason: Option<Box<str>>,
     /// The last read did not fill the buffer: wait for readiness before reading again.
     pub drained: bool,
     /// A read filled the buffer since the direction was last idle: use [`BUF`] bytes.
@@ -87,6 +89,7 @@ impl Direction {
             utf8: Utf8Check::default(),
             flow: Flow::default(),
             close_code: None,
+            close_reason: None,
             drained: false,
             busy: false,
             last_frame: None,

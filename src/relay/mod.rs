@@ -38,6 +38,8 @@ use std::future::poll_fn;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::error::GatewayClose;
+
 pub use buffer::held as buffers_held;
 use conn::Conn;
 pub use direction::Rules;
@@ -61,6 +63,21 @@ pub struct Summary {
     pub traffic: crate::metrics::Traffic,
     /// The close frames each side sent (the gateway's own included): who, and the code.
     pub closes: Vec<(crate::metrics::Side, u16)>,
+    /// Who ended the connection and how (for the access log).
+    pub ending: Ending,
+}
+
+/// Who ended a relayed connection, and with which close frames.
+#[derive(Debug, Default, Clone)]
+pub struct Ending {
+    /// The close frame the client sent: its code (1005 without one) and reason.
+    pub client: Option<(u16, Option<Box<str>>)>,
+    /// The close frame the backend sent.
+    pub backend: Option<(u16, Option<Box<str>>)>,
+    /// The first close the gateway chose itself (a violation, a timeout, a drain).
+    pub gateway: Option<GatewayClose>,
+    /// Who ended it first: a side's close frame or its leaving, or the gateway's own close.
+    pub first: Option<crate::metrics::Side>,
 }
 
 /// Which connection a log line is about: every line starts with it (`conn ID PEER`).

@@ -34,7 +34,14 @@ pub(super) async fn serve(
     id: u64,
 ) {
     // The TLS handshake and the request head share one limit, counted from here.
-    let head_deadline = Instant::now() + gen.config.limits.handshake_timeout;
+    let accepted = Instant::now();
+    let head_deadline = accepted + gen.config.limits.handshake_timeout;
+    let mut facts = Facts {
+        id,
+        client: peer.ip(),
+        user: None,
+        accepted,
+    };
     let _ = stream.set_nodelay(true);
     log::debug!("conn {id} {peer}: accepted");
     // On this worker thread's edge-triggered driver for the connection's whole life.
@@ -53,7 +60,8 @@ pub(super) async fn serve(
             Ok(s) => s,
             Err(e) => {
                 log::debug!("conn {id} {peer}: TLS handshake failed: {e}");
-                return;
+                let error = Some(format!("TLS handshake failed: {e}"));
+                return facts.log(config, None, None, error);
             }
         };
     }
@@ -61,16 +69,19 @@ pub(super) async fn serve(
     // gone before the relay starts: an idle relayed connection keeps only what it needs. A
     // shutdown (or an upgrade's hand-over) lets it finish: the connection is then drained
     // like every relayed one, and its client never sees a failed handshake.
-    let opened = Box::pin(open(&mut stream, peer, &gen, id, head_deadline)).await;
+    let opened = Box::pin(open(&mut stream, peer, &gen, &mut facts, head_deadline)).await;
     let o = match opened {
         Ok(Opening::Relay(o)) => o,
         Ok(Opening::Answered) => return,
         Err(Refused(e, at)) => {
             let stats = at.and_then(|i| gen.stats.get(i)).unwrap_or(&gen.unrouted);
             // Boxed: its buffers are not part of every connection's task.
-            return Box::pin(refuse(&mut stream, peer, id, &e, stats)).await;
+            Box::pin(refuse(&mut stream, peer, id, &e, stats)).await;
+            let route = at.and_then(|i| config.routes.get(i));
+            return facts.log(config, route, e.status(), Some(e.to_string()));
         }
     };
+    let handshake = accepted.elapsed();
     let stats = &gen.stats[o.at];
     stats.opened();
     let rules = rules(config, &config.routes[o.at], o.deflate, o.expires);
@@ -95,6 +106,25 @@ pub(super) async fn serve(
     );
     let summary = summary.await;
     stats.closed(&summary.traffic, &summary.closes);
+    let route = &config.routes[o.at];
+    let backend = route.backends.get(o.chosen).map(|b| b.origin());
+    let error = (!summary.errors.is_empty()).then(|| summary.errors.join("; "));
+    crate::access::log(
+        &crate::access::Entry {
+            id,
+            client: facts.client,
+            route: Some(route.external.as_str()),
+            backend,
+            status: Some(101),
+            handshake: Some(handshake),
+            duration: accepted.elapsed(),
+            ending: Some(&summary.ending),
+            traffic: Some(&summary.traffic),
+            user: facts.user.as_deref(),
+            error,
+        },
+        config.access_json,
+    );
     let traffic = &summary.traffic;
     log::debug!(
         "conn {id} {peer}: closed; {} to backend, {} to client{}",
@@ -184,6 +214,44 @@ enum Opening {
     Answered,
 }
 
+/// What the access log says of a connection, learnt as its handshake goes.
+struct Facts {
+    id: u64,
+    /// The client's address, as `trusted_proxies` decides it (the peer until the request is
+    /// read).
+    client: std::net::IpAddr,
+    /// The token's `sub`, once verified.
+    user: Option<Box<str>>,
+    accepted: Instant,
+}
+
+impl Facts {
+    /// The access log line of a connection that ended before it was relayed: on `route`
+    /// (`None`: before one matched), answered with `status` (`None`: no answer), and why.
+    fn log(
+        &self,
+        config: &Config,
+        route: Option<&Route>,
+        status: Option<u16>,
+        error: Option<String>,
+    ) {
+        let entry = crate::access::Entry {
+            id: self.id,
+            client: self.client,
+            route: route.map(|r| r.external.as_str()),
+            backend: None,
+            status,
+            handshake: None,
+            duration: self.accepted.elapsed(),
+            ending: None,
+            traffic: None,
+            user: self.user.as_deref(),
+            error,
+        };
+        crate::access::log(&entry, config.access_json);
+    }
+}
+
 /// Why a connection is refused, and on which route (`None`: before one matched).
 pub(super) struct Refused(pub(super) Error, pub(super) Option<usize>);
 
@@ -194,10 +262,10 @@ async fn open(
     stream: &mut Stream,
     peer: SocketAddr,
     gen: &Generation,
-    id: u64,
+    facts: &mut Facts,
     head_deadline: Instant,
 ) -> Result<Opening, Refused> {
-    let config = &gen.config;
+    let (config, id) = (&gen.config, facts.id);
     let limits = &config.limits;
     let read = handshake::read_request(stream, limits.max_request_head_bytes)
         .or(async {
@@ -219,11 +287,15 @@ async fn open(
     drop_underscored(&mut request, id, peer);
     let admitted = admit(config, &request)?;
     let client_ip = admission::client_ip(peer.ip(), &config.trusted_proxies, &request);
+    facts.client = client_ip;
     // The connection limits before the token: a client over its own limit (or a full route)
     // costs no signature check. A refused token drops the ticket, giving its places back.
     let entered = gen.gates.enter(config, admitted.at, client_ip);
     let ticket = entered.map_err(|e| Refused(e, Some(admitted.at)))?;
     let claims = authorize(config, gen.jwt.as_ref(), &admitted, &request)?;
+    facts.user = (claims.as_ref())
+        .and_then(|c| c.get("sub"))
+        .map(|sub| auth::claim_header_value(sub).unwrap_or_default().into());
     let sides = transforms(&admitted, claims.as_ref(), id, client_ip)?;
     let Admitted {
         at,

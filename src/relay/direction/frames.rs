@@ -293,6 +293,10 @@ impl Direction {
             [a, b, ..] => u16::from_be_bytes([a, b]),
             _ => NO_CODE,
         });
+        if len > 2 {
+            // Checked as UTF-8 above.
+            self.close_reason = Some(String::from_utf8_lossy(&copy[2..len]).into());
+        }
         if let Some(k) = h.mask {
             let r = rand::random::<[u8; 4]>();
             buf[payload_at - 4..payload_at].copy_from_slice(&r);
