@@ -42,9 +42,14 @@ impl Side {
     }
 }
 
-/// Upper bounds of the backend connect time histogram, in seconds.
+/// Upper bounds of the backend connect and handshake time histograms, in seconds.
 const BUCKETS: [f64; 12] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// Upper bounds of the connection duration histogram, in seconds: a second to a day.
+const LIFETIMES: [f64; 10] = [
+    1.0, 10.0, 60.0, 300.0, 900.0, 1800.0, 3600.0, 14400.0, 43200.0, 86400.0,
 ];
 
 /// One route's counters.
@@ -60,14 +65,42 @@ pub struct RouteStats {
     auth_failures: Mutex<BTreeMap<&'static str, u64>>,
     rejections: Mutex<BTreeMap<&'static str, u64>>,
     /// Connect time histograms by backend (`ws://host:port`).
-    connects: Mutex<BTreeMap<String, Histogram>>,
+    connects: Mutex<BTreeMap<String, Histogram<12>>>,
+    /// Accept to 101, backend connect included.
+    handshake_times: Mutex<Histogram<12>>,
+    /// Relayed connections' lives, accept to end.
+    lifetimes: Mutex<Histogram<10>>,
 }
 
-#[derive(Default, Clone)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
+/// Cumulative bucket counts over bounds given where it is observed.
+#[derive(Clone)]
+struct Histogram<const N: usize> {
+    counts: [u64; N],
     count: u64,
     sum: f64,
+}
+
+impl<const N: usize> Default for Histogram<N> {
+    fn default() -> Self {
+        Histogram {
+            counts: [0; N],
+            count: 0,
+            sum: 0.0,
+        }
+    }
+}
+
+impl<const N: usize> Histogram<N> {
+    fn observe(&mut self, took: Duration, bounds: &[f64; N]) {
+        let secs = took.as_secs_f64();
+        for (i, le) in bounds.iter().enumerate() {
+            if secs <= *le {
+                self.counts[i] += 1;
+            }
+        }
+        self.count += 1;
+        self.sum += secs;
+    }
 }
 
 /// Messages of one direction by type: data messages when complete, control frames each.
@@ -119,6 +152,27 @@ impl Traffic {
     /// The two flows in [`DIRECTIONS`] order.
     fn flows(&self) -> [&Flow; 2] {
         [&self.client_to_backend, &self.backend_to_client]
+    }
+
+    /// What `self` counted since `earlier` (an earlier reading of the same counts).
+    pub fn since(&self, earlier: &Traffic) -> Traffic {
+        let flow = |now: &Flow, then: &Flow| {
+            let (m, t) = (&now.messages, &then.messages);
+            Flow {
+                messages: Messages {
+                    text: m.text - t.text,
+                    binary: m.binary - t.binary,
+                    ping: m.ping - t.ping,
+                    pong: m.pong - t.pong,
+                    close: m.close - t.close,
+                },
+                bytes: now.bytes - then.bytes,
+            }
+        };
+        Traffic {
+            client_to_backend: flow(&self.client_to_backend, &earlier.client_to_backend),
+            backend_to_client: flow(&self.backend_to_client, &earlier.backend_to_client),
+        }
     }
 }
 
@@ -178,14 +232,12 @@ impl RouteStats {
             Some(h) => h,
             None => connects.entry(backend.to_string()).or_default(),
         };
-        let secs = took.as_secs_f64();
-        for (i, le) in BUCKETS.iter().enumerate() {
-            if secs <= *le {
-                h.counts[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        h.observe(took, &BUCKETS);
+    }
+
+    /// A handshake ended in its 101 `took` after the accept.
+    pub fn handshake_took(&self, took: Duration) {
+        lock(&self.handshake_times).observe(took, &BUCKETS);
     }
 
     /// A relayed connection starts.
@@ -194,21 +246,30 @@ impl RouteStats {
         self.total.fetch_add(1, Relaxed);
     }
 
-    /// A relayed connection ended: its traffic and the close frames each side sent.
-    pub fn closed(&self, traffic: &Traffic, closes: &[(Side, u16)]) {
+    /// A relayed connection ended, `lived` after its accept: the traffic not counted yet, and
+    /// the close frames each side sent.
+    pub fn closed(&self, traffic: &Traffic, closes: &[(Side, u16)], lived: Duration) {
         self.active.fetch_sub(1, Relaxed);
+        lock(&self.lifetimes).observe(lived, &LIFETIMES);
+        self.add_traffic(traffic);
+        if !closes.is_empty() {
+            let mut map = lock(&self.closes);
+            for &(side, code) in closes {
+                *map.entry((side, code_label(code))).or_default() += 1;
+            }
+        }
+    }
+
+    /// Counts `traffic` (an open connection's, since it was last counted).
+    pub fn add_traffic(&self, traffic: &Traffic) {
         for (d, flow) in traffic.flows().into_iter().enumerate() {
             for (t, n) in flow.messages.by_type().into_iter().enumerate() {
                 if n > 0 {
                     self.messages[d][t].fetch_add(n, Relaxed);
                 }
             }
-            self.bytes[d].fetch_add(flow.bytes, Relaxed);
-        }
-        if !closes.is_empty() {
-            let mut map = lock(&self.closes);
-            for &(side, code) in closes {
-                *map.entry((side, code_label(code))).or_default() += 1;
+            if flow.bytes > 0 {
+                self.bytes[d].fetch_add(flow.bytes, Relaxed);
             }
         }
     }
@@ -255,6 +316,28 @@ impl Family<'_> {
         }
         let _ = writeln!(self.out, " {value}");
     }
+
+    /// The `_bucket`, `_sum` and `_count` samples of `h` (over `bounds`) with `base` labels.
+    fn histogram<const N: usize>(
+        &mut self,
+        name: &str,
+        base: &[(&str, &str)],
+        h: &Histogram<N>,
+        bounds: &[f64; N],
+    ) {
+        let bucket = format!("{name}_bucket");
+        let les: Vec<String> = bounds.iter().map(f64::to_string).collect();
+        for (le, n) in les.iter().zip(h.counts) {
+            let mut labels = base.to_vec();
+            labels.push(("le", le));
+            self.sample(&bucket, &labels, n);
+        }
+        let mut labels = base.to_vec();
+        labels.push(("le", "+Inf"));
+        self.sample(&bucket, &labels, h.count);
+        self.sample(&format!("{name}_sum"), base, h.sum);
+        self.sample(&format!("{name}_count"), base, h.count);
+    }
 }
 
 /// A label value escaped for the text format.
@@ -277,6 +360,7 @@ pub fn render(version: &str, backends_up: &[(String, String, bool)]) -> String {
     render_events(&mut out, &routes);
     render_traffic(&mut out, &routes);
     render_connects(&mut out, &routes);
+    render_route_histograms(&mut out, &routes);
     let name = "kairos_backend_up";
     let help = "1 while a backend takes new connections (health check up, breaker not open).";
     let mut f = Family::start(&mut out, name, "gauge", help);
@@ -360,7 +444,7 @@ fn render_events(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
 fn render_traffic(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
     let name = "kairos_messages_total";
     let help =
-        "Relayed messages (data messages and control frames), counted when a connection ends.";
+        "Relayed messages (data messages and control frames); an open connection's within 5 s.";
     let mut f = Family::start(out, name, "counter", help);
     for (route, s) in routes {
         for (d, dir) in DIRECTIONS.iter().enumerate() {
@@ -375,13 +459,31 @@ fn render_traffic(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
         }
     }
     let name = "kairos_bytes_total";
-    let help = "Relayed wire bytes, counted when a connection ends.";
+    let help = "Relayed wire bytes; an open connection's within 5 s.";
     let mut f = Family::start(out, name, "counter", help);
     for (route, s) in routes {
         for (d, dir) in DIRECTIONS.iter().enumerate() {
             let labels = [("route", route.as_str()), ("direction", dir)];
             f.sample(name, &labels, s.bytes[d].load(Relaxed));
         }
+    }
+}
+
+/// The per-route histograms: handshake time and connection lifetime.
+fn render_route_histograms(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
+    let name = "kairos_handshake_seconds";
+    let help = "Accept to 101 of relayed connections, backend connect included.";
+    let mut f = Family::start(out, name, "histogram", help);
+    for (route, s) in routes {
+        let h = lock(&s.handshake_times).clone();
+        f.histogram(name, &[("route", route.as_str())], &h, &BUCKETS);
+    }
+    let name = "kairos_connection_duration_seconds";
+    let help = "Lifetime of relayed connections that ended, accept to close.";
+    let mut f = Family::start(out, name, "histogram", help);
+    for (route, s) in routes {
+        let h = lock(&s.lifetimes).clone();
+        f.histogram(name, &[("route", route.as_str())], &h, &LIFETIMES);
     }
 }
 
@@ -392,15 +494,7 @@ fn render_connects(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
     for (route, s) in routes {
         for (backend, h) in lock(&s.connects).iter() {
             let base = [("route", route.as_str()), ("backend", backend.as_str())];
-            for (i, le) in BUCKETS.iter().enumerate() {
-                let le = le.to_string();
-                let labels = [base[0], base[1], ("le", le.as_str())];
-                f.sample(&format!("{name}_bucket"), &labels, h.counts[i]);
-            }
-            let labels = [base[0], base[1], ("le", "+Inf")];
-            f.sample(&format!("{name}_bucket"), &labels, h.count);
-            f.sample(&format!("{name}_sum"), &base, h.sum);
-            f.sample(&format!("{name}_count"), &base, h.count);
+            f.histogram(name, &base, h, &BUCKETS);
         }
     }
 }
@@ -420,7 +514,12 @@ mod tests {
         t.client_to_backend.messages.text = 3;
         t.client_to_backend.bytes = 30;
         t.backend_to_client.bytes = 40;
-        r.closed(&t, &[(Side::Client, 1000), (Side::Gateway, 1001)]);
+        r.closed(
+            &t,
+            &[(Side::Client, 1000), (Side::Gateway, 1001)],
+            Duration::from_secs(2),
+        );
+        r.handshake_took(Duration::from_millis(4));
         r.connected("ws://b:1", Duration::from_millis(3));
         r.auth_failed("expired");
         r.rejected("connections_per_ip");

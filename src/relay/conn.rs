@@ -12,6 +12,7 @@ use futures_lite::FutureExt;
 use super::closing::{self, Act};
 use super::direction::{Direction, Event, Rules};
 use super::leg::{self, Leg, Read, Wrote};
+use super::live::Live;
 use super::policy::DirPolicy;
 use super::side::{Both, Side};
 use super::transform::Transformer;
@@ -52,6 +53,8 @@ pub(super) struct Conn<C, B> {
     closes: Vec<(metrics::Side, u16)>,
     /// The first close the gateway chose, and who ended the connection first.
     ending: (Option<GatewayClose>, Option<metrics::Side>),
+    /// The route's counters, fed while the connection is open.
+    pub(super) live: Option<Box<Live>>,
     label: Label,
 }
 
@@ -102,6 +105,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             errors: Vec::new(),
             closes: Vec::new(),
             ending: (None, None),
+            live: None,
             label,
         }
     }
@@ -137,11 +141,20 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                         return Poll::Ready(());
                     }
                 }
-                return Poll::Pending;
+                return self.pending(cx);
             }
         }
         // Busy: let other connections run.
         cx.waker().wake_by_ref();
+        self.pending(cx)
+    }
+
+    /// The end of a wake-up that leaves the connection open: its traffic goes to the live
+    /// counters when due.
+    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if let Some(live) = &mut self.live {
+            live.poll(&self.dirs.client.flow, &self.dirs.backend.flow, cx);
+        }
         Poll::Pending
     }
 
@@ -375,13 +388,18 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             gateway: self.ending.0,
             first: self.ending.1,
         };
+        let traffic = Traffic {
+            client_to_backend: self.dirs.client.flow,
+            backend_to_client: self.dirs.backend.flow,
+        };
         Summary {
             ending,
             errors: std::mem::take(&mut self.errors),
-            traffic: Traffic {
-                client_to_backend: self.dirs.client.flow,
-                backend_to_client: self.dirs.backend.flow,
-            },
+            uncounted: self
+                .live
+                .as_ref()
+                .map_or(traffic.clone(), |l| l.rest(&traffic)),
+            traffic,
             closes,
         }
     }

@@ -26,6 +26,7 @@ mod conn;
 mod direction;
 mod json;
 mod leg;
+mod live;
 mod policy;
 mod rules;
 mod side;
@@ -65,6 +66,8 @@ pub struct Summary {
     pub closes: Vec<(crate::metrics::Side, u16)>,
     /// Who ended the connection and how (for the access log).
     pub ending: Ending,
+    /// What of `traffic` the route's counters do not have yet (all of it without them).
+    pub uncounted: crate::metrics::Traffic,
 }
 
 /// Who ended a relayed connection, and with which close frames.
@@ -99,6 +102,7 @@ impl fmt::Display for Label {
 /// both legs are closed, then shuts both down. `transforms` are each side's
 /// `message_transform` rules, applied to what that side sends. Once `drain` says the gateway is shutting down,
 /// both legs get [`crate::error::GatewayClose::Shutdown`].
+#[allow(clippy::too_many_arguments)]
 pub async fn run<C: Transport, B: Transport>(
     client: C,
     backend: B,
@@ -106,9 +110,11 @@ pub async fn run<C: Transport, B: Transport>(
     rules: Rules,
     transforms: Both<Option<Box<Transformer>>>,
     drain: Option<crate::drain::Watcher>,
+    stats: Option<std::sync::Arc<crate::metrics::RouteStats>>,
     label: Label,
 ) -> Summary {
     let mut conn = Box::new(Conn::new(client, backend, rules, transforms, drain, label));
+    conn.live = stats.map(live::Live::new);
     conn.start(early);
     poll_fn(|cx| conn.poll(cx)).await;
     let summary = conn.summary();

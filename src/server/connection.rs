@@ -84,6 +84,7 @@ pub(super) async fn serve(
     let handshake = accepted.elapsed();
     let stats = &gen.stats[o.at];
     stats.opened();
+    stats.handshake_took(handshake);
     let rules = rules(config, &config.routes[o.at], o.deflate, o.expires);
     let early = Both {
         client: o.client_early,
@@ -102,10 +103,11 @@ pub(super) async fn serve(
         rules,
         o.transforms,
         Some(drain),
+        Some(stats.clone()),
         label,
     );
     let summary = summary.await;
-    stats.closed(&summary.traffic, &summary.closes);
+    stats.closed(&summary.uncounted, &summary.closes, accepted.elapsed());
     let route = &config.routes[o.at];
     let backend = route.backends.get(o.chosen).map(|b| b.origin());
     let error = (!summary.errors.is_empty()).then(|| summary.errors.join("; "));
