@@ -1,26 +1,43 @@
-//! An open connection's traffic, counted into its route's counters at most [`EVERY`] after it
-//! happened, so that `/metrics` shows what open connections relay, still without an atomic per
-//! frame: after a wake-up that moved bytes, a timer is armed (one at a time); when it fires,
-//! what moved since the last count is added. An idle connection holds no timer.
+//! An open connection's traffic, counted into its route's counters within [`EVERY`] or so of
+//! when it happened, so that `/metrics` shows what open connections relay, with no atomic
+//! write per frame and no clock read per wake-up.
+//!
+//! Each worker ticks a process-wide epoch every [`EVERY`] ([`ticks`]). A connection compares it
+//! with the epoch of its last count at the end of each wake-up (one relaxed load): when it
+//! moved and so did the connection's bytes, what moved since the last count is added. So that
+//! a connection that falls idle is counted too, the first wake-up that moves bytes after a
+//! count arms a timer a little longer than a tick: its wake-up sees the epoch moved. An idle,
+//! counted connection holds no timer.
 
-use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::Context;
 use std::time::Duration;
-
-use std::future::Future;
 
 use super::watch::armed;
 use crate::metrics::{Flow, RouteStats, Traffic};
 use crate::reactor::Timer;
 
-/// The longest an open connection's traffic waits to be counted.
+/// How often the epoch moves.
 pub const EVERY: Duration = Duration::from_secs(5);
+
+/// The epoch: moved by each worker every [`EVERY`].
+static EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// Moves the epoch every [`EVERY`], for ever (a task on each worker).
+pub async fn ticks() {
+    loop {
+        Timer::after(EVERY).await;
+        EPOCH.fetch_add(1, Relaxed);
+    }
+}
 
 /// A connection's route counters, and what of its traffic they have.
 pub(super) struct Live {
     stats: Arc<RouteStats>,
     counted: Traffic,
+    epoch: u32,
+    /// Wakes an idle connection whose traffic is not counted yet.
     due: Option<Timer>,
 }
 
@@ -29,33 +46,31 @@ impl Live {
         Box::new(Live {
             stats,
             counted: Traffic::default(),
+            epoch: EPOCH.load(Relaxed),
             due: None,
         })
     }
 
-    /// After a wake-up, with the flows so far (`up`: client to backend): counts them when the
-    /// timer fired, or arms it when they moved.
+    /// At the end of a wake-up, with the flows so far (`up`: client to backend).
     pub(super) fn poll(&mut self, up: &Flow, down: &Flow, cx: &mut Context<'_>) {
-        match &mut self.due {
-            Some(timer) => {
-                if Pin::new(timer).poll(cx).is_ready() {
-                    self.due = None;
-                    let now = Traffic {
-                        client_to_backend: *up,
-                        backend_to_client: *down,
-                    };
-                    self.stats.add_traffic(&now.since(&self.counted));
-                    self.counted = now;
-                }
+        let moved = up.bytes != self.counted.client_to_backend.bytes
+            || down.bytes != self.counted.backend_to_client.bytes;
+        let epoch = EPOCH.load(Relaxed);
+        if epoch == self.epoch {
+            if moved && self.due.is_none() {
+                self.due = Some(armed(EVERY + EVERY / 5, cx));
             }
-            None => {
-                let counted = &self.counted;
-                if up.bytes != counted.client_to_backend.bytes
-                    || down.bytes != counted.backend_to_client.bytes
-                {
-                    self.due = Some(armed(EVERY, cx));
-                }
-            }
+            return;
+        }
+        self.epoch = epoch;
+        self.due = None;
+        if moved {
+            let now = Traffic {
+                client_to_backend: *up,
+                backend_to_client: *down,
+            };
+            self.stats.add_traffic(&now.since(&self.counted));
+            self.counted = now;
         }
     }
 

@@ -306,6 +306,8 @@ impl Gateway {
             // The accept loop is a task of its own: a run future is polled on every wake-up
             // of its thread, a task only when it is woken.
             ex.spawn(gateway.serve(ex.clone())).detach();
+            // The live counters' epoch (relay::live).
+            ex.spawn(crate::relay::live_ticks()).detach();
             ex.run(std::future::pending::<()>()).await
         })
     }
