@@ -44,7 +44,7 @@ use crate::error::GatewayClose;
 pub use buffer::held as buffers_held;
 use conn::Conn;
 pub use direction::Rules;
-pub use live::ticks as live_ticks;
+pub use live::start_ticks as start_live_ticks;
 pub use policy::Policy;
 pub use side::{Both, Side};
 pub use transform::{Context, Transformer};

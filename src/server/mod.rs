@@ -172,6 +172,7 @@ impl Gateway {
     /// A gateway on `listener` (bound, listening and non-blocking: [`crate::sockets`]);
     /// `systemd` when systemd keeps it listening (socket activation).
     pub fn new(config: Arc<Config>, listener: TcpListener, systemd: bool) -> io::Result<Gateway> {
+        crate::relay::start_live_ticks();
         let admission = Admission::new();
         let first = Generation::new(config, &admission)?;
         let generations = Arc::new(retire::Generations::default());
@@ -306,8 +307,6 @@ impl Gateway {
             // The accept loop is a task of its own: a run future is polled on every wake-up
             // of its thread, a task only when it is woken.
             ex.spawn(gateway.serve(ex.clone())).detach();
-            // The live counters' epoch (relay::live).
-            ex.spawn(crate::relay::live_ticks()).detach();
             ex.run(std::future::pending::<()>()).await
         })
     }
