@@ -444,7 +444,7 @@ fn render_events(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
 fn render_traffic(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
     let name = "kairos_messages_total";
     let help =
-        "Relayed messages (data messages and control frames); an open connection's within 6 s.";
+        "Relayed messages (data messages and control frames); an open connection's within 5 s (10 s at worst).";
     let mut f = Family::start(out, name, "counter", help);
     for (route, s) in routes {
         for (d, dir) in DIRECTIONS.iter().enumerate() {
@@ -459,7 +459,7 @@ fn render_traffic(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
         }
     }
     let name = "kairos_bytes_total";
-    let help = "Relayed wire bytes; an open connection's within 6 s.";
+    let help = "Relayed wire bytes; an open connection's within 5 s (10 s at worst).";
     let mut f = Family::start(out, name, "counter", help);
     for (route, s) in routes {
         for (d, dir) in DIRECTIONS.iter().enumerate() {

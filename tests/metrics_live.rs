@@ -1,6 +1,6 @@
 //! Live numbers (issue 17): the messages and bytes of an open connection reach `/metrics`
-//! within 10 s (without an atomic per frame: each connection adds what it relayed within 6 s
-//! of when it happened), counted once; and per-route histograms of handshake time and
+//! within 10 s (without an atomic per frame: each connection adds what it relayed at the next 5 s
+//! tick), counted once; and per-route histograms of handshake time and
 //! connection duration.
 
 mod common;

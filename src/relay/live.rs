@@ -2,29 +2,32 @@
 //! when it happened, so that `/metrics` shows what open connections relay, with no atomic
 //! write per frame and no clock read per wake-up.
 //!
-//! A thread of its own moves a process-wide epoch every [`EVERY`] ([`start_ticks`]): on a
-//! worker, an armed timer would cost every wait of its event loop two clock reads, 5% of a
-//! message relayed one at a time. A connection compares it
-//! with the epoch of its last count at the end of each wake-up (one relaxed load): when it
-//! moved and so did the connection's bytes, what moved since the last count is added. So that
-//! a connection that falls idle is counted too, the first wake-up that moves bytes after a
-//! count arms a timer a little longer than a tick: its wake-up sees the epoch moved. An idle,
-//! counted connection holds no timer.
+//! A thread of its own moves a process-wide epoch every [`EVERY`] ([`start_ticks`]). A
+//! connection compares it with the epoch of its last count at the end of each wake-up (one
+//! relaxed load) and, when it moved and so did the connection's bytes, adds what moved since
+//! its last count. So that a connection that falls silent is counted too, the first wake-up
+//! that leaves traffic uncounted hands the connection's waker to that thread, which wakes it at
+//! the next tick. No timer is armed on a worker: one would cost every wait of its event loop
+//! two clock reads (5% of a message relayed one at a time, `bench/callgrind.sh`).
 
-use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
-use std::sync::Arc;
-use std::task::Context;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
-use super::watch::armed;
 use crate::metrics::{Flow, RouteStats, Traffic};
-use crate::reactor::Timer;
 
 /// How often the epoch moves.
 pub const EVERY: Duration = Duration::from_secs(5);
 
 /// The epoch: moved every [`EVERY`].
 static EPOCH: AtomicU32 = AtomicU32::new(0);
+
+/// Whether the thread that moves it runs.
+static TICKING: AtomicBool = AtomicBool::new(false);
+
+/// The connections with traffic not counted yet, to wake at the next tick.
+static WAITING: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
 
 /// Starts the thread that moves the epoch every [`EVERY`] (once per process).
 pub fn start_ticks() {
@@ -36,7 +39,12 @@ pub fn start_ticks() {
             .spawn(|| loop {
                 std::thread::sleep(EVERY);
                 EPOCH.fetch_add(1, Relaxed);
+                let waiting = std::mem::take(&mut *waiting());
+                for waker in waiting {
+                    waker.wake();
+                }
             });
+        TICKING.store(ticks.is_ok(), Relaxed);
         if let Err(e) = ticks {
             log::warn!("cannot start the live counters' thread ({e}): open connections are counted when they end");
         }
@@ -48,8 +56,12 @@ pub(super) struct Live {
     stats: Arc<RouteStats>,
     counted: Traffic,
     epoch: u32,
-    /// Wakes an idle connection whose traffic is not counted yet.
-    due: Option<Timer>,
+    /// Its waker is with the ticking thread.
+    waiting: bool,
+}
+
+fn waiting() -> std::sync::MutexGuard<'static, Vec<Waker>> {
+    WAITING.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl Live {
@@ -58,7 +70,7 @@ impl Live {
             stats,
             counted: Traffic::default(),
             epoch: EPOCH.load(Relaxed),
-            due: None,
+            waiting: false,
         })
     }
 
@@ -67,21 +79,22 @@ impl Live {
         let moved = up.bytes != self.counted.client_to_backend.bytes
             || down.bytes != self.counted.backend_to_client.bytes;
         let epoch = EPOCH.load(Relaxed);
-        if epoch == self.epoch {
-            if moved && self.due.is_none() {
-                self.due = Some(armed(EVERY + EVERY / 5, cx));
+        if epoch != self.epoch {
+            self.epoch = epoch;
+            self.waiting = false;
+            if moved {
+                let now = Traffic {
+                    client_to_backend: *up,
+                    backend_to_client: *down,
+                };
+                self.stats.add_traffic(&now.since(&self.counted));
+                self.counted = now;
+                return;
             }
-            return;
         }
-        self.epoch = epoch;
-        self.due = None;
-        if moved {
-            let now = Traffic {
-                client_to_backend: *up,
-                backend_to_client: *down,
-            };
-            self.stats.add_traffic(&now.since(&self.counted));
-            self.counted = now;
+        if moved && !self.waiting && TICKING.load(Relaxed) {
+            waiting().push(cx.waker().clone());
+            self.waiting = true;
         }
     }
 

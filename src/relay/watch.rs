@@ -210,7 +210,7 @@ fn fired(timer: &mut Option<Timer>, cx: &mut Context<'_>) -> bool {
 }
 
 /// A timer for `after` from now, registered with this task.
-pub(super) fn armed(after: std::time::Duration, cx: &mut Context<'_>) -> Timer {
+fn armed(after: std::time::Duration, cx: &mut Context<'_>) -> Timer {
     let mut next = Timer::after(after);
     let _ = Pin::new(&mut next).poll(cx);
     next
