@@ -18,6 +18,7 @@ pub mod balance;
 pub mod bucket;
 pub mod clock;
 pub mod config;
+pub mod connections;
 pub mod control;
 pub mod drain;
 pub mod echo;

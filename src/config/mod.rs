@@ -71,6 +71,9 @@ pub struct Config {
     /// free port): the plain-HTTP listener of `/metrics`, `/healthz` and `/readyz`. `None`
     /// (no admin listener) when the block is absent; the public listener's own address makes the endpoints share it ([`Config::admin_on_public`]).
     pub admin: Option<(String, u16)>,
+    /// `admin.token` (none): when set, every admin request but `/healthz`, `/readyz` and
+    /// `/metrics` needs `Authorization: Bearer <token>`. At least 16 characters.
+    pub admin_token: Option<String>,
     /// `server.trusted_proxies` (none): peers whose `X-Forwarded-For` names the client for the
     /// per-address rate limits.
     pub trusted_proxies: Vec<Cidr>,
@@ -124,6 +127,7 @@ impl Default for Root {
             reload_poll: Some(ms(2000)),
             listener_tls: None,
             admin: None,
+            admin_token: None,
             trusted_proxies: Vec::new(),
             ipv6_prefix: 64,
             access_json: false,
@@ -145,7 +149,10 @@ impl Object for Root {
         let c = &mut self.config;
         f.int("version", 0, u64::MAX, |n| self.version = n);
         f.nested("server", |f| server::fields(c, f));
-        f.any("admin", |v, at| c.admin = server::admin(v, at));
+        f.any("admin", |v, at| {
+            let (admin, token) = server::admin(v, at).unzip();
+            (c.admin, c.admin_token) = (admin, token.flatten());
+        });
         f.any("limits", |v, at| {
             c.limits = at.object(v).unwrap_or_default()
         });

@@ -76,6 +76,7 @@ impl Config {
 struct Admin {
     host: String,
     port: u16,
+    token: Option<String>,
 }
 
 #[cfg(feature = "admin")]
@@ -84,6 +85,7 @@ impl Default for Admin {
         Admin {
             host: "127.0.0.1".to_string(),
             port: 9900,
+            token: None,
         }
     }
 }
@@ -93,6 +95,18 @@ impl Object for Admin {
     fn fields(&mut self, f: &mut Fields) {
         f.text("host", |h, _| self.host = h.to_string());
         f.int("port", 0, 65535, |n| self.port = n as u16);
+        f.text("token", |t, at| match t.chars().count() {
+            n if n < MIN_TOKEN => at.error(
+                "token",
+                format_args!(
+                    "must be at least {MIN_TOKEN} characters, found {n} (a short token is guessed)"
+                ),
+            ),
+            _ if t.chars().any(|c| c.is_control() || c == ' ') => {
+                at.error("token", "must not hold spaces or control characters")
+            }
+            _ => self.token = Some(t.to_string()),
+        });
     }
 }
 
@@ -103,8 +117,13 @@ const FEATURE_TLS: &str = "this build has no TLS listener: build with the tls-li
 const FEATURE_ADMIN: &str = "this build has no admin listener (/metrics, /healthz, /readyz): \
      build with the admin feature (the default)";
 
-/// Reads the `admin` block (`None`: not an object, or a build without the admin listener).
-pub(super) fn admin(v: &Value, at: &mut At) -> Option<(String, u16)> {
+/// The shortest `admin.token` accepted.
+#[cfg(feature = "admin")]
+const MIN_TOKEN: usize = 16;
+
+/// Reads the `admin` block: the listener's address and the token (`None`: not an object, or a
+/// build without the admin listener).
+pub(super) fn admin(v: &Value, at: &mut At) -> Option<((String, u16), Option<String>)> {
     #[cfg(not(feature = "admin"))]
     {
         let _ = v;
@@ -112,7 +131,7 @@ pub(super) fn admin(v: &Value, at: &mut At) -> Option<(String, u16)> {
         None
     }
     #[cfg(feature = "admin")]
-    at.object::<Admin>(v).map(|a| (a.host, a.port))
+    at.object::<Admin>(v).map(|a| ((a.host, a.port), a.token))
 }
 
 impl Config {

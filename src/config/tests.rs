@@ -1674,3 +1674,25 @@ fn a_build_without_a_feature_refuses_what_needs_it_and_names_the_feature() {
         );
     }
 }
+
+#[test]
+#[cfg(feature = "admin")]
+fn admin_token_is_kept_and_a_weak_one_is_an_error() {
+    let admin = |a: Value| config_with(json!({ "admin": a }));
+    let strong = "0123456789abcdef-admin";
+    let c = ok_value(&admin(json!({ "token": strong }))).config;
+    assert_eq!(c.admin_token.as_deref(), Some(strong));
+    assert_eq!(ok_value(&admin(json!({}))).config.admin_token, None);
+    let e = errors_value(&admin(json!({ "token": "secret" }))).join("\n");
+    assert!(
+        e.contains("admin.token: must be at least 16 characters, found 6"),
+        "{e}"
+    );
+    let e = errors_value(&admin(json!({ "token": "0123456789 abcdef" }))).join("\n");
+    assert!(e.contains("admin.token: must not hold spaces"), "{e}");
+    let e = errors_value(&config_with(json!({ "access_log": { "format": "xml" } }))).join("\n");
+    assert!(
+        e.contains(r#"access_log.format: must be "text" or "json", found "xml""#),
+        "{e}"
+    );
+}

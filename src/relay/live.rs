@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Waker};
 use std::time::Duration;
 
+use crate::connections::Entry;
 use crate::metrics::{Flow, RouteStats, Traffic};
 
 /// How often the epoch moves.
@@ -51,9 +52,18 @@ pub fn start_ticks() {
     });
 }
 
-/// A connection's route counters, and what of its traffic they have.
+/// Where an open connection's traffic is counted: its route's counters, and its entry in the
+/// table of open connections.
+pub struct Counters {
+    /// The route's counters.
+    pub stats: Arc<RouteStats>,
+    /// The connection's entry (`GET /connections`).
+    pub entry: Option<Arc<Entry>>,
+}
+
+/// A connection's counters, and what of its traffic they have.
 pub(super) struct Live {
-    stats: Arc<RouteStats>,
+    to: Counters,
     counted: Traffic,
     epoch: u32,
     /// Its waker is with the ticking thread.
@@ -65,9 +75,9 @@ fn waiting() -> std::sync::MutexGuard<'static, Vec<Waker>> {
 }
 
 impl Live {
-    pub(super) fn new(stats: Arc<RouteStats>) -> Box<Live> {
+    pub(super) fn new(to: Counters) -> Box<Live> {
         Box::new(Live {
-            stats,
+            to,
             counted: Traffic::default(),
             epoch: EPOCH.load(Relaxed),
             waiting: false,
@@ -87,7 +97,11 @@ impl Live {
                     client_to_backend: *up,
                     backend_to_client: *down,
                 };
-                self.stats.add_traffic(&now.since(&self.counted));
+                let delta = now.since(&self.counted);
+                self.to.stats.add_traffic(&delta);
+                if let Some(entry) = &self.to.entry {
+                    entry.add(&delta);
+                }
                 self.counted = now;
                 return;
             }

@@ -45,6 +45,7 @@ pub use buffer::held as buffers_held;
 use conn::Conn;
 pub use direction::Rules;
 pub use live::start_ticks as start_live_ticks;
+pub use live::Counters;
 pub use policy::Policy;
 pub use side::{Both, Side};
 pub use transform::{Context, Transformer};
@@ -111,11 +112,11 @@ pub async fn run<C: Transport, B: Transport>(
     rules: Rules,
     transforms: Both<Option<Box<Transformer>>>,
     drain: Option<crate::drain::Watcher>,
-    stats: Option<std::sync::Arc<crate::metrics::RouteStats>>,
+    counters: Option<Counters>,
     label: Label,
 ) -> Summary {
     let mut conn = Box::new(Conn::new(client, backend, rules, transforms, drain, label));
-    conn.live = stats.map(live::Live::new);
+    conn.live = counters.map(live::Live::new);
     conn.start(early);
     poll_fn(|cx| conn.poll(cx)).await;
     let summary = conn.summary();

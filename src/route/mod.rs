@@ -11,7 +11,7 @@ mod path;
 mod query;
 
 pub use path::{normalize, origin_form, split_target};
-pub use query::{query_param, query_params, redact, strip_query_param};
+pub use query::{query_pairs, query_param, query_params, redact, strip_query_param};
 
 use path::{capturable, is_dot_segment};
 

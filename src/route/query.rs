@@ -49,6 +49,14 @@ pub fn query_params<'q>(query: &'q str, name: &'q str) -> impl Iterator<Item = S
     })
 }
 
+/// Every `name=value` pair of a query string, percent-decoded.
+pub fn query_pairs(query: &str) -> impl Iterator<Item = (String, String)> + '_ {
+    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (percent_decode(k), percent_decode(v))
+    })
+}
+
 /// The value of the first `name=...` parameter in a query string (percent-decoded).
 pub fn query_param(query: &str, name: &str) -> Option<String> {
     query_params(query, name).next()

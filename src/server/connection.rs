@@ -14,6 +14,7 @@ use crate::admission::{self, Ticket};
 use crate::auth;
 use crate::balance::{self, Lease};
 use crate::config::{Config, Route};
+use crate::connections;
 use crate::drain::Drain;
 use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
@@ -96,6 +97,11 @@ pub(super) async fn serve(
     let drain = gen
         .drain_of(o.at, o.chosen)
         .unwrap_or_else(|| drain.watch());
+    let listed = list(&facts, &config.routes[o.at], o.chosen);
+    let counters = relay::Counters {
+        stats: stats.clone(),
+        entry: Some(listed.entry().clone()),
+    };
     let summary = relay::run(
         stream,
         o.backend,
@@ -103,7 +109,7 @@ pub(super) async fn serve(
         rules,
         o.transforms,
         Some(drain),
-        Some(stats.clone()),
+        Some(counters),
         label,
     );
     let summary = summary.await;
@@ -122,7 +128,7 @@ pub(super) async fn serve(
             duration: accepted.elapsed(),
             ending: Some(&summary.ending),
             traffic: Some(&summary.traffic),
-            user: facts.user.as_deref(),
+            user: listed.entry().user.as_deref(),
             error,
         },
         config.access_json,
@@ -214,6 +220,24 @@ enum Opening {
     Relay(Box<Opened>),
     /// A plain request for the admin endpoints (sharing the public listener), answered.
     Answered,
+}
+
+/// Puts a connection about to be relayed in the table of open connections (`GET /connections`)
+/// until the returned place is dropped.
+fn list(facts: &Facts, route: &Route, chosen: usize) -> connections::Listed {
+    let backend = route.backends.get(chosen);
+    let opened = SystemTime::now()
+        .checked_sub(facts.accepted.elapsed())
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_millis() as u64);
+    connections::Listed::new(connections::Entry::new(
+        facts.id,
+        route.external.as_str().into(),
+        facts.client,
+        backend.map_or(String::new(), |b| format!("{}:{}", b.host, b.port)),
+        facts.user.clone(),
+        opened,
+    ))
 }
 
 /// What the access log says of a connection, learnt as its handshake goes.

@@ -93,9 +93,18 @@ impl Generation {
                 backends.push((route.external.as_str().to_string(), b.origin(), up));
             }
         }
+        let config = &self.config;
+        let loopback = config.admin.as_ref().is_some_and(|(host, _)| {
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
         Status {
             backends,
             shutting_down,
+            token: config.admin_token.clone(),
+            loopback,
         }
     }
 }

@@ -1,7 +1,8 @@
 //! The admin listener (`admin`): plain HTTP/1.1 on its own address and thread, one request per
 //! connection. `GET /metrics` (Prometheus text 0.0.4), `GET /healthz` (200 while the process
-//! runs) and `GET /readyz` (200 when every route has a usable backend and the gateway is not
-//! shutting down; else 503 with the reason). Never on the public port unless `admin` names its address.
+//! runs), `GET /readyz` (200 when every route has a usable backend and the gateway is not
+//! shutting down; else 503 with the reason) and the connection API ([`api`]: `admin.token`,
+//! `GET /connections`). Never on the public port unless `admin` names its address.
 //! Each exchange (request head, answer, drain) has one deadline from accept, and connections
 //! that hold a place without a request make room for new ones (`MAX_CONNECTIONS`).
 
@@ -16,6 +17,8 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender};
 use async_executor::LocalExecutor;
 use futures_lite::{AsyncWriteExt, FutureExt};
+
+mod api;
 
 use crate::drain::Drain;
 use crate::handshake::{self, Head, Request};
@@ -44,6 +47,10 @@ pub struct Status {
     pub backends: Vec<(String, String, bool)>,
     /// A graceful shutdown is under way.
     pub shutting_down: bool,
+    /// `admin.token` of the config in force.
+    pub token: Option<String>,
+    /// The admin listener is on a loopback address (the API may go without a token).
+    pub loopback: bool,
 }
 
 /// Reads the gateway's state for a request.
@@ -301,23 +308,28 @@ pub fn reply(request: &Request, status: impl FnOnce() -> Status) -> Reply {
     if request.method != "GET" && !head_only {
         return Reply::text(405, "use GET\n");
     }
-    let path = crate::route::split_target(&request.target).0;
+    let (path, query) = crate::route::split_target(&request.target);
     let mut reply = match path {
-        "/metrics" => {
+        "/healthz" => Reply::text(200, "ok\n"),
+        _ => {
             let s = status();
-            Reply {
-                code: 200,
-                kind: "text/plain; version=0.0.4; charset=utf-8",
-                body: crate::metrics::render(env!("CARGO_PKG_VERSION"), &s.backends),
-                head_only: false,
+            match (api::refused(request, path, &s), path) {
+                (Some(refusal), _) => refusal,
+                (None, "/metrics") => Reply {
+                    code: 200,
+                    kind: "text/plain; version=0.0.4; charset=utf-8",
+                    body: crate::metrics::render(env!("CARGO_PKG_VERSION"), &s.backends),
+                    head_only: false,
+                },
+                (None, "/readyz") => readiness(&s),
+                (None, "/connections") if cfg!(feature = "admin") => api::connections(query),
+                (None, _) => Reply::text(
+                    404,
+                    "not found: the admin endpoints are /metrics, /healthz, /readyz and \
+                     /connections\n",
+                ),
             }
         }
-        "/healthz" => Reply::text(200, "ok\n"),
-        "/readyz" => readiness(&status()),
-        _ => Reply::text(
-            404,
-            "not found: the admin endpoints are /metrics, /healthz and /readyz\n",
-        ),
     };
     reply.head_only = head_only;
     reply
