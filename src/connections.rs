@@ -1,15 +1,18 @@
-//! The relayed connections open now, for the admin API (`GET /connections`): who each is, where
-//! it goes, since when, and what it relayed as of its last live count (`relay::live`, within
-//! about 5 s). A connection is in the table from its 101 to its end ([`Listed`] takes it out
-//! when dropped). The table is split into shards by id, so that connections opening and closing
-//! on different workers seldom wait for each other.
+//! The relayed connections open now: who each is, where it goes, since when, and what it
+//! relayed as of its last live count (`relay::live`). The admin API lists them
+//! (`GET /connections`), and the live counts go through them: a connection's entry holds what
+//! its route's counters have of its traffic, and the waker the ticking thread uses to have a
+//! silent connection counted. An entry is in the table from the 101 to the end ([`Listed`]
+//! takes it out, with its waker). The table is split into shards by id, so that connections
+//! opening and closing on different workers seldom wait for each other.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
+use std::task::Waker;
 
-use crate::metrics::Traffic;
+use crate::config::Config;
+use crate::metrics::{RouteStats, Traffic};
 
 const SHARDS: usize = 16;
 
@@ -19,64 +22,96 @@ static TABLE: LazyLock<[Shard; SHARDS]> =
     LazyLock::new(|| std::array::from_fn(|_| Shard::default()));
 
 /// One open connection.
-#[derive(Debug)]
 pub struct Entry {
     /// Its number (the access log's `connection_id`).
     pub id: u64,
-    /// Its route's `external_path`.
-    pub route: Arc<str>,
     /// The client, as `trusted_proxies` decides it.
     pub client: IpAddr,
-    /// Its backend, `host:port`.
-    pub backend: String,
     /// The token's `sub`.
     pub user: Option<Box<str>>,
     /// When it was accepted, in milliseconds since the epoch.
     pub opened_at_ms: u64,
-    /// Data messages and wire bytes, client to backend then backend to client, as of the
-    /// connection's last live count.
-    counts: [AtomicU64; 4],
+    /// The config it runs on, its route (by position) and backend (by position in the route).
+    config: Arc<Config>,
+    at: u16,
+    chosen: u16,
+    /// Its route's counters.
+    pub stats: Arc<RouteStats>,
+    counted: Mutex<Counted>,
+}
+
+/// What the route's counters have of a connection's traffic, and who to wake for the rest.
+#[derive(Default)]
+struct Counted {
+    traffic: Traffic,
+    waker: Option<Waker>,
 }
 
 impl Entry {
-    /// A connection about to be relayed.
+    /// A connection about to be relayed on `config`'s route `at`, backend `chosen`.
     pub fn new(
         id: u64,
-        route: Arc<str>,
         client: IpAddr,
-        backend: String,
         user: Option<Box<str>>,
         opened_at_ms: u64,
+        (config, at, chosen): (Arc<Config>, usize, usize),
+        stats: Arc<RouteStats>,
     ) -> Entry {
         Entry {
             id,
-            route,
             client,
-            backend,
             user,
             opened_at_ms,
-            counts: Default::default(),
+            config,
+            at: at as u16,
+            chosen: chosen as u16,
+            stats,
+            counted: Mutex::default(),
         }
     }
 
-    /// Adds what the connection relayed since its last count.
-    pub fn add(&self, t: &Traffic) {
-        let (up, down) = (&t.client_to_backend, &t.backend_to_client);
-        let all = [
-            up.messages.data(),
-            up.bytes,
-            down.messages.data(),
-            down.bytes,
-        ];
-        for (c, n) in self.counts.iter().zip(all) {
-            c.fetch_add(n, Relaxed);
-        }
+    /// Its route's `external_path`.
+    pub fn route(&self) -> &str {
+        self.config.routes[usize::from(self.at)].external.as_str()
     }
 
-    /// (messages, bytes) client to backend, then backend to client.
+    /// Its backend, `host:port`.
+    pub fn backend(&self) -> String {
+        let route = &self.config.routes[usize::from(self.at)];
+        (route.backends.get(usize::from(self.chosen)))
+            .map_or(String::new(), |b| format!("{}:{}", b.host, b.port))
+    }
+
+    fn counted(&self) -> MutexGuard<'_, Counted> {
+        self.counted.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Counts `now` (the connection's whole traffic so far) into the route's counters.
+    pub fn count(&self, now: Traffic) {
+        let mut c = self.counted();
+        self.stats.add_traffic(&now.since(&c.traffic));
+        c.traffic = now;
+        c.waker = None;
+    }
+
+    /// Leaves `waker` to be woken at the next tick.
+    pub fn wake_at_tick(&self, waker: &Waker) {
+        self.counted().waker = Some(waker.clone());
+    }
+
+    /// What of `total` (the connection's whole traffic) is not counted yet.
+    pub fn uncounted(&self, total: &Traffic) -> Traffic {
+        total.since(&self.counted().traffic)
+    }
+
+    /// (data messages, wire bytes) client to backend, then backend to client, as counted.
     pub fn counts(&self) -> [(u64, u64); 2] {
-        let c = |i: usize| self.counts[i].load(Relaxed);
-        [(c(0), c(1)), (c(2), c(3))]
+        let t = &self.counted().traffic;
+        let (up, down) = (&t.client_to_backend, &t.backend_to_client);
+        [
+            (up.messages.data(), up.bytes),
+            (down.messages.data(), down.bytes),
+        ]
     }
 }
 
@@ -97,7 +132,7 @@ impl Listed {
         Listed(entry)
     }
 
-    /// The entry (to count into).
+    /// The entry.
     pub fn entry(&self) -> &Arc<Entry> {
         &self.0
     }
@@ -106,6 +141,7 @@ impl Listed {
 impl Drop for Listed {
     fn drop(&mut self) {
         shard(self.0.id).remove(&self.0.id);
+        self.0.counted().waker = None;
     }
 }
 
@@ -118,4 +154,16 @@ pub fn list(keep: impl Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
     }
     all.sort_by_key(|e| e.id);
     all
+}
+
+/// Wakes every connection that left its waker for the tick.
+pub fn wake_waiting() {
+    let mut wakers = Vec::new();
+    for s in TABLE.iter() {
+        let s = s.lock().unwrap_or_else(PoisonError::into_inner);
+        wakers.extend(s.values().filter_map(|e| e.counted().waker.take()));
+    }
+    for w in wakers {
+        w.wake();
+    }
 }

@@ -63,9 +63,9 @@ pub(super) fn connections(query: Option<&str>) -> Reply {
     }
     let keep = |e: &Entry| {
         filters.iter().all(|(k, v)| match k.as_str() {
-            "route" => &*e.route == v,
+            "route" => e.route() == v,
             "user" => e.user.as_deref() == Some(v.as_str()),
-            "backend" => e.backend == *v,
+            "backend" => e.backend() == *v,
             _ => e.client.to_string() == *v,
         })
     };
@@ -86,9 +86,9 @@ fn describe(e: &Entry) -> Value {
     let [(up_m, up_b), (down_m, down_b)] = e.counts();
     json!({
         "id": e.id,
-        "route": &*e.route,
+        "route": e.route(),
         "client": e.client.to_string(),
-        "backend": e.backend,
+        "backend": e.backend(),
         "user": e.user.as_deref(),
         "opened_at": crate::clock::rfc3339(e.opened_at_ms as i64),
         "client_to_backend_messages": up_m,

@@ -52,9 +52,10 @@ pub(super) struct Conn<C, B> {
     /// The close frames the gateway sent (the peers' own are added at the end).
     closes: Vec<(metrics::Side, u16)>,
     /// The first close the gateway chose, and who ended the connection first.
-    ending: (Option<GatewayClose>, Option<metrics::Side>),
+    /// Boxed when the first close comes: an open connection keeps a pointer.
+    ending: Option<Box<(Option<GatewayClose>, Option<metrics::Side>)>>,
     /// The route's counters, fed while the connection is open.
-    pub(super) live: Option<Box<Live>>,
+    pub(super) live: Option<Live>,
     label: Label,
 }
 
@@ -104,7 +105,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             watch: Watch::new(&rules, drain),
             errors: Vec::new(),
             closes: Vec::new(),
-            ending: (None, None),
+            ending: None,
             live: None,
             label,
         }
@@ -235,7 +236,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         match self.dirs[src].process(&self.rules, forward_close, stop) {
             Ok(Event::None) => {}
             Ok(Event::Close { forwarded }) => {
-                self.ending.1.get_or_insert(src.closer());
+                self.ended(None, src.closer());
                 self.legs[src].got_close = true;
                 self.legs[src].done_reading = true;
                 self.start_closing();
@@ -264,7 +265,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     /// Leg `src` is gone (EOF or I/O error): nothing more is read from or written to it; the
     /// other leg gets what [`closing::lost`] says.
     fn lost(&mut self, src: Side, why: &str) {
-        self.ending.1.get_or_insert(src.closer());
+        self.ended(None, src.closer());
         if !self.legs[src].got_close {
             log::debug!("{}: {src} {why}", self.label);
             self.errors.push(format!("{src}: {why}"));
@@ -277,6 +278,15 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         let at_boundary = self.dirs[src].at_boundary();
         let act = closing::lost(src, &self.legs[src], &self.legs[src.other()], at_boundary);
         self.act(src.other(), act);
+    }
+
+    /// Notes who ended the connection first, and the gateway's first close of its own.
+    fn ended(&mut self, close: Option<GatewayClose>, by: metrics::Side) {
+        let e = self.ending.get_or_insert_with(Box::default);
+        e.1.get_or_insert(by);
+        if e.0.is_none() {
+            e.0 = close;
+        }
     }
 
     /// Closes both legs with `close`, through the normal close handshake.
@@ -306,8 +316,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             return;
         }
         self.closes.push((metrics::Side::Gateway, close.code()));
-        self.ending.0.get_or_insert(close);
-        self.ending.1.get_or_insert(metrics::Side::Gateway);
+        self.ended(Some(close), metrics::Side::Gateway);
+        let l = &mut self.legs[side];
         let mask = (side == Side::Backend).then(rand::random::<[u8; 4]>);
         let mut frame = close.frame(mask);
         // A keepalive ping partly written goes out whole first; one not started is dropped.
@@ -381,12 +391,13 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                 closes.push((side.closer(), code));
             }
         }
-        let peer = |d: &mut Direction| Some((d.close_code?, d.close_reason.take()));
+        let peer =
+            |d: &mut Direction| Some((d.close_code?, d.close_reason.take().map(|r| (*r).into())));
         let ending = Ending {
             client: peer(&mut self.dirs.client),
             backend: peer(&mut self.dirs.backend),
-            gateway: self.ending.0,
-            first: self.ending.1,
+            gateway: self.ending.as_ref().and_then(|e| e.0),
+            first: self.ending.as_ref().and_then(|e| e.1),
         };
         let traffic = Traffic {
             client_to_backend: self.dirs.client.flow,
@@ -398,7 +409,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
             uncounted: self
                 .live
                 .as_ref()
-                .map_or(traffic.clone(), |l| l.rest(&traffic)),
+                .map_or(traffic.clone(), |l| l.uncounted(&traffic)),
             traffic,
             closes,
         }

@@ -1,34 +1,29 @@
-//! An open connection's traffic, counted into its route's counters within [`EVERY`] or so of
-//! when it happened, so that `/metrics` shows what open connections relay, with no atomic
-//! write per frame and no clock read per wake-up.
+//! An open connection's traffic, counted into its route's counters within about [`EVERY`] of
+//! when it happened, so that `/metrics` (and `GET /connections`) show what open connections
+//! relay, with no atomic write per frame and no clock read per wake-up.
 //!
 //! A thread of its own moves a process-wide epoch every [`EVERY`] ([`start_ticks`]). A
 //! connection compares it with the epoch of its last count at the end of each wake-up (one
-//! relaxed load) and, when it moved and so did the connection's bytes, adds what moved since
-//! its last count. So that a connection that falls silent is counted too, the first wake-up
-//! that leaves traffic uncounted hands the connection's waker to that thread, which wakes it at
-//! the next tick. No timer is armed on a worker: one would cost every wait of its event loop
-//! two clock reads (5% of a message relayed one at a time, `bench/callgrind.sh`).
+//! relaxed load) and, when it moved and so did the connection's bytes, counts what moved since
+//! (through its entry in the table of open connections, [`crate::connections`]). So that a
+//! connection that falls silent is counted too, the first wake-up that leaves traffic
+//! uncounted leaves the task's waker in its entry, and the ticking thread wakes it at the next
+//! tick. No timer is armed on a worker: one would cost every wait of its event loop two clock
+//! reads (5% of a message relayed one at a time, `bench/callgrind.sh`).
 
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering::Relaxed};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Waker};
+use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+use std::sync::Arc;
+use std::task::Context;
 use std::time::Duration;
 
 use crate::connections::Entry;
-use crate::metrics::{Flow, RouteStats, Traffic};
+use crate::metrics::{Flow, Traffic};
 
 /// How often the epoch moves.
 pub const EVERY: Duration = Duration::from_secs(5);
 
 /// The epoch: moved every [`EVERY`].
 static EPOCH: AtomicU32 = AtomicU32::new(0);
-
-/// Whether the thread that moves it runs.
-static TICKING: AtomicBool = AtomicBool::new(false);
-
-/// The connections with traffic not counted yet, to wake at the next tick.
-static WAITING: Mutex<Vec<Waker>> = Mutex::new(Vec::new());
 
 /// Starts the thread that moves the epoch every [`EVERY`] (once per process).
 pub fn start_ticks() {
@@ -40,80 +35,57 @@ pub fn start_ticks() {
             .spawn(|| loop {
                 std::thread::sleep(EVERY);
                 EPOCH.fetch_add(1, Relaxed);
-                let waiting = std::mem::take(&mut *waiting());
-                for waker in waiting {
-                    waker.wake();
-                }
+                crate::connections::wake_waiting();
             });
-        TICKING.store(ticks.is_ok(), Relaxed);
         if let Err(e) = ticks {
             log::warn!("cannot start the live counters' thread ({e}): open connections are counted when they end");
         }
     });
 }
 
-/// Where an open connection's traffic is counted: its route's counters, and its entry in the
-/// table of open connections.
-pub struct Counters {
-    /// The route's counters.
-    pub stats: Arc<RouteStats>,
-    /// The connection's entry (`GET /connections`).
-    pub entry: Option<Arc<Entry>>,
-}
-
-/// A connection's counters, and what of its traffic they have.
+/// A connection's entry, and the epoch and state of its last count.
 pub(super) struct Live {
-    to: Counters,
-    counted: Traffic,
+    entry: Arc<Entry>,
     epoch: u32,
-    /// Its waker is with the ticking thread.
+    /// Bytes as of the last count (client to backend + backend to client).
+    counted: u64,
+    /// Its waker is in the entry.
     waiting: bool,
 }
 
-fn waiting() -> std::sync::MutexGuard<'static, Vec<Waker>> {
-    WAITING.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 impl Live {
-    pub(super) fn new(to: Counters) -> Box<Live> {
-        Box::new(Live {
-            to,
-            counted: Traffic::default(),
+    pub(super) fn new(entry: Arc<Entry>) -> Live {
+        Live {
+            entry,
             epoch: EPOCH.load(Relaxed),
+            counted: 0,
             waiting: false,
-        })
+        }
     }
 
     /// At the end of a wake-up, with the flows so far (`up`: client to backend).
     pub(super) fn poll(&mut self, up: &Flow, down: &Flow, cx: &mut Context<'_>) {
-        let moved = up.bytes != self.counted.client_to_backend.bytes
-            || down.bytes != self.counted.backend_to_client.bytes;
+        let bytes = up.bytes + down.bytes;
+        if bytes == self.counted {
+            return;
+        }
         let epoch = EPOCH.load(Relaxed);
         if epoch != self.epoch {
             self.epoch = epoch;
             self.waiting = false;
-            if moved {
-                let now = Traffic {
-                    client_to_backend: *up,
-                    backend_to_client: *down,
-                };
-                let delta = now.since(&self.counted);
-                self.to.stats.add_traffic(&delta);
-                if let Some(entry) = &self.to.entry {
-                    entry.add(&delta);
-                }
-                self.counted = now;
-                return;
-            }
-        }
-        if moved && !self.waiting && TICKING.load(Relaxed) {
-            waiting().push(cx.waker().clone());
+            self.counted = bytes;
+            self.entry.count(Traffic {
+                client_to_backend: *up,
+                backend_to_client: *down,
+            });
+        } else if !self.waiting {
+            self.entry.wake_at_tick(cx.waker());
             self.waiting = true;
         }
     }
 
-    /// What of `total` (the connection's whole traffic) is not counted yet.
-    pub(super) fn rest(&self, total: &Traffic) -> Traffic {
-        total.since(&self.counted)
+    /// What of `total` (the connection's whole traffic) the route's counters do not have.
+    pub(super) fn uncounted(&self, total: &Traffic) -> Traffic {
+        self.entry.uncounted(total)
     }
 }

@@ -45,7 +45,6 @@ pub use buffer::held as buffers_held;
 use conn::Conn;
 pub use direction::Rules;
 pub use live::start_ticks as start_live_ticks;
-pub use live::Counters;
 pub use policy::Policy;
 pub use side::{Both, Side};
 pub use transform::{Context, Transformer};
@@ -112,11 +111,11 @@ pub async fn run<C: Transport, B: Transport>(
     rules: Rules,
     transforms: Both<Option<Box<Transformer>>>,
     drain: Option<crate::drain::Watcher>,
-    counters: Option<Counters>,
+    entry: Option<std::sync::Arc<crate::connections::Entry>>,
     label: Label,
 ) -> Summary {
     let mut conn = Box::new(Conn::new(client, backend, rules, transforms, drain, label));
-    conn.live = counters.map(live::Live::new);
+    conn.live = entry.map(live::Live::new);
     conn.start(early);
     poll_fn(|cx| conn.poll(cx)).await;
     let summary = conn.summary();

@@ -97,11 +97,8 @@ pub(super) async fn serve(
     let drain = gen
         .drain_of(o.at, o.chosen)
         .unwrap_or_else(|| drain.watch());
-    let listed = list(&facts, &config.routes[o.at], o.chosen);
-    let counters = relay::Counters {
-        stats: stats.clone(),
-        entry: Some(listed.entry().clone()),
-    };
+    let listed = list(facts, &gen, o.at, o.chosen);
+    let entry = listed.entry();
     let summary = relay::run(
         stream,
         o.backend,
@@ -109,7 +106,7 @@ pub(super) async fn serve(
         rules,
         o.transforms,
         Some(drain),
-        Some(counters),
+        Some(entry.clone()),
         label,
     );
     let summary = summary.await;
@@ -120,7 +117,7 @@ pub(super) async fn serve(
     crate::access::log(
         &crate::access::Entry {
             id,
-            client: facts.client,
+            client: entry.client,
             route: Some(route.external.as_str()),
             backend,
             status: Some(101),
@@ -128,7 +125,7 @@ pub(super) async fn serve(
             duration: accepted.elapsed(),
             ending: Some(&summary.ending),
             traffic: Some(&summary.traffic),
-            user: listed.entry().user.as_deref(),
+            user: entry.user.as_deref(),
             error,
         },
         config.access_json,
@@ -224,19 +221,18 @@ enum Opening {
 
 /// Puts a connection about to be relayed in the table of open connections (`GET /connections`)
 /// until the returned place is dropped.
-fn list(facts: &Facts, route: &Route, chosen: usize) -> connections::Listed {
-    let backend = route.backends.get(chosen);
+fn list(facts: Facts, gen: &Generation, at: usize, chosen: usize) -> connections::Listed {
     let opened = SystemTime::now()
         .checked_sub(facts.accepted.elapsed())
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64);
     connections::Listed::new(connections::Entry::new(
         facts.id,
-        route.external.as_str().into(),
         facts.client,
-        backend.map_or(String::new(), |b| format!("{}:{}", b.host, b.port)),
-        facts.user.clone(),
+        facts.user,
         opened,
+        (gen.config.clone(), at, chosen),
+        gen.stats[at].clone(),
     ))
 }
 

@@ -295,7 +295,9 @@ impl Direction {
         });
         if len > 2 {
             // Checked as UTF-8 above.
-            self.close_reason = Some(String::from_utf8_lossy(&copy[2..len]).into());
+            // A thin pointer: every open connection holds two of these.
+            let reason = String::from_utf8_lossy(&copy[2..len]).into_owned();
+            self.close_reason = Some(Box::new(reason));
         }
         if let Some(k) = h.mask {
             let r = rand::random::<[u8; 4]>();
