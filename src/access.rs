@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use crate::metrics::Traffic;
 use crate::relay::Ending;
 
 /// What one line says.
@@ -43,8 +42,8 @@ pub struct Entry<'a> {
     pub duration: Duration,
     /// The close codes and reasons, and `closed_first`.
     pub ending: Option<&'a Ending>,
-    /// Messages and bytes each way.
-    pub traffic: Option<&'a Traffic>,
+    /// Data messages and wire bytes, client to backend then backend to client.
+    pub traffic: Option<[(u64, u64); 2]>,
     /// `user`.
     pub user: Option<&'a str>,
     /// `error`.
@@ -82,15 +81,15 @@ fn fields(e: &Entry<'_>) -> Vec<(&'static str, Option<Value>)> {
     let (backend_code, backend_reason) = close(ending.and_then(|x| x.backend.as_ref()));
     let gateway = ending.and_then(|x| x.gateway);
     let first = ending.and_then(|x| x.first).map(|s| string(s.label()));
-    let flow = |f: fn(&Traffic) -> &crate::metrics::Flow| {
-        let flow = e.traffic.map(f);
+    let flow = |i: usize| {
+        let flow = e.traffic.map(|t| t[i]);
         (
-            flow.map(|f| Value::from(f.messages.data())),
-            flow.map(|f| Value::from(f.bytes)),
+            flow.map(|f| Value::from(f.0)),
+            flow.map(|f| Value::from(f.1)),
         )
     };
-    let (c2b_messages, c2b_bytes) = flow(|t| &t.client_to_backend);
-    let (b2c_messages, b2c_bytes) = flow(|t| &t.backend_to_client);
+    let (c2b_messages, c2b_bytes) = flow(0);
+    let (b2c_messages, b2c_bytes) = flow(1);
     vec![
         ("time", Some(Value::from(crate::clock::rfc3339_now()))),
         ("connection_id", Some(Value::from(e.id))),

@@ -8,11 +8,12 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use crate::config::Config;
-use crate::metrics::{RouteStats, Traffic};
+use crate::metrics::{Flow, RouteStats, Traffic};
 
 const SHARDS: usize = 16;
 
@@ -37,14 +38,10 @@ pub struct Entry {
     chosen: u16,
     /// Its route's counters.
     pub stats: Arc<RouteStats>,
-    counted: Mutex<Counted>,
-}
-
-/// What the route's counters have of a connection's traffic, and who to wake for the rest.
-#[derive(Default)]
-struct Counted {
-    traffic: Traffic,
-    waker: Option<Waker>,
+    /// Data messages and wire bytes counted so far, client to backend then backend to client.
+    counted: [AtomicU64; 4],
+    /// Who to wake at the next tick, for traffic not counted yet.
+    waker: Mutex<Option<Waker>>,
 }
 
 impl Entry {
@@ -66,7 +63,8 @@ impl Entry {
             at: at as u16,
             chosen: chosen as u16,
             stats,
-            counted: Mutex::default(),
+            counted: Default::default(),
+            waker: Mutex::default(),
         }
     }
 
@@ -82,36 +80,39 @@ impl Entry {
             .map_or(String::new(), |b| format!("{}:{}", b.host, b.port))
     }
 
-    fn counted(&self) -> MutexGuard<'_, Counted> {
-        self.counted.lock().unwrap_or_else(PoisonError::into_inner)
+    fn waker(&self) -> MutexGuard<'_, Option<Waker>> {
+        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Counts `now` (the connection's whole traffic so far) into the route's counters.
-    pub fn count(&self, now: Traffic) {
-        let mut c = self.counted();
-        self.stats.add_traffic(&now.since(&c.traffic));
-        c.traffic = now;
-        c.waker = None;
+    /// Counts what the connection relayed since its last count (`up`: client to backend)
+    /// into the route's counters and its own.
+    pub fn count(&self, up: &Flow, down: &Flow) {
+        let traffic = Traffic {
+            client_to_backend: *up,
+            backend_to_client: *down,
+        };
+        self.stats.add_traffic(&traffic);
+        let all = [
+            up.messages.data(),
+            up.bytes,
+            down.messages.data(),
+            down.bytes,
+        ];
+        for (c, n) in self.counted.iter().zip(all) {
+            c.fetch_add(n, Relaxed);
+        }
+        *self.waker() = None;
     }
 
     /// Leaves `waker` to be woken at the next tick.
     pub fn wake_at_tick(&self, waker: &Waker) {
-        self.counted().waker = Some(waker.clone());
-    }
-
-    /// What of `total` (the connection's whole traffic) is not counted yet.
-    pub fn uncounted(&self, total: &Traffic) -> Traffic {
-        total.since(&self.counted().traffic)
+        *self.waker() = Some(waker.clone());
     }
 
     /// (data messages, wire bytes) client to backend, then backend to client, as counted.
     pub fn counts(&self) -> [(u64, u64); 2] {
-        let t = &self.counted().traffic;
-        let (up, down) = (&t.client_to_backend, &t.backend_to_client);
-        [
-            (up.messages.data(), up.bytes),
-            (down.messages.data(), down.bytes),
-        ]
+        let c = |i: usize| self.counted[i].load(Relaxed);
+        [(c(0), c(1)), (c(2), c(3))]
     }
 }
 
@@ -141,7 +142,7 @@ impl Listed {
 impl Drop for Listed {
     fn drop(&mut self) {
         shard(self.0.id).remove(&self.0.id);
-        self.0.counted().waker = None;
+        *self.0.waker() = None;
     }
 }
 
@@ -161,7 +162,7 @@ pub fn wake_waiting() {
     let mut wakers = Vec::new();
     for s in TABLE.iter() {
         let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-        wakers.extend(s.values().filter_map(|e| e.counted().waker.take()));
+        wakers.extend(s.values().filter_map(|e| e.waker().take()));
     }
     for w in wakers {
         w.wake();

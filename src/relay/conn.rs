@@ -154,7 +154,8 @@ impl<C: Transport, B: Transport> Conn<C, B> {
     /// counters when due.
     fn pending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         if let Some(live) = &mut self.live {
-            live.poll(&self.dirs.client.flow, &self.dirs.backend.flow, cx);
+            let (up, down) = (&mut self.dirs.client.flow, &mut self.dirs.backend.flow);
+            live.poll(up, down, cx);
         }
         Poll::Pending
     }
@@ -406,10 +407,7 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         Summary {
             ending,
             errors: std::mem::take(&mut self.errors),
-            uncounted: self
-                .live
-                .as_ref()
-                .map_or(traffic.clone(), |l| l.uncounted(&traffic)),
+            counted: self.live.as_ref().map(|l| l.entry.counts()),
             traffic,
             closes,
         }

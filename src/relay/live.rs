@@ -17,7 +17,7 @@ use std::task::Context;
 use std::time::Duration;
 
 use crate::connections::Entry;
-use crate::metrics::{Flow, Traffic};
+use crate::metrics::Flow;
 
 /// How often the epoch moves.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -43,12 +43,11 @@ pub fn start_ticks() {
     });
 }
 
-/// A connection's entry, and the epoch and state of its last count.
+/// A connection's entry, and the epoch of its last count. What was counted is taken out of
+/// the directions' flows, which then hold what is not counted yet.
 pub(super) struct Live {
-    entry: Arc<Entry>,
+    pub(super) entry: Arc<Entry>,
     epoch: u32,
-    /// Bytes as of the last count (client to backend + backend to client).
-    counted: u64,
     /// Its waker is in the entry.
     waiting: bool,
 }
@@ -58,34 +57,24 @@ impl Live {
         Live {
             entry,
             epoch: EPOCH.load(Relaxed),
-            counted: 0,
             waiting: false,
         }
     }
 
-    /// At the end of a wake-up, with the flows so far (`up`: client to backend).
-    pub(super) fn poll(&mut self, up: &Flow, down: &Flow, cx: &mut Context<'_>) {
-        let bytes = up.bytes + down.bytes;
-        if bytes == self.counted {
+    /// At the end of a wake-up, with the flows not counted yet (`up`: client to backend).
+    pub(super) fn poll(&mut self, up: &mut Flow, down: &mut Flow, cx: &mut Context<'_>) {
+        if up.bytes == 0 && down.bytes == 0 {
             return;
         }
         let epoch = EPOCH.load(Relaxed);
         if epoch != self.epoch {
             self.epoch = epoch;
             self.waiting = false;
-            self.counted = bytes;
-            self.entry.count(Traffic {
-                client_to_backend: *up,
-                backend_to_client: *down,
-            });
+            self.entry.count(up, down);
+            (*up, *down) = (Flow::default(), Flow::default());
         } else if !self.waiting {
             self.entry.wake_at_tick(cx.waker());
             self.waiting = true;
         }
-    }
-
-    /// What of `total` (the connection's whole traffic) the route's counters do not have.
-    pub(super) fn uncounted(&self, total: &Traffic) -> Traffic {
-        self.entry.uncounted(total)
     }
 }

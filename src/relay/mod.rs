@@ -61,14 +61,35 @@ const DRAIN: Duration = Duration::from_secs(1);
 pub struct Summary {
     /// What ended a leg, if it was not a clean close.
     pub errors: Vec<String>,
-    /// Messages and bytes each way, for the metrics.
+    /// Messages and bytes each way not counted yet (the whole connection's when it had no
+    /// live counts), for the metrics.
     pub traffic: crate::metrics::Traffic,
     /// The close frames each side sent (the gateway's own included): who, and the code.
     pub closes: Vec<(crate::metrics::Side, u16)>,
     /// Who ended the connection and how (for the access log).
     pub ending: Ending,
-    /// What of `traffic` the route's counters do not have yet (all of it without them).
-    pub uncounted: crate::metrics::Traffic,
+    /// What the live counts took out of `traffic` before the end: data messages and wire
+    /// bytes, client to backend then backend to client.
+    pub counted: Option<[(u64, u64); 2]>,
+}
+
+impl Summary {
+    /// The whole connection's data messages and wire bytes, client to backend then backend to
+    /// client.
+    pub fn totals(&self) -> [(u64, u64); 2] {
+        let [up, down] = self.counted.unwrap_or_default();
+        let t = &self.traffic;
+        [
+            (
+                up.0 + t.client_to_backend.messages.data(),
+                up.1 + t.client_to_backend.bytes,
+            ),
+            (
+                down.0 + t.backend_to_client.messages.data(),
+                down.1 + t.backend_to_client.bytes,
+            ),
+        ]
+    }
 }
 
 /// Who ended a relayed connection, and with which close frames.

@@ -110,7 +110,8 @@ pub(super) async fn serve(
         label,
     );
     let summary = summary.await;
-    stats.closed(&summary.uncounted, &summary.closes, accepted.elapsed());
+    stats.closed(&summary.traffic, &summary.closes, accepted.elapsed());
+    let totals = summary.totals();
     let route = &config.routes[o.at];
     let backend = route.backends.get(o.chosen).map(|b| b.origin());
     let error = (!summary.errors.is_empty()).then(|| summary.errors.join("; "));
@@ -124,20 +125,16 @@ pub(super) async fn serve(
             handshake: Some(handshake),
             duration: accepted.elapsed(),
             ending: Some(&summary.ending),
-            traffic: Some(&summary.traffic),
+            traffic: Some(totals),
             user: entry.user.as_deref(),
             error,
         },
         config.access_json,
     );
-    let traffic = &summary.traffic;
     log::debug!(
         "conn {id} {peer}: closed; {} to backend, {} to client{}",
-        count(
-            traffic.client_to_backend.messages.data() as usize,
-            "message"
-        ),
-        traffic.backend_to_client.messages.data(),
+        count(totals[0].0 as usize, "message"),
+        totals[1].0,
         if summary.errors.is_empty() {
             String::new()
         } else {
