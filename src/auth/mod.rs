@@ -276,15 +276,23 @@ fn header_alg(token: &str) -> Option<String> {
 }
 
 fn base64url_decode(s: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(s.len() * 3 / 4);
+    base64_decode(s.bytes(), true)
+}
+
+/// Decodes base64 up to its `=` padding: the URL-safe alphabet (`-`, `_`) when `url`, else the
+/// standard one (`+`, `/`).
+fn base64_decode(s: impl Iterator<Item = u8>, url: bool) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(s.size_hint().0 * 3 / 4);
     let (mut acc, mut bits) = (0u32, 0u32);
-    for c in s.bytes().take_while(|&c| c != b'=') {
+    for c in s.take_while(|&c| c != b'=') {
         let v = match c {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'-' => 62,
-            b'_' => 63,
+            b'-' if url => 62,
+            b'_' if url => 63,
+            b'+' if !url => 62,
+            b'/' if !url => 63,
             _ => return None,
         };
         acc = (acc << 6) | u32::from(v);

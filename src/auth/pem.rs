@@ -70,26 +70,8 @@ fn block(text: &str) -> Result<(&str, Vec<u8>), String> {
 
 /// Standard base64 (`=` padding, line breaks and other white space ignored).
 fn base64(text: &str) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut acc, mut bits) = (0u32, 0);
-    let body = text.trim_end().trim_end_matches('=');
-    for c in body.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' => 62,
-            b'/' => 63,
-            _ => return None,
-        };
-        acc = acc << 6 | u32::from(v);
-        bits += 6;
-        if bits >= 8 {
-            bits -= 8;
-            out.push((acc >> bits) as u8);
-        }
-    }
-    Some(out)
+    let body = text.bytes().filter(|c| !c.is_ascii_whitespace());
+    super::base64_decode(body, false)
 }
 
 /// One DER element of `der`: its tag, its contents, and what follows it.
