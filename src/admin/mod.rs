@@ -322,7 +322,7 @@ pub fn reply(request: &Request, status: impl FnOnce() -> Status) -> Reply {
                     head_only: false,
                 },
                 (None, "/readyz") => readiness(&s),
-                (None, "/connections") if cfg!(feature = "admin") => api::connections(query),
+                (None, "/connections") => api::connections(query),
                 (None, _) => Reply::text(
                     404,
                     "not found: the admin endpoints are /metrics, /healthz, /readyz and \

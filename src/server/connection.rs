@@ -15,7 +15,6 @@ use crate::auth;
 use crate::balance::{self, Lease};
 use crate::config::{Config, Route};
 use crate::connections;
-use crate::drain::Drain;
 use crate::error::Error;
 use crate::handshake::{self, Request, Upgrade};
 use crate::metrics::RouteStats;
@@ -27,13 +26,7 @@ use crate::route;
 use crate::upstream::{self, ClientSide};
 
 /// Runs the stages of one connection.
-pub(super) async fn serve(
-    stream: TcpStream,
-    peer: SocketAddr,
-    gen: Arc<Generation>,
-    drain: Arc<Drain>,
-    id: u64,
-) {
+pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, gen: Arc<Generation>, id: u64) {
     // The TLS handshake and the request head share one limit, counted from here.
     let accepted = Instant::now();
     let head_deadline = accepted + gen.config.limits.handshake_timeout;
@@ -94,9 +87,7 @@ pub(super) async fn serve(
     let label = Label { id, peer };
     // Relayed, the connection watches the drain of its route and backend (begun by the
     // shutdown, or by a reload that removes them) instead of the gateway's.
-    let drain = gen
-        .drain_of(o.at, o.chosen)
-        .unwrap_or_else(|| drain.watch());
+    let drain = gen.drain_of(o.at, o.chosen);
     let listed = list(facts, &gen, o.at, o.chosen);
     let entry = listed.entry();
     let summary = relay::run(
@@ -105,7 +96,7 @@ pub(super) async fn serve(
         early,
         rules,
         o.transforms,
-        Some(drain),
+        drain,
         Some(entry.clone()),
         label,
     );

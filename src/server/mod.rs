@@ -16,7 +16,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::panic::AssertUnwindSafe;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
@@ -119,8 +119,8 @@ pub struct Gateway {
     /// Worker accept loops started, and ended (their queued connects taken).
     accept_loops: Arc<(AtomicUsize, AtomicUsize)>,
     current: Arc<RwLock<Arc<Generation>>>,
-    /// Begun by the shutdown (`/readyz` answers 503).
-    drain: Arc<Drain>,
+    /// Raised by the shutdown (`/readyz` answers 503).
+    shutting_down: Arc<AtomicBool>,
     /// Begun by the shutdown and by an upgrade's hand-over: the accept loops end.
     accepting: Arc<Drain>,
     /// Begun by an upgrade's hand-over: the admin listener's accept loop ends too (it serves
@@ -191,7 +191,7 @@ impl Gateway {
             systemd,
             accept_loops: Arc::default(),
             current: Arc::new(RwLock::new(first)),
-            drain: Drain::new(),
+            shutting_down: Arc::default(),
             accepting: Drain::new(),
             handed_over: Drain::new(),
             admission,
@@ -244,7 +244,7 @@ impl Gateway {
     /// handshake finishes it first). Then [`Gateway::stop_listening`].
     pub fn begin_shutdown(&self) {
         let spread = self.config().close_spread;
-        self.drain.begin(spread);
+        self.shutting_down.store(true, Ordering::SeqCst);
         self.accepting.begin(Duration::ZERO);
         self.generations.shut_down(spread);
     }
@@ -297,7 +297,8 @@ impl Gateway {
 
     /// What the admin endpoints report.
     pub fn status(&self) -> Status {
-        self.generation().status(self.drain.is_on())
+        self.generation()
+            .status(self.shutting_down.load(Ordering::SeqCst))
     }
 
     /// The address actually bound (useful with port 0).
@@ -373,13 +374,12 @@ impl Gateway {
     ) {
         let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
         let generation = self.generation();
-        let drain = self.drain.clone();
         let alive = Alive::new();
         ex.spawn(async move {
             let _alive = alive;
             // Made here, not captured: a captured future would be stored twice in the task
             // (as the capture and as the future awaited).
-            let task = connection::serve(stream, peer, generation, drain, id);
+            let task = connection::serve(stream, peer, generation, id);
             if let Err(panic) = AssertUnwindSafe(task).catch_unwind().await {
                 let what = panic
                     .downcast_ref::<&str>()
