@@ -8,11 +8,13 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed, Ordering::SeqCst};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
+use std::time::Instant;
 
 use crate::config::Config;
+use crate::error::GatewayClose;
 use crate::metrics::{Flow, RouteStats, Traffic};
 
 const SHARDS: usize = 16;
@@ -40,8 +42,28 @@ pub struct Entry {
     pub stats: Arc<RouteStats>,
     /// Data messages and wire bytes counted so far, client to backend then backend to client.
     counted: [AtomicU64; 4],
-    /// Who to wake at the next tick, for traffic not counted yet.
-    waker: Mutex<Option<Waker>>,
+    /// The connection's task, and what it is to be woken for.
+    wake: Mutex<Wake>,
+}
+
+/// What a connection's task is woken for from outside.
+#[derive(Default)]
+struct Wake {
+    /// The task's waker (the same for its life), from its first wake-up on.
+    waker: Option<Waker>,
+    /// Woken at the next tick: it has traffic not counted yet.
+    tick: bool,
+    /// An operator asked it to close, with this close, at that moment.
+    close: Option<Box<(GatewayClose, Instant)>>,
+}
+
+/// Moved by every operator's close (and its cancel): a connection that sees it move looks
+/// for a request in its entry. One relaxed load per wake-up, of a line no connection writes.
+static ASKS: AtomicU32 = AtomicU32::new(0);
+
+/// The number of operators' requests so far ([`Entry::asked`]).
+pub fn asks() -> u32 {
+    ASKS.load(Relaxed)
 }
 
 impl Entry {
@@ -64,7 +86,7 @@ impl Entry {
             chosen: chosen as u16,
             stats,
             counted: Default::default(),
-            waker: Mutex::default(),
+            wake: Mutex::default(),
         }
     }
 
@@ -80,8 +102,37 @@ impl Entry {
             .map_or(String::new(), |b| format!("{}:{}", b.host, b.port))
     }
 
-    fn waker(&self) -> MutexGuard<'_, Option<Waker>> {
-        self.waker.lock().unwrap_or_else(PoisonError::into_inner)
+    fn wake(&self) -> MutexGuard<'_, Wake> {
+        self.wake.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Keeps the connection task's waker (its first wake-up: a task keeps one waker).
+    pub fn register(&self, waker: &Waker) {
+        self.wake().waker = Some(waker.clone());
+    }
+
+    /// Asks the connection to close with `close` at `at` (`None`: cancels such a request not
+    /// carried out yet), and wakes it.
+    pub fn ask(&self, close: Option<(GatewayClose, Instant)>) {
+        let waker = {
+            let mut w = self.wake();
+            w.close = close.map(Box::new);
+            ASKS.fetch_add(1, SeqCst);
+            w.waker.clone()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// The operator's close was carried out.
+    pub fn done_asking(&self) {
+        self.wake().close = None;
+    }
+
+    /// The close an operator asked for, if any (left in place: a cancel may still come).
+    pub fn asked(&self) -> Option<(GatewayClose, Instant)> {
+        self.wake().close.as_deref().copied()
     }
 
     /// Counts what the connection relayed since its last count (`up`: client to backend)
@@ -101,12 +152,12 @@ impl Entry {
         for (c, n) in self.counted.iter().zip(all) {
             c.fetch_add(n, Relaxed);
         }
-        *self.waker() = None;
+        self.wake().tick = false;
     }
 
-    /// Leaves `waker` to be woken at the next tick.
-    pub fn wake_at_tick(&self, waker: &Waker) {
-        *self.waker() = Some(waker.clone());
+    /// Has the connection woken at the next tick ([`Entry::register`] gave its waker).
+    pub fn wake_at_tick(&self) {
+        self.wake().tick = true;
     }
 
     /// (data messages, wire bytes) client to backend, then backend to client, as counted.
@@ -142,7 +193,7 @@ impl Listed {
 impl Drop for Listed {
     fn drop(&mut self) {
         shard(self.0.id).remove(&self.0.id);
-        *self.0.waker() = None;
+        self.0.wake().waker = None;
     }
 }
 
@@ -162,7 +213,12 @@ pub fn wake_waiting() {
     let mut wakers = Vec::new();
     for s in TABLE.iter() {
         let s = s.lock().unwrap_or_else(PoisonError::into_inner);
-        wakers.extend(s.values().filter_map(|e| e.waker().take()));
+        for e in s.values() {
+            let mut w = e.wake();
+            if std::mem::take(&mut w.tick) {
+                wakers.extend(w.waker.clone());
+            }
+        }
     }
     for w in wakers {
         w.wake();

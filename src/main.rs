@@ -197,10 +197,9 @@ fn run(
     if config.admin_on_public() {
         log::warn!("admin endpoints (/metrics, /healthz, /readyz) are served on the public listener {addr}, as admin asks");
     } else if let Some(listener) = &admin {
-        let g = gateway.clone();
-        let status = Arc::new(move || g.status());
-        let at = admin::start(listener.clone(), status, gateway.handed_over())
-            .map_err(|e| e.to_string())?;
+        let g: admin::GatewayRef = Arc::new(gateway.clone());
+        let at =
+            admin::start(listener.clone(), g, gateway.handed_over()).map_err(|e| e.to_string())?;
         log::info!("admin listening on {at} (/metrics, /healthz, /readyz)");
     }
     for r in &config.routes {

@@ -204,6 +204,25 @@ pub fn route(name: &str) -> Arc<RouteStats> {
     }
 }
 
+/// A route's figures for the status page.
+pub struct Figures {
+    /// Data messages, client to backend then backend to client (an open connection's within
+    /// 5 s).
+    pub messages: [u64; 2],
+    /// Wire bytes, the same way.
+    pub bytes: [u64; 2],
+}
+
+/// The figures of route `name`, if it has counters.
+pub fn figures(name: &str) -> Option<Figures> {
+    let s = lock(&REGISTRY.routes).get(name)?.clone();
+    let data = |d: usize| s.messages[d][0].load(Relaxed) + s.messages[d][1].load(Relaxed);
+    Some(Figures {
+        messages: [data(0), data(1)],
+        bytes: [s.bytes[0].load(Relaxed), s.bytes[1].load(Relaxed)],
+    })
+}
+
 /// Counts a config reload that applied (`ok`) or was rejected.
 pub fn reloaded(ok: bool) {
     REGISTRY.reloads[usize::from(!ok)].fetch_add(1, Relaxed);
@@ -347,8 +366,9 @@ fn escape(v: &str) -> String {
         .replace('\n', "\\n")
 }
 
-/// The whole exposition; `backends_up` lists (route, backend, usable) for the config in force.
-pub fn render(version: &str, backends_up: &[(String, String, bool)]) -> String {
+/// The whole exposition; `backends` lists (route, backend, state: `up`, `down`,
+/// `breaker_open` or `drained`) for the config in force.
+pub fn render(version: &str, backends: &[(&str, &str, &str)]) -> String {
     let routes: Vec<(String, Arc<RouteStats>)> = lock(&REGISTRY.routes)
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
@@ -361,13 +381,7 @@ pub fn render(version: &str, backends_up: &[(String, String, bool)]) -> String {
     render_traffic(&mut out, &routes);
     render_connects(&mut out, &routes);
     render_route_histograms(&mut out, &routes);
-    let name = "kairos_backend_up";
-    let help = "1 while a backend takes new connections (health check up, breaker not open).";
-    let mut f = Family::start(&mut out, name, "gauge", help);
-    for (route, backend, up) in backends_up {
-        let labels = [("route", route.as_str()), ("backend", backend.as_str())];
-        f.sample(name, &labels, u8::from(*up));
-    }
+    render_backends(&mut out, backends);
     let name = "kairos_config_reloads_total";
     let mut f = Family::start(&mut out, name, "counter", "Config reloads by result.");
     for (i, result) in ["success", "failure"].into_iter().enumerate() {
@@ -382,6 +396,27 @@ pub fn render(version: &str, backends_up: &[(String, String, bool)]) -> String {
     let mut f = Family::start(&mut out, name, "counter", help);
     f.sample(name, &[], crate::net::tls_handshake_failures());
     out
+}
+
+fn render_backends(out: &mut String, backends: &[(&str, &str, &str)]) {
+    let name = "kairos_backend_up";
+    let help =
+        "1 while a backend takes new connections (health check up, breaker not open, not drained).";
+    let mut f = Family::start(out, name, "gauge", help);
+    for &(route, backend, state) in backends {
+        let labels = [("route", route), ("backend", backend)];
+        f.sample(name, &labels, u8::from(state == "up"));
+    }
+    let name = "kairos_backend_state";
+    let help =
+        "1 for a backend's state: up, down (health check), breaker_open, drained (by an operator).";
+    let mut f = Family::start(out, name, "gauge", help);
+    for &(route, backend, now) in backends {
+        for state in ["up", "down", "breaker_open", "drained"] {
+            let labels = [("route", route), ("backend", backend), ("state", state)];
+            f.sample(name, &labels, u8::from(now == state));
+        }
+    }
 }
 
 fn render_connections(out: &mut String, routes: &[(String, Arc<RouteStats>)]) {
@@ -523,11 +558,7 @@ mod tests {
         r.connected("ws://b:1", Duration::from_millis(3));
         r.auth_failed("expired");
         r.rejected("connections_per_ip");
-        let up = [(
-            "/metrics-unit-test".to_string(),
-            "ws://b:1".to_string(),
-            true,
-        )];
+        let up = [("/metrics-unit-test", "ws://b:1", "up")];
         let text = render("9.9.9", &up);
         let route = "route=\"/metrics-unit-test\"";
         for want in [

@@ -19,7 +19,9 @@ use async_executor::LocalExecutor;
 use futures_lite::{AsyncWriteExt, FutureExt};
 
 mod api;
+mod page;
 
+pub use crate::balance::BackendState;
 use crate::drain::Drain;
 use crate::handshake::{self, Head, Request};
 use crate::net::Stream;
@@ -43,25 +45,48 @@ const DRAIN_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// What the admin endpoints report, taken when a request arrives.
 pub struct Status {
-    /// Every backend of the config in force: (route, backend, usable for new connections).
-    pub backends: Vec<(String, String, bool)>,
+    /// Every backend of the config in force.
+    pub backends: Vec<BackendStatus>,
     /// A graceful shutdown is under way.
     pub shutting_down: bool,
     /// `admin.token` of the config in force.
     pub token: Option<String>,
     /// The admin listener is on a loopback address (the API may go without a token).
     pub loopback: bool,
+    /// `server.close_spread_ms`: a backend drain's spread unless the request names one.
+    pub close_spread: Duration,
 }
 
-/// Reads the gateway's state for a request.
-pub type StatusFn = Arc<dyn Fn() -> Status + Send + Sync>;
+/// One backend of a route, as the admin endpoints show it.
+pub struct BackendStatus {
+    /// The route's `external_path`.
+    pub route: String,
+    /// `ws://host:port` or `wss://host:port` (the metrics' `backend` label).
+    pub origin: String,
+    /// `host:port` (the connection API's `backend`).
+    pub address: String,
+    /// What it is to new connections.
+    pub state: BackendState,
+}
+
+/// What the admin listener reads from the gateway, and asks of it.
+pub trait Gateway: Send + Sync {
+    /// The state for a request.
+    fn status(&self) -> Status;
+    /// Drains backend `address` (`host:port`) of route `route` (no new connection goes to
+    /// it), or puts it back; `Err` says what is not in the config in force.
+    fn set_drained(&self, route: &str, address: &str, drained: bool) -> Result<(), String>;
+}
+
+/// The gateway, as the admin thread holds it.
+pub type GatewayRef = Arc<dyn Gateway>;
 
 /// Serves the admin endpoints on `listener` (bound, listening, non-blocking:
 /// [`crate::sockets`]) on a `kairos-admin` thread, until `stop` begins (the process no longer
 /// accepts: an upgrade handed the socket over); returns its address.
 pub fn start(
     listener: Arc<TcpListener>,
-    status: StatusFn,
+    gateway: GatewayRef,
     stop: Arc<Drain>,
 ) -> io::Result<SocketAddr> {
     let addr = listener.local_addr()?;
@@ -69,14 +94,14 @@ pub fn start(
         .name("kairos-admin".into())
         .spawn(move || {
             let ex = Rc::new(LocalExecutor::new());
-            reactor::block_on(ex.run(serve(listener, status, stop, ex.clone())));
+            reactor::block_on(ex.run(serve(listener, gateway, stop, ex.clone())));
         })?;
     Ok(addr)
 }
 
 async fn serve(
     listener: Arc<TcpListener>,
-    status: StatusFn,
+    gateway: GatewayRef,
     stop: Arc<Drain>,
     ex: Rc<LocalExecutor<'static>>,
 ) {
@@ -101,7 +126,7 @@ async fn serve(
             // The requests this thread was woken for are answered here; the rest go to the
             // process that took the socket. The thread serves what it has until the exit.
             for (tcp, peer) in listener.close(MAX_CONNECTIONS) {
-                spawn_exchange(&ex, &table, tcp, peer, &status);
+                spawn_exchange(&ex, &table, tcp, peer, &gateway);
             }
             return std::future::pending().await;
         };
@@ -113,7 +138,7 @@ async fn serve(
                 continue;
             }
         };
-        spawn_exchange(&ex, &table, tcp, peer, &status);
+        spawn_exchange(&ex, &table, tcp, peer, &gateway);
         // Let the new connection (and an evicted one) run before the next accept.
         futures_lite::future::yield_now().await;
     }
@@ -125,14 +150,14 @@ fn spawn_exchange(
     table: &Rc<RefCell<Table>>,
     tcp: std::net::TcpStream,
     peer: SocketAddr,
-    status: &StatusFn,
+    gateway: &GatewayRef,
 ) {
     let Ok(stream) = Stream::accepted(tcp) else {
         return;
     };
-    let (slot, status) = (Slot::admit(table), status.clone());
+    let (slot, gateway) = (Slot::admit(table), gateway.clone());
     ex.spawn(async move {
-        exchange(stream, peer, &status, &slot)
+        exchange(stream, peer, &gateway, &slot)
             .or(async {
                 Timer::after(EXCHANGE_TIMEOUT).await;
                 log::debug!("admin {peer}: closed: not done within {EXCHANGE_TIMEOUT:?}");
@@ -235,7 +260,7 @@ impl Drop for Slot {
 
 /// One admin exchange: reads a request, answers it, drains; an eviction ends it at any point
 /// but the answer.
-async fn exchange(mut stream: Stream, peer: SocketAddr, status: &StatusFn, slot: &Slot) {
+async fn exchange(mut stream: Stream, peer: SocketAddr, gateway: &GatewayRef, slot: &Slot) {
     let read = async { Some(handshake::read_request(&mut stream, 8192).await) }
         .or(async {
             slot.evicted().await;
@@ -248,7 +273,7 @@ async fn exchange(mut stream: Stream, peer: SocketAddr, status: &StatusFn, slot:
     };
     let reply = match read {
         Ok((request, _)) => {
-            let reply = reply(&request, || status());
+            let reply = api::answer(&request, peer, &**gateway);
             log::debug!(
                 "admin {peer}: {} {} -> {}",
                 request.method,
@@ -302,59 +327,76 @@ pub fn is_admin_request(request: &Request) -> bool {
     !upgrade && ["/metrics", "/healthz", "/readyz"].contains(&path)
 }
 
-/// The answer to an admin request; `status` is asked only when the endpoint needs it.
+/// The answer to a probe (`/healthz`, `/readyz`, `/metrics`) on the public listener, when
+/// `admin` puts the endpoints there; `status` is asked only when the endpoint needs it.
 pub fn reply(request: &Request, status: impl FnOnce() -> Status) -> Reply {
     let head_only = request.method == "HEAD";
     if request.method != "GET" && !head_only {
         return Reply::text(405, "use GET\n");
     }
-    let (path, query) = crate::route::split_target(&request.target);
+    let path = crate::route::split_target(&request.target).0;
     let mut reply = match path {
         "/healthz" => Reply::text(200, "ok\n"),
-        _ => {
-            let s = status();
-            match (api::refused(request, path, &s), path) {
-                (Some(refusal), _) => refusal,
-                (None, "/metrics") => Reply {
-                    code: 200,
-                    kind: "text/plain; version=0.0.4; charset=utf-8",
-                    body: crate::metrics::render(env!("CARGO_PKG_VERSION"), &s.backends),
-                    head_only: false,
-                },
-                (None, "/readyz") => readiness(&s),
-                (None, "/connections") => api::connections(query),
-                (None, _) => Reply::text(
-                    404,
-                    "not found: the admin endpoints are /metrics, /healthz, /readyz and \
-                     /connections\n",
-                ),
-            }
-        }
+        _ => probe(path, &status()).unwrap_or_else(|| {
+            Reply::text(
+                404,
+                "not found: the admin endpoints here are /metrics, /healthz and /readyz\n",
+            )
+        }),
     };
     reply.head_only = head_only;
     reply
 }
 
-/// `/readyz`: 200 when every route has a usable backend and no shutdown is under way.
+/// `/healthz`, `/readyz` and `/metrics`, open to whoever reaches the listener.
+fn probe(path: &str, s: &Status) -> Option<Reply> {
+    Some(match path {
+        "/healthz" => Reply::text(200, "ok\n"),
+        "/readyz" => readiness(s),
+        "/metrics" => Reply {
+            code: 200,
+            kind: "text/plain; version=0.0.4; charset=utf-8",
+            body: crate::metrics::render(env!("CARGO_PKG_VERSION"), &backend_states(s)),
+            head_only: false,
+        },
+        _ => return None,
+    })
+}
+
+/// (route, `ws://host:port`, state) of every backend, for the metrics.
+fn backend_states(s: &Status) -> Vec<(&str, &str, &'static str)> {
+    (s.backends.iter())
+        .map(|b| (b.route.as_str(), b.origin.as_str(), b.state.as_str()))
+        .collect()
+}
+
+/// `/readyz`: 200 when every route has a usable backend and no shutdown is under way; the
+/// drained backends are listed either way.
 fn readiness(s: &Status) -> Reply {
     if s.shutting_down {
         return Reply::text(503, "not ready: shutting down\n");
     }
     let mut down: Vec<&str> = Vec::new();
-    for (route, _, _) in &s.backends {
-        let usable = s.backends.iter().any(|(r, _, up)| r == route && *up);
-        if !usable && !down.contains(&route.as_str()) {
-            down.push(route);
+    for b in &s.backends {
+        let usable = (s.backends.iter()).any(|o| o.route == b.route && o.state == BackendState::Up);
+        if !usable && !down.contains(&b.route.as_str()) {
+            down.push(&b.route);
         }
     }
+    let drained: Vec<String> = (s.backends.iter())
+        .filter(|b| b.state == BackendState::Drained)
+        .map(|b| format!("drained: route {} backend {}\n", b.route, b.address))
+        .collect();
+    let drained = drained.concat();
     if down.is_empty() {
-        Reply::text(200, "ready\n")
+        Reply::text(200, &format!("ready\n{drained}"))
     } else {
+        let down = down.join(", ");
         Reply::text(
             503,
             &format!(
-                "not ready: no usable backend (down or circuit open) for route {}\n",
-                down.join(", ")
+                "not ready: no usable backend (down, circuit open or drained) for route \
+                 {down}\n{drained}"
             ),
         )
     }

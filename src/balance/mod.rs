@@ -49,7 +49,34 @@ pub struct Slot {
     active: AtomicUsize,
     /// The active health check's verdict (true until a check says otherwise).
     up: AtomicBool,
+    /// An operator drained it (`POST /backends/drain`): no new connection goes to it.
+    drained: AtomicBool,
     circuit: Circuit,
+}
+
+/// What a backend of a route is to new connections, as the admin endpoints show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendState {
+    /// Takes new connections.
+    Up,
+    /// Its active health check failed.
+    Down,
+    /// Its circuit breaker is open (or half-open with its trial under way).
+    BreakerOpen,
+    /// An operator drained it.
+    Drained,
+}
+
+impl BackendState {
+    /// `up`, `down`, `breaker_open` or `drained`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendState::Up => "up",
+            BackendState::Down => "down",
+            BackendState::BreakerOpen => "breaker_open",
+            BackendState::Drained => "drained",
+        }
+    }
 }
 
 impl Balancers {
@@ -83,10 +110,33 @@ impl Balancers {
             .is_some_and(|s| s.up.swap(up, Relaxed) != up)
     }
 
-    /// Whether a backend is usable now (healthy and its breaker not open).
+    /// Whether a backend is usable now (healthy, its breaker not open, not drained).
     pub fn usable(&self, route: usize, backend: usize) -> bool {
         self.slot(route, backend)
             .is_some_and(|s| s.usable(Instant::now()).is_ok())
+    }
+
+    /// Drains a backend (`true`: no new connection goes to it) or puts it back.
+    pub fn set_drained(&self, route: usize, backend: usize, drained: bool) {
+        if let Some(s) = self.slot(route, backend) {
+            s.drained.store(drained, Relaxed);
+        }
+    }
+
+    /// What a backend is to new connections now.
+    pub fn state(&self, route: usize, backend: usize) -> BackendState {
+        let Some(s) = self.slot(route, backend) else {
+            return BackendState::Down;
+        };
+        if s.drained.load(Relaxed) {
+            BackendState::Drained
+        } else if !s.up.load(Relaxed) {
+            BackendState::Down
+        } else if let Admit::No(_) = s.circuit.peek(Instant::now()) {
+            BackendState::BreakerOpen
+        } else {
+            BackendState::Up
+        }
     }
 
     fn slot(&self, route: usize, backend: usize) -> Option<&Slot> {
@@ -245,7 +295,7 @@ impl Drop for Lease {
 impl Slot {
     /// `Ok` when a new connection may try this backend now, else how long until it may.
     fn usable(&self, now: Instant) -> Result<(), Option<Duration>> {
-        if !self.up.load(Relaxed) {
+        if !self.up.load(Relaxed) || self.drained.load(Relaxed) {
             return Err(None);
         }
         match self.circuit.peek(now) {
@@ -323,6 +373,7 @@ impl Slot {
             hash: fnv1a(id.as_bytes()),
             active: AtomicUsize::new(0),
             up: AtomicBool::new(true),
+            drained: AtomicBool::new(false),
             circuit: Circuit::new(route.circuit, format!("{route_name}: backend {id}")),
         }
     }

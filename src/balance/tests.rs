@@ -15,6 +15,7 @@ pub(crate) fn slots(weights: &[u32]) -> Vec<Slot> {
                 hash: fnv1a(id.as_bytes()),
                 active: AtomicUsize::new(0),
                 up: AtomicBool::new(true),
+                drained: AtomicBool::new(false),
                 circuit: Circuit::new(CircuitBreaker::default(), id),
             }
         })

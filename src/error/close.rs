@@ -1,6 +1,14 @@
 //! Every close frame the gateway itself writes, with its code and reason.
 
+use std::sync::{Mutex, PoisonError};
+
 use crate::frame::Violation;
+
+/// How many different reasons operators' closes may use in a process's life.
+pub const OPERATOR_REASONS: usize = 64;
+
+/// The reasons of operators' closes so far.
+static REASONS: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
 
 /// A close frame the gateway itself chooses, after the upgrade (before it, an [`super::Error`] and its
 /// [`super::Error::status`]). A peer's own close frames pass through untouched; these are the only
@@ -29,6 +37,11 @@ pub enum GatewayClose {
     Violation(Violation),
     /// A health check's own WebSocket, closed as soon as its handshake passed.
     HealthProbe,
+    /// An operator's close (`POST /connections/.../close`): the code and reason asked for
+    /// ([`GatewayClose::operator`]); both legs.
+    Operator(u16, &'static str),
+    /// An operator drained the connection's backend (`POST /backends/drain`); both legs.
+    Drained,
 }
 
 impl GatewayClose {
@@ -55,6 +68,8 @@ impl GatewayClose {
             GatewayClose::BackendError => (1011, "backend error"),
             GatewayClose::PeerTooBig => (1001, "peer sent too much"),
             GatewayClose::HealthProbe => (1000, ""),
+            GatewayClose::Operator(code, reason) => (code, reason),
+            GatewayClose::Drained => (1012, "backend drained"),
             GatewayClose::Violation(v) => match v {
                 Violation::Protocol(why) => (1002, why),
                 Violation::Unsupported(why) => (1003, why),
@@ -64,6 +79,36 @@ impl GatewayClose {
                 Violation::TooBig(why) => (1009, why),
             },
         }
+    }
+
+    /// An operator's close with `code` and `reason`, or what is wrong with them: a code a
+    /// close frame may carry (1000-1003, 1007-1013, 3000-4999) and a reason of at most 123
+    /// bytes. Reasons are kept for the life of the process (a close frame's reason is a
+    /// `&'static str`): at most [`OPERATOR_REASONS`] different ones.
+    pub fn operator(code: u16, reason: &str) -> Result<GatewayClose, String> {
+        if !crate::frame::close_code_allowed(code) {
+            return Err(format!(
+                "code {code} cannot be sent: use 1000-1003, 1007-1013 or 3000-4999"
+            ));
+        }
+        if reason.len() > 123 {
+            return Err(format!(
+                "the reason is {} bytes: a close frame holds 123 at most",
+                reason.len()
+            ));
+        }
+        let mut kept = REASONS.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(r) = kept.iter().find(|r| **r == reason) {
+            return Ok(GatewayClose::Operator(code, r));
+        }
+        if kept.len() >= OPERATOR_REASONS {
+            return Err(format!(
+                "{OPERATOR_REASONS} different close reasons were used since the start: reuse one"
+            ));
+        }
+        let r: &'static str = Box::leak(reason.into());
+        kept.push(r);
+        Ok(GatewayClose::Operator(code, r))
     }
 
     /// The close frame, masked with `mask` (towards a backend) or not (towards a client).

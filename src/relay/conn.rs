@@ -142,20 +142,20 @@ impl<C: Transport, B: Transport> Conn<C, B> {
                         return Poll::Ready(());
                     }
                 }
-                return self.pending(cx);
+                return self.pending();
             }
         }
         // Busy: let other connections run.
         cx.waker().wake_by_ref();
-        self.pending(cx)
+        self.pending()
     }
 
     /// The end of a wake-up that leaves the connection open: its traffic goes to the live
     /// counters when due.
-    fn pending(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn pending(&mut self) -> Poll<()> {
         if let Some(live) = &mut self.live {
             let (up, down) = (&mut self.dirs.client.flow, &mut self.dirs.backend.flow);
-            live.poll(up, down, cx);
+            live.poll(up, down);
         }
         Poll::Pending
     }
@@ -354,8 +354,11 @@ impl<C: Transport, B: Transport> Conn<C, B> {
         }
     }
 
-    /// Acts on what the watch says is due.
+    /// Acts on what the watch, and an operator, say is due.
     fn poll_watch(&mut self, cx: &mut Context<'_>) {
+        if let Some(close) = self.live.as_mut().and_then(|l| l.poll_asked(cx)) {
+            self.close_both(close);
+        }
         while let Some(alarm) = self
             .watch
             .poll(cx, &self.rules, &self.dirs, &self.legs.client)

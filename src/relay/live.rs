@@ -11,13 +11,17 @@
 //! tick. No timer is armed on a worker: one would cost every wait of its event loop two clock
 //! reads (5% of a message relayed one at a time, `bench/callgrind.sh`).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::Context;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::connections::Entry;
+use crate::connections::{self, Entry};
+use crate::error::GatewayClose;
 use crate::metrics::Flow;
+use crate::reactor::Timer;
 
 /// How often the epoch moves.
 pub const EVERY: Duration = Duration::from_secs(5);
@@ -44,12 +48,20 @@ pub fn start_ticks() {
 }
 
 /// A connection's entry, and the epoch of its last count. What was counted is taken out of
-/// the directions' flows, which then hold what is not counted yet.
+/// the directions' flows, which then hold what is not counted yet. Also what an operator
+/// asked of the connection through its entry (`POST /connections/.../close`,
+/// `POST /backends/drain`).
 pub(super) struct Live {
     pub(super) entry: Arc<Entry>,
     epoch: u32,
-    /// Its waker is in the entry.
+    /// It is to be woken at the next tick.
     waiting: bool,
+    /// The operators' requests seen ([`connections::asks`]).
+    asks: u32,
+    /// The task's waker is in the entry.
+    registered: bool,
+    /// An operator's close, and the timer of its moment.
+    leaving: Option<Box<(Timer, GatewayClose)>>,
 }
 
 impl Live {
@@ -58,11 +70,43 @@ impl Live {
             entry,
             epoch: EPOCH.load(Relaxed),
             waiting: false,
+            // Not the count now: the first wake-up registers the waker and then looks.
+            asks: connections::asks().wrapping_sub(1),
+            registered: false,
+            leaving: None,
         }
     }
 
+    /// At the start of a wake-up: the close an operator asked for, once its moment has come.
+    /// Registers the task's waker with the entry on the first wake-up, then looks at the
+    /// entry only when an operator's request (for any connection) came since the last look.
+    pub(super) fn poll_asked(&mut self, cx: &mut Context<'_>) -> Option<GatewayClose> {
+        let asks = connections::asks();
+        if asks != self.asks {
+            if !self.registered {
+                self.entry.register(cx.waker());
+                self.registered = true;
+            }
+            self.asks = asks;
+            self.leaving = (self.entry.asked()).map(|(close, at)| {
+                Box::new((
+                    Timer::after(at.saturating_duration_since(Instant::now())),
+                    close,
+                ))
+            });
+        }
+        let (timer, close) = self.leaving.as_deref_mut()?;
+        if Pin::new(timer).poll(cx).is_pending() {
+            return None;
+        }
+        let close = *close;
+        self.leaving = None;
+        self.entry.done_asking();
+        Some(close)
+    }
+
     /// At the end of a wake-up, with the flows not counted yet (`up`: client to backend).
-    pub(super) fn poll(&mut self, up: &mut Flow, down: &mut Flow, cx: &mut Context<'_>) {
+    pub(super) fn poll(&mut self, up: &mut Flow, down: &mut Flow) {
         if up.bytes == 0 && down.bytes == 0 {
             return;
         }
@@ -73,7 +117,7 @@ impl Live {
             self.entry.count(up, down);
             (*up, *down) = (Flow::default(), Flow::default());
         } else if !self.waiting {
-            self.entry.wake_at_tick(cx.waker());
+            self.entry.wake_at_tick();
             self.waiting = true;
         }
     }

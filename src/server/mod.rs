@@ -10,6 +10,7 @@
 
 mod admit;
 mod connection;
+mod operator;
 mod retire;
 
 use std::io;
@@ -23,7 +24,6 @@ use std::time::{Duration, Instant};
 use async_executor::LocalExecutor;
 use futures_lite::FutureExt;
 
-use crate::admin::Status;
 use crate::admission::{Admission, Gates};
 use crate::auth::JwtVerifier;
 use crate::balance::Balancers;
@@ -83,30 +83,6 @@ impl Generation {
     pub(super) fn drain_of(&self, at: usize, backend: usize) -> Option<crate::drain::Watcher> {
         Some(self.retired.get(at)?.get(backend)?.watch())
     }
-
-    /// What the admin endpoints report about this generation.
-    pub fn status(&self, shutting_down: bool) -> Status {
-        let mut backends = Vec::new();
-        for (at, route) in self.config.routes.iter().enumerate() {
-            for (i, b) in route.backends.iter().enumerate() {
-                let up = self.balancers.usable(at, i);
-                backends.push((route.external.as_str().to_string(), b.origin(), up));
-            }
-        }
-        let config = &self.config;
-        let loopback = config.admin.as_ref().is_some_and(|(host, _)| {
-            host.eq_ignore_ascii_case("localhost")
-                || host
-                    .parse::<std::net::IpAddr>()
-                    .is_ok_and(|ip| ip.is_loopback())
-        });
-        Status {
-            backends,
-            shutting_down,
-            token: config.admin_token.clone(),
-            loopback,
-        }
-    }
 }
 
 /// A bound gateway, ready to serve. Cloned into each worker thread.
@@ -133,7 +109,13 @@ pub struct Gateway {
     health: Arc<Mutex<Option<crate::health::Checks>>>,
     /// Every generation that may still have connections.
     generations: Arc<retire::Generations>,
+    /// The backends an operator drained, `(route, host:port)`: every generation's balancers
+    /// keep them out ([`operator`]).
+    drained: Arc<Mutex<Drained>>,
 }
+
+/// The backends an operator drained: `(route, host:port)`.
+type Drained = Vec<(String, String)>;
 
 /// Connection numbers for the logs, unique across worker threads.
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -197,6 +179,7 @@ impl Gateway {
             admission,
             health: Arc::default(),
             generations,
+            drained: Arc::default(),
         })
     }
 
@@ -222,7 +205,10 @@ impl Gateway {
         let checks = crate::health::start(next.config.clone(), &next.balancers)?;
         let retired = self.generations.retire_removed(&next.config);
         self.generations.add(&next);
+        // The operators' drains, held until `next` is in force: none is missed.
+        let drained = self.keep_drained(&next);
         *self.current.write().unwrap_or_else(PoisonError::into_inner) = next;
+        drop(drained);
         // Dropping the replaced checks ends their thread.
         *self.health.lock().unwrap_or_else(PoisonError::into_inner) = checks;
         Ok(retired)
@@ -293,12 +279,6 @@ impl Gateway {
     /// The public listening socket (for an upgrade).
     pub fn listener(&self) -> &TcpListener {
         &self.listener
-    }
-
-    /// What the admin endpoints report.
-    pub fn status(&self) -> Status {
-        self.generation()
-            .status(self.shutting_down.load(Ordering::SeqCst))
     }
 
     /// The address actually bound (useful with port 0).
