@@ -10,7 +10,7 @@ use std::time::Duration;
 mod close;
 mod refusals;
 
-pub use close::GatewayClose;
+pub use close::{GatewayClose, OPERATOR_REASONS};
 pub use refusals::{AuthError, Capacity, PerClient};
 
 /// Everything that can end a connection early. `Display` says what happened and, where it helps,

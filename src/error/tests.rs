@@ -50,3 +50,37 @@ fn violations_get_the_rfc_codes() {
         "invalid UTF-8 in text"
     );
 }
+
+#[test]
+fn an_operators_close_takes_only_sendable_codes_short_reasons_and_a_bounded_set_of_them() {
+    let close = GatewayClose::operator(4001, "moving you").unwrap();
+    assert_eq!((close.code(), close.reason()), (4001, "moving you"));
+    // The same reason is kept once.
+    let again = GatewayClose::operator(1008, "moving you").unwrap();
+    assert!(std::ptr::eq(close.reason(), again.reason()));
+    for code in [0, 999, 1004, 1005, 1006, 1015, 2999, 5000] {
+        assert!(GatewayClose::operator(code, "x").is_err(), "{code}");
+    }
+    let long = "x".repeat(124);
+    assert!(GatewayClose::operator(1000, &long)
+        .unwrap_err()
+        .contains("123"));
+    let frame = GatewayClose::operator(1000, &"y".repeat(123))
+        .unwrap()
+        .frame(None);
+    let h = parse_header(&frame).unwrap().unwrap();
+    assert!(check_close_payload(&frame[h.header_len..]).is_ok());
+    // At most OPERATOR_REASONS different reasons in a process's life.
+    let mut refused = None;
+    for i in 0..=OPERATOR_REASONS {
+        if let Err(why) = GatewayClose::operator(1000, &format!("reason {i}")) {
+            refused = Some(why);
+            break;
+        }
+    }
+    assert!(refused.is_some_and(|w| w.contains("reuse one")));
+    assert!(
+        GatewayClose::operator(1000, "moving you").is_ok(),
+        "a kept reason still works"
+    );
+}

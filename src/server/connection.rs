@@ -90,6 +90,11 @@ pub(super) async fn serve(stream: TcpStream, peer: SocketAddr, gen: Arc<Generati
     let drain = gen.drain_of(o.at, o.chosen);
     let listed = list(facts, &gen, o.at, o.chosen);
     let entry = listed.entry();
+    // Its backend was drained while its handshake went on (the drain's list of open
+    // connections could not have it): it closes as it starts.
+    if gen.balancers.state(o.at, o.chosen) == crate::balance::BackendState::Drained {
+        entry.ask(Some((crate::error::GatewayClose::Drained, Instant::now())));
+    }
     let summary = relay::run(
         stream,
         o.backend,
