@@ -98,16 +98,24 @@ admin=$(wait_line "$run/gateway.log" 'admin listening on 127\.0\.0\.1:[0-9]+' "$
   grep -oE '[0-9.]+:[0-9]+$') || fail "no admin listener"
 log "gateway on $gw_addr, admin on $admin, echo backend on $echo_addr"
 
-# The page as served: open (no token), HTML, under 30 KB, nothing fetched from elsewhere.
+# The page as served: open (no token), HTML, gzip-compressed, under 30 KB, nothing fetched from
+# elsewhere.
 cat > "$run/page.py" << 'PY'
-import http.client, re, sys
+import gzip, http.client, re, sys
 host, port = sys.argv[1].rsplit(":", 1)
 c = http.client.HTTPConnection(host, int(port), timeout=10)
-c.request("GET", "/")
+c.request("GET", "/", headers={"Accept-Encoding": "gzip"})
 r = c.getresponse()
 body = r.read()
 kind = r.getheader("Content-Type", "")
 problems = []
+# Sent gzip-compressed (as browsers accept it): under 30 KB as sent and as HTML.
+if r.getheader("Content-Encoding", "") != "gzip":
+    problems.append("GET / with Accept-Encoding: gzip: not gzip-compressed")
+elif len(body) >= 30 * 1024:
+    problems.append(f"GET /: {len(body)} bytes compressed, over 30 KB")
+else:
+    body = gzip.decompress(body)
 if r.status != 200:
     problems.append(f"GET / without a token: HTTP {r.status} {body[:200]!r} (the page must be open)")
 if not kind.startswith("text/html"):

@@ -197,8 +197,8 @@ impl Drop for Listed {
     }
 }
 
-/// The open connections `keep` accepts, by id.
-pub fn list(keep: impl Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
+/// The open connections `keep` accepts, by id (`dyn`: one copy of the code for every caller).
+pub fn list(keep: &dyn Fn(&Entry) -> bool) -> Vec<Arc<Entry>> {
     let mut all = Vec::new();
     for s in TABLE.iter() {
         let s = s.lock().unwrap_or_else(PoisonError::into_inner);

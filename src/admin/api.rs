@@ -15,8 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-
+use super::json::{self, Obj};
 use super::{page, probe, Gateway, Reply, Status};
 use crate::connections::{self, Entry};
 use crate::error::GatewayClose;
@@ -44,6 +43,7 @@ pub(super) fn answer(request: &Request, peer: SocketAddr, gateway: &dyn Gateway)
     }
     let head_only = request.method == "HEAD";
     let mut reply = match (request.method.as_str(), path) {
+        ("GET" | "HEAD", "/") => page::html(request.header("Accept-Encoding")),
         ("GET" | "HEAD", _) => read(path, query, &s),
         ("POST", _) => {
             let (reply, matched) = act(path, query, gateway, &s);
@@ -64,12 +64,12 @@ fn read(path: &str, query: Option<&str>, s: &Status) -> Reply {
         return reply;
     }
     match path {
-        "/" => page::html(),
         "/status" => page::status(s),
         "/connections" => match filters(query, &[]) {
-            Ok((keep, _)) => {
-                json_reply(200, connections::list(keep).iter().map(describe).collect())
-            }
+            Ok((keep, _)) => json_reply(
+                200,
+                json::array(connections::list(&keep).iter().map(describe)),
+            ),
             Err(why) => Reply::text(400, &why),
         },
         _ if path.starts_with("/connections/") || path.starts_with("/backends/") => {
@@ -110,36 +110,32 @@ fn act(
         },
     };
     match result {
-        Ok(body) => {
-            let matched = matched(&body);
-            (json_reply(200, body), Some(matched))
+        Ok(done) => {
+            let first: Vec<String> = done.ids.iter().take(20).map(u64::to_string).collect();
+            let more = if done.ids.len() > 20 { ", ..." } else { "" };
+            let (n, first) = (done.ids.len(), first.join(", "));
+            let said = format!("{}matched {n} connections [{first}{more}]", done.what);
+            (json_reply(200, done.body), Some(said))
         }
         Err((code, why)) => (Reply::text(code, &format!("{why}\n")), None),
     }
 }
 
-/// What an action matched, for its log line: how many connections, and their first ids.
-fn matched(body: &Value) -> String {
-    let ids: Vec<String> = ["ids", "closing", "kept"]
-        .iter()
-        .filter_map(|k| body.get(*k)?.as_array())
-        .flatten()
-        .map(Value::to_string)
-        .collect();
-    let more = match ids.len() > 20 {
-        true => ", ...",
-        false => "",
-    };
-    let first = ids.iter().take(20).cloned().collect::<Vec<_>>().join(", ");
-    let what = match body.get("backend") {
-        Some(b) => format!("backend {b} of route {} ", body["route"]),
-        None => String::new(),
-    };
-    format!("{what}matched {} connections [{first}{more}]", ids.len())
+/// A done action: its answer, the connections it matched, and what it was about (for the
+/// log line).
+struct Done {
+    body: String,
+    ids: Vec<u64>,
+    what: String,
+}
+
+/// `[id,...]`.
+fn id_list(ids: &[u64]) -> String {
+    json::array(ids.iter().map(u64::to_string))
 }
 
 /// `POST /connections/{id}/close` (`id`) or `POST /connections/close?filters`.
-fn close(query: Option<&str>, id: Option<u64>) -> Result<Value, (u16, String)> {
+fn close(query: Option<&str>, id: Option<u64>) -> Result<Done, (u16, String)> {
     let (keep, opts) = filters(query, &["code", "reason", "spread_ms"]).map_err(|w| (400, w))?;
     if id.is_none() && !opts.filtered {
         let why = "name the connections to close: route, user, backend or client (all of them \
@@ -155,18 +151,20 @@ fn close(query: Option<&str>, id: Option<u64>) -> Result<Value, (u16, String)> {
     let reason = opts.get("reason").unwrap_or("closed by operator");
     let close = GatewayClose::operator(code, reason).map_err(|w| (400, w))?;
     let spread = spread(&opts, Duration::ZERO)?;
-    let matched = connections::list(|e| id.is_none_or(|id| e.id == id) && keep(e));
+    let matched = connections::list(&|e| id.is_none_or(|id| e.id == id) && keep(e));
     if let (Some(id), true) = (id, matched.is_empty()) {
         return Err((404, format!("no open connection {id}")));
     }
     let ids = ask(&matched, Some(close), spread);
-    Ok(json!({
-        "matched": ids.len(),
-        "ids": ids,
-        "code": code,
-        "reason": reason,
-        "spread_ms": spread.as_millis() as u64,
-    }))
+    let body = Obj::new()
+        .num("matched", ids.len() as u64)
+        .raw("ids", &id_list(&ids))
+        .num("code", u64::from(code))
+        .str("reason", reason)
+        .num("spread_ms", spread.as_millis() as u64)
+        .end();
+    let what = String::new();
+    Ok(Done { body, ids, what })
 }
 
 /// `POST /backends/drain` (`on`) or `/backends/undrain`, `?route=&backend=host:port`.
@@ -175,30 +173,23 @@ fn drain(
     gateway: &dyn Gateway,
     on: bool,
     s: &Status,
-) -> Result<Value, (u16, String)> {
-    let pairs: Vec<(String, String)> =
-        query.map_or(Vec::new(), |q| crate::route::query_pairs(q).collect());
-    let known = ["route", "backend", "spread_ms"];
-    if let Some((k, _)) = pairs.iter().find(|(k, _)| !known.contains(&k.as_str())) {
-        return Err((
-            400,
-            format!("unknown parameter {k:?}: route, backend, spread_ms"),
-        ));
-    }
-    let opts = Options {
-        pairs,
-        filtered: true,
-    };
-    let (Some(route), Some(backend)) = (opts.get("route"), opts.get("backend")) else {
-        let why = "name the route (its external_path) and the backend (host:port)";
+) -> Result<Done, (u16, String)> {
+    let (on_it, opts) = filters(query, &["spread_ms"]).map_err(|w| (400, w))?;
+    let (Some(route), Some(backend), None, None) = (
+        opts.get("route"),
+        opts.get("backend"),
+        opts.get("user"),
+        opts.get("client"),
+    ) else {
+        let why = "name the route (its external_path) and the backend (host:port), and nothing \
+                   else but spread_ms";
         return Err((400, why.into()));
     };
     let spread = spread(&opts, s.close_spread)?;
     gateway
         .set_drained(route, backend, on)
         .map_err(|w| (404, w))?;
-    let on_it = |e: &Entry| e.route() == route && e.backend() == backend;
-    let open = connections::list(on_it);
+    let open = connections::list(&on_it);
     let ids = match on {
         true => ask(&open, Some(GatewayClose::Drained), spread),
         // Undrained: the drain's closes not carried out yet are called off.
@@ -210,14 +201,16 @@ fn drain(
         }
     };
     let key = if on { "closing" } else { "kept" };
-    Ok(json!({
-        "route": route,
-        "backend": backend,
-        "drained": on,
-        "matched": ids.len(),
-        key: ids,
-        "spread_ms": spread.as_millis() as u64,
-    }))
+    let body = Obj::new()
+        .str("route", route)
+        .str("backend", backend)
+        .bool("drained", on)
+        .num("matched", ids.len() as u64)
+        .raw(key, &id_list(&ids))
+        .num("spread_ms", spread.as_millis() as u64)
+        .end();
+    let what = format!("backend {backend} of route {route} ");
+    Ok(Done { body, ids, what })
 }
 
 /// Asks each of `entries` to close with `close` (`None`: to stay) at a random moment within
@@ -331,28 +324,29 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A JSON answer.
-pub(super) fn json_reply(code: u16, body: Value) -> Reply {
+pub(super) fn json_reply(code: u16, body: String) -> Reply {
     Reply {
         code,
         kind: "application/json",
-        body: body.to_string() + "\n",
+        body: body + "\n",
         head_only: false,
+        gzipped: None,
     }
 }
 
 /// One connection as the API shows it.
-fn describe(e: &std::sync::Arc<Entry>) -> Value {
+fn describe(e: &std::sync::Arc<Entry>) -> String {
     let [(up_m, up_b), (down_m, down_b)] = e.counts();
-    json!({
-        "id": e.id,
-        "route": e.route(),
-        "client": e.client.to_string(),
-        "backend": e.backend(),
-        "user": e.user.as_deref(),
-        "opened_at": crate::clock::rfc3339(e.opened_at_ms as i64),
-        "client_to_backend_messages": up_m,
-        "client_to_backend_bytes": up_b,
-        "backend_to_client_messages": down_m,
-        "backend_to_client_bytes": down_b,
-    })
+    Obj::new()
+        .num("id", e.id)
+        .str("route", e.route())
+        .str("client", &e.client.to_string())
+        .str("backend", &e.backend())
+        .opt("user", e.user.as_deref())
+        .str("opened_at", &crate::clock::rfc3339(e.opened_at_ms as i64))
+        .num("client_to_backend_messages", up_m)
+        .num("client_to_backend_bytes", up_b)
+        .num("backend_to_client_messages", down_m)
+        .num("backend_to_client_bytes", down_b)
+        .end()
 }

@@ -19,6 +19,7 @@ use async_executor::LocalExecutor;
 use futures_lite::{AsyncWriteExt, FutureExt};
 
 mod api;
+mod json;
 mod page;
 
 pub use crate::balance::BackendState;
@@ -304,6 +305,8 @@ pub struct Reply {
     body: String,
     /// A HEAD request: the head only.
     head_only: bool,
+    /// A gzip-compressed body sent instead of `body` (the status page).
+    gzipped: Option<&'static [u8]>,
 }
 
 impl Reply {
@@ -313,6 +316,7 @@ impl Reply {
             kind: "text/plain; charset=utf-8",
             body: body.to_string(),
             head_only: false,
+            gzipped: None,
         }
     }
 }
@@ -358,6 +362,7 @@ fn probe(path: &str, s: &Status) -> Option<Reply> {
             kind: "text/plain; version=0.0.4; charset=utf-8",
             body: crate::metrics::render(env!("CARGO_PKG_VERSION"), &backend_states(s)),
             head_only: false,
+            gzipped: None,
         },
         _ => return None,
     })
@@ -412,17 +417,21 @@ pub async fn respond(stream: &mut Stream, reply: &Reply) {
 /// Writes `reply` and sends FIN; whether it was all written.
 async fn send(stream: &mut Stream, reply: &Reply) -> bool {
     let reason = crate::error::reason_phrase(reply.code);
+    let (body, gzip) = match reply.gzipped {
+        Some(gz) => (gz, "Content-Encoding: gzip\r\nVary: Accept-Encoding\r\n"),
+        None => (reply.body.as_bytes(), ""),
+    };
     let head = format!(
-        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n\
+        "HTTP/1.1 {} {reason}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{gzip}\
          Connection: close\r\n\r\n",
         reply.code,
         reply.kind,
-        reply.body.len()
+        body.len()
     );
     let sent = async {
         stream.write_all(head.as_bytes()).await?;
         if !reply.head_only {
-            stream.write_all(reply.body.as_bytes()).await?;
+            stream.write_all(body).await?;
         }
         stream.flush().await
     };
