@@ -167,6 +167,14 @@ fn operators_close_connections_by_id_and_by_filter_through_both_close_handshakes
             admin_req(admin, "GET", &by_id, Some(TOKEN)).await.status,
             405
         );
+        for action in [
+            "/connections/close?user=alice",
+            "/backends/drain?route=/a&backend=127.0.0.1:1",
+            "/backends/undrain?route=/a&backend=127.0.0.1:1",
+        ] {
+            assert_eq!(admin_req(admin, "POST", action, None).await.status, 401);
+            assert_eq!(admin_req(admin, "POST", action, wrong).await.status, 401);
+        }
         assert!(echoes(&mut alice).await, "a refused action closed alice");
         // By id: 1008 "closed by operator" to both legs, through their close handshakes.
         let answer = post(admin, &by_id).await;
@@ -336,6 +344,18 @@ fn a_drained_backend_gets_no_new_connections_its_open_ones_get_1012_and_undrain_
                 .all(|c| *c == (0, 1012, "backend drained".into())),
             "{got:?}"
         );
+        // The access log says who ended them and how.
+        let access = gw
+            .wait_for(r#""gateway_close_reason":"backend drained""#, STEP)
+            .expect("a drained connection's access log line");
+        for field in [
+            r#""gateway_close_code":1012"#,
+            r#""closed_first":"gateway""#,
+            r#""client_close_code":1012"#,
+            r#""backend_close_code":1012"#,
+        ] {
+            assert!(access.contains(field), "{field} not in {access}");
+        }
         // New connections go to the other backend only.
         for _ in 0..6 {
             assert_eq!(open_as(addr, "/a", "erin").await.1, 1);

@@ -105,6 +105,21 @@ fn without_a_token_the_api_is_refused_off_loopback_and_open_on_it() {
         let r = get(admin, "/connections", None).await;
         assert_eq!(r.status, 403);
         assert!(r.body.contains("admin.token"), "{}", r.body);
+        assert_eq!(get(admin, "/status", None).await.status, 403);
+        // The actions too: nobody who reaches 0.0.0.0 closes connections or drains backends.
+        for action in [
+            "/connections/close?user=alice",
+            "/connections/1/close",
+            "/backends/drain?route=/a&backend=127.0.0.1:1",
+            "/backends/undrain?route=/a&backend=127.0.0.1:1",
+        ] {
+            let req = format!("POST {action} HTTP/1.1\r\nHost: admin\r\n\r\n");
+            assert_eq!(
+                raw_http(admin, req.as_bytes()).await.status,
+                403,
+                "{action}"
+            );
+        }
         assert_eq!(get(admin, "/healthz", None).await.status, 200);
     });
     let local = r#"{ "host": "127.0.0.1", "port": 0 }"#;
