@@ -144,12 +144,19 @@ async fn backend_closes(seen: &Seen, n: usize) -> Vec<(usize, u16, String)> {
     seen.lock().unwrap().clone()
 }
 
-#[test]
-fn operators_close_connections_by_id_and_by_filter_through_both_close_handshakes() {
+/// A gateway with `admin.token`, `/a` to backend 0 and `/b` to backend 1: the gateway, the
+/// closes the backends get, and backend 0's address.
+fn with_token() -> (GatewayProcess, Seen, SocketAddr) {
     let seen = Seen::default();
     let (a, b) = (backend(0, &seen), backend(1, &seen));
     let admin_block = format!(r#"{{ "host": "127.0.0.1", "port": 0, "token": "{TOKEN}" }}"#);
     let gw = GatewayProcess::start(&config(&[a], b, &admin_block, ""), None);
+    (gw, seen, a)
+}
+
+#[test]
+fn operators_close_connections_by_id_and_by_filter_through_both_close_handshakes() {
+    let (gw, seen, _) = with_token();
     let (addr, admin) = (gw.addr(), gw.admin_addr());
     let alice_id = run(async {
         let (mut alice, _) = open_as(addr, "/a", "alice").await;
@@ -258,10 +265,7 @@ fn operators_close_connections_by_id_and_by_filter_through_both_close_handshakes
 
 #[test]
 fn a_close_spread_over_spread_ms_closes_each_connection_at_its_own_moment() {
-    let seen = Seen::default();
-    let (a, b) = (backend(0, &seen), backend(1, &seen));
-    let admin_block = format!(r#"{{ "host": "127.0.0.1", "port": 0, "token": "{TOKEN}" }}"#);
-    let gw = GatewayProcess::start(&config(&[a], b, &admin_block, ""), None);
+    let (gw, _, _) = with_token();
     let (addr, admin) = (gw.addr(), gw.admin_addr());
     run(async {
         let mut all = Vec::new();
@@ -453,10 +457,7 @@ fn a_drained_backend_gets_no_new_connections_its_open_ones_get_1012_and_undrain_
 
 #[test]
 fn the_status_page_is_open_small_and_self_contained_and_its_json_needs_the_token() {
-    let seen = Seen::default();
-    let (a, b) = (backend(0, &seen), backend(1, &seen));
-    let admin_block = format!(r#"{{ "host": "127.0.0.1", "port": 0, "token": "{TOKEN}" }}"#);
-    let gw = GatewayProcess::start(&config(&[a], b, &admin_block, ""), None);
+    let (gw, _, a) = with_token();
     let (addr, admin) = (gw.addr(), gw.admin_addr());
     run(async {
         // Gzip-compressed, as every browser accepts it; 406 to a client that does not.
