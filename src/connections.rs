@@ -1,9 +1,9 @@
 //! The relayed connections open now: who each is, where it goes, since when, and what it
 //! relayed as of its last live count (`relay::live`). The admin API lists them
 //! (`GET /connections`), and the live counts go through them: a connection's entry holds what
-//! its route's counters have of its traffic, and the waker the ticking thread uses to have a
-//! silent connection counted. An entry is in the table from the 101 to the end ([`Listed`]
-//! takes it out, with its waker). The table is split into shards by id, so that connections
+//! its route's counters have of its traffic, its task's waker (for the ticking thread to have
+//! a silent connection counted, and for an operator's close, which the entry also holds). An
+//! entry is in the table from the 101 to the end ([`Listed`] takes it out, with its waker). The table is split into shards by id, so that connections
 //! opening and closing on different workers seldom wait for each other.
 
 use std::collections::HashMap;

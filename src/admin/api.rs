@@ -70,7 +70,7 @@ fn read(path: &str, query: Option<&str>, s: &Status) -> Reply {
                 200,
                 json::array(connections::list(&keep).iter().map(describe)),
             ),
-            Err(why) => Reply::text(400, &why),
+            Err(why) => Reply::text(400, &format!("{why}\n")),
         },
         _ if path.starts_with("/connections/") || path.starts_with("/backends/") => {
             Reply::text(405, "use POST for the actions\n")
@@ -143,9 +143,12 @@ fn close(query: Option<&str>, id: Option<u64>) -> Result<Done, (u16, String)> {
         return Err((400, why.into()));
     }
     let code = match opts.get("code") {
-        Some(c) => c
-            .parse()
-            .map_err(|_| (400, format!("code {c:?} is not a number")))?,
+        Some(c) => c.parse().map_err(|_| {
+            (
+                400,
+                format!("code {c:?}: use 1000-1003, 1007-1013 or 3000-4999"),
+            )
+        })?,
         None => 1008,
     };
     let reason = opts.get("reason").unwrap_or("closed by operator");
@@ -268,7 +271,7 @@ fn filters(
     for (k, _) in &pairs {
         if !FILTERS.contains(&k.as_str()) && !options.contains(&k.as_str()) {
             let known = [&FILTERS[..], options].concat().join(", ");
-            return Err(format!("unknown parameter {k:?}: {known}\n"));
+            return Err(format!("unknown parameter {k:?}: {known}"));
         }
     }
     let filters: Vec<(String, String)> = (pairs.iter())

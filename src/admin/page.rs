@@ -9,7 +9,7 @@ use super::api::json_reply;
 use super::json::{self, Obj};
 use super::{Reply, Status};
 
-/// The page, `gzip -9 -n src/admin/status.html` (`.ci/run` checks that it is).
+/// The page, `gzip -9 -n src/admin/status.html` (the test below checks that it is).
 const PAGE_GZ: &[u8] = include_bytes!("status.html.gz");
 
 /// `GET /`, for a client whose `Accept-Encoding` is `accept`.

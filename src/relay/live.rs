@@ -7,8 +7,9 @@
 //! relaxed load) and, when it moved and so did the connection's bytes, counts what moved since
 //! (through its entry in the table of open connections, [`crate::connections`]). So that a
 //! connection that falls silent is counted too, the first wake-up that leaves traffic
-//! uncounted leaves the task's waker in its entry, and the ticking thread wakes it at the next
-//! tick. No timer is armed on a worker: one would cost every wait of its event loop two clock
+//! uncounted marks its entry, and the ticking thread wakes it at the next tick (the entry
+//! holds the task's waker from its first wake-up on; an operator's close wakes it the same
+//! way, [`Live::poll_asked`]). No timer is armed on a worker: one would cost every wait of its event loop two clock
 //! reads (5% of a message relayed one at a time, `bench/callgrind.sh`).
 
 use std::future::Future;
