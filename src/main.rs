@@ -200,7 +200,9 @@ fn run(
         let g: admin::GatewayRef = Arc::new(gateway.clone());
         let at =
             admin::start(listener.clone(), g, gateway.handed_over()).map_err(|e| e.to_string())?;
-        log::info!("admin listening on {at} (/metrics, /healthz, /readyz)");
+        log::info!(
+            "admin listening on {at} (/, /status, /connections, /metrics, /healthz, /readyz)"
+        );
     }
     for r in &config.routes {
         let backends: Vec<String> = r

@@ -153,27 +153,6 @@ impl Traffic {
     fn flows(&self) -> [&Flow; 2] {
         [&self.client_to_backend, &self.backend_to_client]
     }
-
-    /// What `self` counted since `earlier` (an earlier reading of the same counts).
-    pub fn since(&self, earlier: &Traffic) -> Traffic {
-        let flow = |now: &Flow, then: &Flow| {
-            let (m, t) = (&now.messages, &then.messages);
-            Flow {
-                messages: Messages {
-                    text: m.text - t.text,
-                    binary: m.binary - t.binary,
-                    ping: m.ping - t.ping,
-                    pong: m.pong - t.pong,
-                    close: m.close - t.close,
-                },
-                bytes: now.bytes - then.bytes,
-            }
-        };
-        Traffic {
-            client_to_backend: flow(&self.client_to_backend, &earlier.client_to_backend),
-            backend_to_client: flow(&self.backend_to_client, &earlier.backend_to_client),
-        }
-    }
 }
 
 /// The process-wide counters.

@@ -225,8 +225,7 @@ fn ask(
 ) -> Vec<u64> {
     let now = Instant::now();
     for e in entries {
-        let at = now + spread.mul_f64(rand::random::<f64>());
-        e.ask(close.map(|c| (c, at)));
+        e.ask(close.map(|c| (c, now + spread.mul_f64(rand::random::<f64>()))));
     }
     entries.iter().map(|e| e.id).collect()
 }

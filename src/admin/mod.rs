@@ -1,8 +1,10 @@
 //! The admin listener (`admin`): plain HTTP/1.1 on its own address and thread, one request per
 //! connection. `GET /metrics` (Prometheus text 0.0.4), `GET /healthz` (200 while the process
 //! runs), `GET /readyz` (200 when every route has a usable backend and the gateway is not
-//! shutting down; else 503 with the reason) and the connection API ([`api`]: `admin.token`,
-//! `GET /connections`). Never on the public port unless `admin` names its address.
+//! shutting down; else 503 with the reason), the status page and its `GET /status`
+//! ([`page`]), and the connection API and actions ([`api`]: `admin.token`, `GET /connections`,
+//! the `POST`s that close connections and drain backends). Only the three probes may share
+//! the public port, when `admin` names its address.
 //! Each exchange (request head, answer, drain) has one deadline from accept, and connections
 //! that hold a place without a request make room for new ones (`MAX_CONNECTIONS`).
 

@@ -46,16 +46,26 @@ pub(super) fn status(s: &Status) -> Reply {
             names.push(&b.route);
         }
     }
+    // One pass over the open connections: how many on each backend of each route (a few
+    // pairs: a list, not a map).
+    let mut on: Vec<(&str, String, u64)> = Vec::new();
+    for e in &open {
+        let (route, backend) = (e.route(), e.backend());
+        match on.iter_mut().find(|(r, b, _)| *r == route && *b == backend) {
+            Some(n) => n.2 += 1,
+            None => on.push((route, backend, 1)),
+        }
+    }
     let routes = names.into_iter().map(|name| {
         let f = crate::metrics::figures(name);
         let backends = (s.backends.iter()).filter(|b| b.route == name).map(|b| {
-            let on_it = (open.iter())
-                .filter(|e| e.route() == name && e.backend() == b.address)
-                .count();
+            let on_it = (on.iter())
+                .find(|(r, a, _)| *r == name && *a == b.address)
+                .map_or(0, |n| n.2);
             Obj::new()
                 .str("backend", &b.address)
                 .str("state", b.state.as_str())
-                .num("open_connections", on_it as u64)
+                .num("open_connections", on_it)
                 .end()
         });
         let (m, b) = f

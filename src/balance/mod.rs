@@ -110,12 +110,6 @@ impl Balancers {
             .is_some_and(|s| s.up.swap(up, Relaxed) != up)
     }
 
-    /// Whether a backend is usable now (healthy, its breaker not open, not drained).
-    pub fn usable(&self, route: usize, backend: usize) -> bool {
-        self.slot(route, backend)
-            .is_some_and(|s| s.usable(Instant::now()).is_ok())
-    }
-
     /// Drains a backend (`true`: no new connection goes to it) or puts it back.
     pub fn set_drained(&self, route: usize, backend: usize, drained: bool) {
         if let Some(s) = self.slot(route, backend) {
@@ -128,14 +122,12 @@ impl Balancers {
         let Some(s) = self.slot(route, backend) else {
             return BackendState::Down;
         };
-        if s.drained.load(Relaxed) {
-            BackendState::Drained
-        } else if !s.up.load(Relaxed) {
-            BackendState::Down
-        } else if let Admit::No(_) = s.circuit.peek(Instant::now()) {
-            BackendState::BreakerOpen
-        } else {
-            BackendState::Up
+        // The balancer's own test ([`Slot::usable`]), told apart.
+        match s.usable(Instant::now()) {
+            Ok(()) => BackendState::Up,
+            Err(Some(_)) => BackendState::BreakerOpen,
+            Err(None) if s.drained.load(Relaxed) => BackendState::Drained,
+            Err(None) => BackendState::Down,
         }
     }
 
